@@ -1,0 +1,75 @@
+"""The runner's own asyncio loop, on a daemon thread: async task bodies run there, so
+``Runner.run`` behaves the same in a script and inside Jupyter's running loop."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from cloacina._invoke import call_async
+
+
+class BackgroundLoop:
+    """An asyncio loop on its own thread, started on first use."""
+
+    def __init__(self, name: str = "cloacina-loop") -> None:
+        self._name = name
+        self._lock = threading.Lock()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    @property
+    def thread_id(self) -> int | None:
+        """The loop thread's ident, once started."""
+        return self._thread.ident if self._thread is not None else None
+
+    def _ensure(self) -> asyncio.AbstractEventLoop:
+        with self._lock:
+            if self._loop is None:
+                loop = asyncio.new_event_loop()
+                ready = threading.Event()
+
+                def main() -> None:
+                    asyncio.set_event_loop(loop)
+                    loop.call_soon(ready.set)
+                    loop.run_forever()
+                    loop.close()
+
+                thread = threading.Thread(target=main, name=self._name, daemon=True)
+                thread.start()
+                ready.wait()
+                self._loop, self._thread = loop, thread
+            return self._loop
+
+    def submit(self, fn: Callable[..., Any], task_id: str, data: dict[str, Any], completion: Any) -> None:
+        """Schedules an async task body; ``completion.ok``/``.fail`` gets its result."""
+        loop = self._ensure()
+        loop.call_soon_threadsafe(self._start, fn, task_id, data, completion)
+
+    def _start(self, fn: Callable[..., Any], task_id: str, data: dict[str, Any], completion: Any) -> None:
+        task = asyncio.get_running_loop().create_task(self._drive(fn, task_id, data, completion))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    @staticmethod
+    async def _drive(fn: Callable[..., Any], task_id: str, data: dict[str, Any], completion: Any) -> None:
+        try:
+            out = await call_async(fn, task_id, data)
+        except BaseException as exc:  # noqa: BLE001 - every outcome goes to the engine
+            completion.fail(exc)
+        else:
+            completion.ok(out)
+
+    def stop(self) -> None:
+        """Stops the loop and joins its thread. Idempotent."""
+        with self._lock:
+            loop, thread = self._loop, self._thread
+            self._loop = self._thread = None
+        if loop is None or thread is None:
+            return
+        loop.call_soon_threadsafe(loop.stop)
+        if thread is not threading.current_thread():
+            thread.join(timeout=10)

@@ -1,0 +1,138 @@
+"""The :class:`Context` a task receives: a dict-like view of JSON values."""
+
+from __future__ import annotations
+
+from collections.abc import ItemsView, Iterator, KeysView, Mapping, ValuesView
+from typing import Any
+
+_MISSING = object()
+
+
+class Context:
+    """The data a task sees: the run's input plus the writes of its ancestor tasks.
+
+    Assigning a key (``ctx["k"] = v``, :meth:`update`, :meth:`setdefault`) is a write. A
+    list or dict value read from the context and changed in place also counts as a write
+    when it ends up different from what the task was given. Values must be JSON values
+    (dict with str keys, list, str, int, float, bool, None).
+    """
+
+    __slots__ = ("_data", "_touched", "_written")
+
+    def __init__(self, data: Mapping[str, Any] | None = None) -> None:
+        self._data: dict[str, Any] = dict(data) if data is not None else {}
+        self._written: set[str] = set()
+        self._touched: set[str] = set()
+
+    @classmethod
+    def _wrap(cls, data: dict[str, Any]) -> Context:
+        """A context over ``data`` (a fresh dict the engine built for this attempt)."""
+        ctx = cls.__new__(cls)
+        ctx._data = data
+        ctx._written = set()
+        ctx._touched = set()
+        return ctx
+
+    def _read(self, key: str, value: Any) -> Any:
+        if isinstance(value, (list, dict)):
+            self._touched.add(key)
+        return value
+
+    def __getitem__(self, key: str) -> Any:
+        return self._read(key, self._data[key])
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        if not isinstance(key, str):
+            raise TypeError(f"context keys must be str, not {type(key).__name__}")
+        self._data[key] = value
+        self._written.add(key)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._data
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._data)
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, Context):
+            return self._data == other._data
+        if isinstance(other, Mapping):
+            return self._data == dict(other)
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"Context({self._data!r})"
+
+    def get(self, key: str, default: Any = None) -> Any:
+        """The value of ``key``, or ``default`` when it is absent."""
+        value = self._data.get(key, _MISSING)
+        if value is _MISSING:
+            return default
+        return self._read(key, value)
+
+    def keys(self) -> KeysView[str]:
+        """The keys, as a live view."""
+        return self._data.keys()
+
+    def values(self) -> ValuesView[Any]:
+        """The values, as a live view."""
+        self._touch_all()
+        return self._data.values()
+
+    def items(self) -> ItemsView[str, Any]:
+        """The ``(key, value)`` pairs, as a live view."""
+        self._touch_all()
+        return self._data.items()
+
+    def update(self, other: Mapping[str, Any] | None = None, /, **kwargs: Any) -> None:
+        """Writes every key of ``other`` and ``kwargs``."""
+        if other is not None:
+            for key, value in dict(other).items():
+                self[key] = value
+        for key, value in kwargs.items():
+            self[key] = value
+
+    def setdefault(self, key: str, default: Any = None) -> Any:
+        """The value of ``key``; if absent, writes ``default`` first."""
+        if key not in self._data:
+            self[key] = default
+        return self[key]
+
+    def to_dict(self) -> dict[str, Any]:
+        """A shallow copy of the data as a plain dict."""
+        self._touch_all()
+        return dict(self._data)
+
+    def _touch_all(self) -> None:
+        for key, value in self._data.items():
+            if isinstance(value, (list, dict)):
+                self._touched.add(key)
+
+    def _collect(self, result: Any, task_id: str) -> tuple[dict[str, Any], dict[str, Any]]:
+        """Applies a task's return value, then returns ``(writes, touched)`` for the engine.
+
+        ``None`` keeps the writes; a mapping is merged in; any other value is stored under
+        the task's id.
+        """
+        if result is None:
+            pass
+        elif isinstance(result, Mapping):
+            for key, value in result.items():
+                if not isinstance(key, str):
+                    from cloacina.errors import TaskError
+
+                    raise TaskError(
+                        f"task '{task_id}' returned a dict with a key that is not a str: {key!r}"
+                    )
+                self[key] = value
+        else:
+            self[task_id] = result
+        data = self._data
+        writes = {key: data[key] for key in self._written}
+        touched = {key: data[key] for key in self._touched if key not in self._written}
+        return writes, touched

@@ -1,0 +1,293 @@
+"""``Runner``: runs workflows durably, from plain code, asyncio and notebooks alike."""
+
+from __future__ import annotations
+
+import atexit
+import threading
+import weakref
+from collections.abc import Generator, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+from cloacina import _invoke, _native, backends
+from cloacina._loop import BackgroundLoop
+from cloacina.errors import CloacinaError, ConfigurationError, WorkflowFailed
+from cloacina.workflow import Workflow
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+
+DEFAULT_MAX_CONCURRENCY = 8
+"""Task attempts a runner runs at once unless told otherwise."""
+
+
+def _time(micros: int | None) -> datetime | None:
+    return None if micros is None else _EPOCH + timedelta(microseconds=micros)
+
+
+def _span(start: datetime | None, end: datetime | None) -> timedelta | None:
+    return None if start is None or end is None else end - start
+
+
+@dataclass(frozen=True)
+class TaskResult:
+    """What happened to one task of a run."""
+
+    task_id: str
+    status: str
+    """``pending | ready | running | completed | failed | skipped | cancelled``"""
+    attempts: int
+    started_at: datetime | None
+    finished_at: datetime | None
+    duration: timedelta | None
+    error: str | None
+    """The exception as ``"Type: message"`` (or why the engine failed the task)."""
+    traceback: str | None
+    reason: str | None = None
+    """Why the task was skipped or cancelled."""
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """A run as recorded in the database."""
+
+    run_id: str
+    workflow: str
+    status: str
+    """``completed | failed | cancelled``, or ``pending | running`` while it goes on."""
+    context: dict[str, Any]
+    tasks: dict[str, TaskResult]
+    started_at: datetime | None
+    finished_at: datetime | None
+    duration: timedelta | None
+    error: str | None
+    version: str = ""
+    created_at: datetime | None = field(default=None, repr=False)
+
+    @classmethod
+    def _from_native(cls, raw: Mapping[str, Any]) -> RunResult:
+        tasks = {}
+        for t in raw["tasks"]:
+            started, finished = _time(t["started_at"]), _time(t["finished_at"])
+            tasks[t["task_id"]] = TaskResult(
+                task_id=t["task_id"],
+                status=t["status"],
+                attempts=t["attempts"],
+                started_at=started,
+                finished_at=finished,
+                duration=_span(started, finished),
+                error=t["error"],
+                traceback=t["traceback"],
+                reason=t["reason"],
+            )
+        started, finished = _time(raw["started_at"]), _time(raw["finished_at"])
+        return cls(
+            run_id=raw["run_id"],
+            workflow=raw["workflow"],
+            status=raw["status"],
+            context=raw["context"],
+            tasks=tasks,
+            started_at=started,
+            finished_at=finished,
+            duration=_span(started, finished),
+            error=raw["error"],
+            version=raw["version"],
+            created_at=_time(raw["created_at"]),
+        )
+
+    @property
+    def ok(self) -> bool:
+        """True when the run completed."""
+        return self.status == "completed"
+
+    def raise_for_status(self) -> RunResult:
+        """Returns ``self`` if the run completed; raises :class:`WorkflowFailed` if it failed
+        (carrying the first failed task's ``task_id``, ``error`` and ``traceback``) or
+        :class:`CloacinaError` if it was cancelled or is still going."""
+        if self.status == "completed":
+            return self
+        if self.status == "failed":
+            failed = next((t for t in self.tasks.values() if t.status == "failed"), None)
+            exc = WorkflowFailed(
+                f"run {self.run_id} of workflow '{self.workflow}' failed: {self.error}"
+            )
+            exc.run_id = self.run_id  # type: ignore[attr-defined]
+            exc.task_id = failed.task_id if failed else None  # type: ignore[attr-defined]
+            exc.error = failed.error if failed else self.error  # type: ignore[attr-defined]
+            exc.traceback = failed.traceback if failed else None  # type: ignore[attr-defined]
+            raise exc
+        raise CloacinaError(f"run {self.run_id} of workflow '{self.workflow}' is {self.status}")
+
+
+class RunHandle:
+    """A run started with :meth:`Runner.start`. Await it, or call :meth:`wait`."""
+
+    __slots__ = ("_runner", "run_id")
+
+    def __init__(self, runner: Runner, run_id: str) -> None:
+        self._runner = runner
+        self.run_id = run_id
+
+    def status(self) -> str:
+        """The run's status now, from the database."""
+        result = self._runner.get_run(self.run_id)
+        if result is None:
+            raise CloacinaError(f"no run with id '{self.run_id}'")
+        return result.status
+
+    def wait(self, timeout: float | None = None) -> RunResult:
+        """Blocks until the run is final and returns its result; ``TimeoutError`` if
+        ``timeout`` seconds pass first. Ctrl-C interrupts the wait."""
+        engine = self._runner._engine_or_raise()
+        if not engine.wait(self.run_id, timeout):
+            raise TimeoutError(f"run {self.run_id} did not finish within {timeout} s")
+        return self._runner._get_existing(self.run_id)
+
+    async def _wait_async(self) -> RunResult:
+        engine = self._runner._engine_or_raise()
+        await engine.wait_async(self.run_id)
+        raw = await engine.get_run_async(self.run_id)
+        return RunResult._from_native(raw)
+
+    def __await__(self) -> Generator[Any, None, RunResult]:
+        return self._wait_async().__await__()
+
+    def __repr__(self) -> str:
+        return f"RunHandle({self.run_id!r})"
+
+
+_open_runners: weakref.WeakSet[Runner] = weakref.WeakSet()
+
+
+@atexit.register
+def _close_open_runners() -> None:
+    for runner in list(_open_runners):
+        try:
+            runner.close()
+        except Exception:  # noqa: BLE001 - nothing useful to do at exit
+            pass
+
+
+class Runner:
+    """Runs workflows and records every run, task and attempt in a database.
+
+    ``url`` defaults to ``$CLOACINA_DATABASE_URL``, else ``sqlite:///cloacina.db``.
+    ``durability="normal"`` survives a process crash; ``"full"`` also survives power
+    loss, at a cost per commit. Use as a context manager, or call :meth:`close`.
+    """
+
+    def __init__(
+        self,
+        url: str | None = None,
+        *,
+        max_concurrency: int = DEFAULT_MAX_CONCURRENCY,
+        durability: str = "normal",
+    ) -> None:
+        url = backends.default_url() if url is None else url
+        self.url = backends.mask(url) if isinstance(url, str) else repr(url)
+        if not isinstance(max_concurrency, int) or isinstance(max_concurrency, bool) or max_concurrency < 1:
+            raise ValueError(f"max_concurrency must be a positive int, not {max_concurrency!r}")
+        if durability not in ("normal", "full"):
+            raise ConfigurationError(f"durability must be 'normal' or 'full', not {durability!r}")
+        target = backends.resolve(url)
+        self._lock = threading.Lock()
+        self._loop = BackgroundLoop()
+        try:
+            self._engine: _native.Engine | None = _native.Engine(
+                target.path,
+                durability=durability,
+                max_concurrency=max_concurrency,
+                call_sync=_invoke.call_sync,
+                submit_async=self._loop.submit,
+            )
+        except ConfigurationError as exc:
+            raise ConfigurationError(f"{self.url}: {exc}") from None
+        self.max_concurrency = max_concurrency
+        self.durability = durability
+        _open_runners.add(self)
+
+    def _engine_or_raise(self) -> _native.Engine:
+        engine = self._engine
+        if engine is None:
+            raise CloacinaError("this Runner is closed")
+        return engine
+
+    def _check_not_on_loop(self, what: str) -> None:
+        if threading.get_ident() == self._loop.thread_id:
+            raise CloacinaError(
+                f"Runner.{what}() would block the runner's own event loop (called from an async "
+                f"task); use 'await runner.{what}_async(...)' or runner.start(...) instead"
+            )
+
+    @staticmethod
+    def _prepare(workflow: Workflow, context: Mapping[str, Any] | None) -> dict[str, Any]:
+        if not isinstance(workflow, Workflow):
+            raise TypeError(f"expected a Workflow, got {type(workflow).__name__}")
+        workflow._ensure_registered()
+        if context is None:
+            return {}
+        if not isinstance(context, Mapping):
+            raise TypeError(f"a run's input must be a dict, not {type(context).__name__}")
+        return dict(context)
+
+    def start(self, workflow: Workflow, context: Mapping[str, Any] | None = None) -> RunHandle:
+        """Starts a run and returns at once with its :class:`RunHandle`."""
+        data = self._prepare(workflow, context)
+        run_id = self._engine_or_raise().submit(workflow.name, data)
+        return RunHandle(self, run_id)
+
+    def run(self, workflow: Workflow, context: Mapping[str, Any] | None = None) -> RunResult:
+        """Runs a workflow to the end and returns its :class:`RunResult`.
+
+        Blocks without holding the GIL; works inside a running event loop (Jupyter).
+        A failed run is returned, not raised: call ``result.raise_for_status()``.
+        """
+        self._check_not_on_loop("run")
+        return self.start(workflow, context).wait()
+
+    async def run_async(self, workflow: Workflow, context: Mapping[str, Any] | None = None) -> RunResult:
+        """Awaitable twin of :meth:`run`."""
+        data = self._prepare(workflow, context)
+        run_id = await self._engine_or_raise().submit_async(workflow.name, data)
+        return await RunHandle(self, run_id)
+
+    def get_run(self, run_id: str) -> RunResult | None:
+        """The run with this id as recorded (by any runner or process), or None."""
+        raw = self._engine_or_raise().get_run(run_id)
+        return None if raw is None else RunResult._from_native(raw)
+
+    def _get_existing(self, run_id: str) -> RunResult:
+        result = self.get_run(run_id)
+        if result is None:
+            raise CloacinaError(f"no run with id '{run_id}'")
+        return result
+
+    def list_runs(
+        self, workflow: str | Workflow | None = None, status: str | None = None, limit: int = 50
+    ) -> list[RunResult]:
+        """Recorded runs, newest first, optionally of one workflow and/or one status."""
+        if isinstance(workflow, Workflow):
+            workflow = workflow.name
+        if not isinstance(limit, int) or limit < 0:
+            raise ValueError(f"limit must be a non-negative int, not {limit!r}")
+        raws = self._engine_or_raise().list_runs(workflow, status, limit)
+        return [RunResult._from_native(raw) for raw in raws]
+
+    def close(self) -> None:
+        """Lets running task attempts finish, then closes the database. Idempotent."""
+        with self._lock:
+            engine, self._engine = self._engine, None
+        if engine is not None:
+            engine.close()
+            self._loop.stop()
+        _open_runners.discard(self)
+
+    def __enter__(self) -> Runner:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        state = "closed" if self._engine is None else "open"
+        return f"Runner({self.url!r}, {state})"

@@ -1,0 +1,239 @@
+"""Database URLs, the default location, in-memory databases, durability and the schema."""
+
+from __future__ import annotations
+
+import os
+
+import cloacina
+import pytest
+from cloacina import ConfigurationError, Runner, Workflow, task
+
+from helpers import query, wait_all
+
+
+def small_workflow(name: str = "backend_wf") -> Workflow:
+    @task
+    def head(ctx):
+        ctx["head"] = ctx.get("n", 0) + 1
+
+    @task(dependencies=[head])
+    def left_arm(ctx):
+        ctx["left"] = ctx["head"] * 2
+
+    @task(dependencies=[head])
+    def right_arm(ctx):
+        ctx["right"] = ctx["head"] * 3
+
+    @task(dependencies=[left_arm, right_arm])
+    def tail(ctx):
+        return ctx["left"] + ctx["right"]
+
+    return Workflow(name, [head, left_arm, right_arm, tail])
+
+
+def expected(n: int = 0) -> dict:
+    h = n + 1
+    return {"n": n, "head": h, "left": 2 * h, "right": 3 * h, "tail": 5 * h}
+
+
+# --- bad URLs -----------------------------------------------------------------------------
+
+
+def test_unsupported_scheme_masks_the_password():
+    url = "mysql://u:secret@h/db"
+    with pytest.raises(ConfigurationError) as exc:
+        Runner(url)
+    msg = str(exc.value)
+    assert "mysql" in msg
+    assert "h/db" in msg
+    assert "secret" not in msg
+    assert "secret" not in repr(exc.value)
+
+
+def test_garbage_url_is_named():
+    with pytest.raises(ConfigurationError, match="nonsense"):
+        Runner("nonsense")
+
+
+def test_configuration_error_is_a_cloacina_error():
+    with pytest.raises(cloacina.CloacinaError):
+        Runner("nonsense")
+
+
+def test_relative_path_in_missing_directory(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ConfigurationError) as exc:
+        Runner("sqlite:///nonexistent_dir/x/y.db")
+    msg = str(exc.value)
+    assert "nonexistent_dir" in msg
+    assert not (tmp_path / "nonexistent_dir").exists()
+
+
+def test_absolute_path_in_missing_directory(tmp_path):
+    target = tmp_path / "missing" / "deeper" / "y.db"
+    with pytest.raises(ConfigurationError) as exc:
+        Runner("sqlite:///" + str(target))
+    msg = str(exc.value)
+    assert str(target.parent) in msg or str(target) in msg
+    lowered = msg.lower()
+    assert any(
+        word in lowered
+        for word in ("exist", "directory", "unreachable", "not found", "no such", "cannot")
+    ), msg
+    assert not target.parent.exists()
+
+
+def test_a_file_that_is_not_a_database_is_an_error(tmp_path):
+    path = tmp_path / "garbage.db"
+    path.write_bytes(b"this is not an sqlite database, just some bytes " * 200)
+    with pytest.raises(cloacina.CloacinaError), Runner("sqlite:///" + str(path)) as runner:
+        runner.run(small_workflow("garbage_wf"), {})
+
+
+# --- where the database lives -------------------------------------------------------------
+
+
+def test_environment_variable_sets_the_default_url(tmp_path, monkeypatch):
+    work, data = tmp_path / "work", tmp_path / "data"
+    work.mkdir()
+    data.mkdir()
+    monkeypatch.chdir(work)
+    monkeypatch.setenv("CLOACINA_DATABASE_URL", "sqlite:///" + str(data / "env.db"))
+
+    with Runner() as runner:
+        result = runner.run(small_workflow("env_wf"), {"n": 1})
+    assert result.status == "completed"
+    assert query(data / "env.db", "SELECT run_id FROM runs") == [{"run_id": result.run_id}]
+    assert not (work / "cloacina.db").exists()
+
+
+def test_default_is_cloacina_db_in_the_working_directory(tmp_path, monkeypatch):
+    monkeypatch.delenv("CLOACINA_DATABASE_URL", raising=False)
+    monkeypatch.chdir(tmp_path)
+
+    with Runner() as runner:
+        result = runner.run(small_workflow("default_wf"), {"n": 2})
+    assert result.status == "completed"
+    assert result.context == expected(2)
+    rows = query(tmp_path / "cloacina.db", "SELECT run_id, status FROM runs")
+    assert rows == [{"run_id": result.run_id, "status": "completed"}]
+
+
+def test_three_slashes_then_a_relative_path(tmp_path, monkeypatch):
+    (tmp_path / "sub").mkdir()
+    monkeypatch.chdir(tmp_path)
+    with Runner("sqlite:///sub/rel.db") as runner:
+        result = runner.run(small_workflow("relative_wf"), {})
+    assert result.status == "completed"
+    assert query(tmp_path / "sub" / "rel.db", "SELECT count(*) AS n FROM runs") == [{"n": 1}]
+
+
+def test_four_slashes_is_an_absolute_path(tmp_path, monkeypatch):
+    elsewhere = tmp_path / "cwd"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    target = tmp_path / "abs.db"
+    url = "sqlite:////" + str(target).lstrip("/")
+    assert url.startswith("sqlite:////")
+    with Runner(url) as runner:
+        assert runner.run(small_workflow("absolute_wf"), {}).status == "completed"
+    assert target.exists()
+    assert os.listdir(elsewhere) == []
+
+
+@pytest.mark.parametrize("url", ["sqlite::memory:", "sqlite:///:memory:"])
+def test_in_memory_database(url, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    wf = small_workflow("memory_wf")
+    with Runner(url, max_concurrency=4) as runner:
+        result = runner.run(wf, {"n": 3})
+        assert result.status == "completed", result.error
+        assert result.context == expected(3)
+        assert runner.get_run(result.run_id).context == expected(3)
+
+        # Several runs at once, so several connections if the engine pools them.
+        handles = [runner.start(wf, {"n": n}) for n in range(10)]
+        results = wait_all(handles, timeout=60)
+        assert [r.context for r in results] == [expected(n) for n in range(10)]
+        assert len(runner.list_runs(workflow="memory_wf")) == 11
+    assert os.listdir(tmp_path) == []
+
+
+def test_in_memory_databases_are_private_to_their_runner():
+    with Runner("sqlite::memory:") as first, Runner("sqlite::memory:") as second:
+        result = first.run(small_workflow("private_memory_wf"), {})
+        assert result.status == "completed"
+        assert second.get_run(result.run_id) is None
+        assert second.list_runs() == []
+
+
+# --- durability and schema ----------------------------------------------------------------
+
+
+def test_runs_survive_closing_the_runner(db_url):
+    with Runner(db_url) as runner:
+        result = runner.run(small_workflow("durable_wf"), {"n": 5})
+    with Runner(db_url) as reopened:
+        again = reopened.get_run(result.run_id)
+        assert again.status == "completed"
+        assert again.context == expected(5)
+        assert {t: r.status for t, r in again.tasks.items()} == dict.fromkeys(
+            ["head", "left_arm", "right_arm", "tail"], "completed"
+        )
+        # The reopened runner keeps working on the same file.
+        assert reopened.run(small_workflow("durable_wf"), {"n": 6}).context == expected(6)
+        assert len(reopened.list_runs(workflow="durable_wf")) == 2
+
+
+def test_schema_has_the_documented_columns(runner, db_path):
+    runner.run(small_workflow("schema_wf"), {})
+    documented = {
+        "runs": {
+            "run_id",
+            "workflow",
+            "version",
+            "status",
+            "input",
+            "error",
+            "owner",
+            "idempotency_key",
+            "created_at",
+            "started_at",
+            "finished_at",
+        },
+        "run_tasks": {
+            "run_id",
+            "task_id",
+            "position",
+            "dependencies",
+            "status",
+            "attempts",
+            "output",
+            "error",
+            "traceback",
+            "reason",
+            "started_at",
+            "finished_at",
+        },
+        "task_attempts": {
+            "run_id",
+            "task_id",
+            "attempt",
+            "status",
+            "started_at",
+            "finished_at",
+            "error",
+            "traceback",
+            "owner",
+        },
+    }
+    for table, columns in documented.items():
+        info = query(db_path, f"PRAGMA table_info({table})")
+        assert columns <= {c["name"] for c in info}, table
+        pk = [c["name"] for c in sorted(info, key=lambda c: c["pk"]) if c["pk"]]
+        expected_pk = {
+            "runs": ["run_id"],
+            "run_tasks": ["run_id", "task_id"],
+            "task_attempts": ["run_id", "task_id", "attempt"],
+        }[table]
+        assert pk == expected_pk, table

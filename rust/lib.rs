@@ -1,0 +1,31 @@
+//! cloacina's native core: a durable workflow engine for Python tasks.
+//!
+//! The engine (`graph`, `context`, `registry`, `store`, `engine`) holds no pyo3 types
+//! and is tested with `cargo test`; `py` binds it to Python as `cloacina._native`.
+
+pub mod context;
+pub mod engine;
+pub mod errors;
+pub mod graph;
+pub mod py;
+pub mod registry;
+pub mod store;
+
+use pyo3::prelude::*;
+
+/// The `cloacina._native` module: wiring only.
+#[pymodule]
+#[pyo3(name = "_native")]
+fn native(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    // Engine log records go to Python's `logging`, under the "cloacina" logger.
+    let _ = pyo3_log::try_init();
+    m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    py::exceptions::register(m)?;
+    m.add_class::<py::engine::PyEngine>()?;
+    m.add_class::<py::invoke::Completion>()?;
+    m.add_function(wrap_pyfunction!(py::registry::register_task, m)?)?;
+    m.add_function(wrap_pyfunction!(py::registry::register_workflow, m)?)?;
+    m.add_function(wrap_pyfunction!(py::registry::workflow_version, m)?)?;
+    m.add_function(wrap_pyfunction!(py::registry::bind_sqlite, m)?)?;
+    Ok(())
+}

@@ -1,0 +1,189 @@
+//! `Engine`: the native object behind `cloacina.Runner`.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use pyo3::exceptions::PyValueError;
+use pyo3::prelude::*;
+use pyo3::types::PyList;
+
+use super::convert::{map_from_py, run_to_py};
+use super::invoke::PythonExecutor;
+use super::runtime::{runtime, wait};
+use crate::engine::{Engine, EngineConfig};
+use crate::errors::Error;
+use crate::registry;
+use crate::store::{Durability, RunFilter, SqliteConfig, SqliteStore};
+
+/// A running engine over one database. Methods without `_async` block without the GIL.
+#[pyclass(frozen, name = "Engine", module = "cloacina._native")]
+pub struct PyEngine {
+    engine: Arc<Engine>,
+}
+
+fn workflow_def(name: &str) -> PyResult<Arc<registry::WorkflowDef>> {
+    registry::workflow(name).ok_or_else(|| {
+        Error::Workflow(format!("workflow '{name}' is not defined in this process")).into()
+    })
+}
+
+#[pymethods]
+impl PyEngine {
+    /// Opens the SQLite database at `path` (None: in memory) and starts the engine.
+    #[new]
+    #[pyo3(signature = (path, *, durability, max_concurrency, call_sync, submit_async))]
+    fn new(
+        py: Python<'_>,
+        path: Option<PathBuf>,
+        durability: &str,
+        max_concurrency: usize,
+        call_sync: Py<PyAny>,
+        submit_async: Py<PyAny>,
+    ) -> PyResult<Self> {
+        if max_concurrency == 0 {
+            return Err(PyValueError::new_err("max_concurrency must be at least 1"));
+        }
+        let mut config = SqliteConfig::new(path);
+        config.durability = durability.parse::<Durability>()?;
+        let executor = Arc::new(PythonExecutor::new(call_sync, submit_async));
+        let engine = wait(
+            py,
+            async move {
+                let store = SqliteStore::open(&config).await?;
+                Ok(Engine::start(
+                    store,
+                    Arc::new(executor),
+                    EngineConfig { max_concurrency },
+                ))
+            },
+            None,
+        )?
+        .expect("no timeout");
+        Ok(PyEngine {
+            engine: Arc::new(engine),
+        })
+    }
+
+    /// Starts a run of the registered workflow `workflow`; returns the run id.
+    fn submit(&self, py: Python<'_>, workflow: &str, input: &Bound<'_, PyAny>) -> PyResult<String> {
+        let def = workflow_def(workflow)?;
+        let input = map_from_py(input, "the run's input")?;
+        let engine = self.engine.clone();
+        Ok(wait(py, async move { engine.submit(def, input).await }, None)?.expect("no timeout"))
+    }
+
+    /// Awaitable twin of `submit`.
+    fn submit_async<'py>(
+        &self,
+        py: Python<'py>,
+        workflow: &str,
+        input: &Bound<'_, PyAny>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let def = workflow_def(workflow)?;
+        let input = map_from_py(input, "the run's input")?;
+        let engine = self.engine.clone();
+        runtime()?;
+        pyo3_async_runtimes::tokio::future_into_py(py, async move {
+            Ok(engine.submit(def, input).await?)
+        })
+    }
+
+    /// Blocks until run `run_id` is final; False if `timeout` seconds pass first.
+    #[pyo3(signature = (run_id, timeout = None))]
+    fn wait(&self, py: Python<'_>, run_id: String, timeout: Option<f64>) -> PyResult<bool> {
+        let timeout = match timeout {
+            Some(t) if !(t >= 0.0 && t.is_finite()) => {
+                return Err(PyValueError::new_err(
+                    "timeout must be a non-negative number of seconds",
+                ))
+            }
+            Some(t) => Some(Duration::from_secs_f64(t)),
+            None => None,
+        };
+        let engine = self.engine.clone();
+        Ok(wait(py, async move { engine.wait(&run_id).await }, timeout)?.is_some())
+    }
+
+    /// Awaitable twin of `wait` (no timeout: use asyncio.wait_for).
+    fn wait_async<'py>(&self, py: Python<'py>, run_id: String) -> PyResult<Bound<'py, PyAny>> {
+        let engine = self.engine.clone();
+        runtime()?;
+        pyo3_async_runtimes::tokio::future_into_py(
+            py,
+            async move { Ok(engine.wait(&run_id).await?) },
+        )
+    }
+
+    /// Run `run_id` as a dict, or None.
+    fn get_run(&self, py: Python<'_>, run_id: String) -> PyResult<Option<Py<PyAny>>> {
+        let engine = self.engine.clone();
+        let run =
+            wait(py, async move { engine.get_run(&run_id).await }, None)?.expect("no timeout");
+        run.map(|r| run_to_py(py, &r).map(Bound::unbind))
+            .transpose()
+    }
+
+    /// Awaitable twin of `get_run`.
+    fn get_run_async<'py>(&self, py: Python<'py>, run_id: String) -> PyResult<Bound<'py, PyAny>> {
+        let engine = self.engine.clone();
+        runtime()?;
+        pyo3_async_runtimes::tokio::future_into_py(py, async move {
+            let run = engine.get_run(&run_id).await?;
+            Python::attach(|py| {
+                run.map(|r| run_to_py(py, &r).map(Bound::unbind))
+                    .transpose()
+            })
+        })
+    }
+
+    /// Runs as dicts, newest first.
+    #[pyo3(signature = (workflow = None, status = None, limit = 50))]
+    fn list_runs<'py>(
+        &self,
+        py: Python<'py>,
+        workflow: Option<String>,
+        status: Option<String>,
+        limit: u32,
+    ) -> PyResult<Bound<'py, PyList>> {
+        let engine = self.engine.clone();
+        let filter = RunFilter {
+            workflow,
+            status,
+            limit,
+        };
+        let runs =
+            wait(py, async move { engine.list_runs(&filter).await }, None)?.expect("no timeout");
+        let items = runs
+            .iter()
+            .map(|r| run_to_py(py, r))
+            .collect::<PyResult<Vec<_>>>()?;
+        PyList::new(py, items)
+    }
+
+    /// Lets running attempts finish, then closes the database. Idempotent.
+    fn close(&self, py: Python<'_>) -> PyResult<()> {
+        let engine = self.engine.clone();
+        wait(
+            py,
+            async move {
+                engine.close().await;
+                Ok(())
+            },
+            None,
+        )?;
+        Ok(())
+    }
+
+    /// The database file (or ":memory:").
+    #[getter]
+    fn store(&self) -> String {
+        self.engine.store_label().to_string()
+    }
+}
+
+impl Drop for PyEngine {
+    fn drop(&mut self) {
+        self.engine.request_close();
+    }
+}

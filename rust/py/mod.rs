@@ -1,0 +1,8 @@
+//! Everything pyo3: the only place Python types appear.
+
+pub mod convert;
+pub mod engine;
+pub mod exceptions;
+pub mod invoke;
+pub mod registry;
+pub mod runtime;

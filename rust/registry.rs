@@ -1,0 +1,90 @@
+//! The one global registry of the process: task id -> definition (body + options),
+//! workflow name -> validated graph. Defining again under the same id replaces.
+
+use std::any::Any;
+use std::collections::HashMap;
+use std::sync::{Arc, LazyLock, RwLock};
+
+use crate::errors::{Error, Result};
+use crate::graph::{Graph, TaskSpec};
+
+/// A task's executable body. The engine never calls it; an `Executor` (for Python
+/// callables, `py::invoke`) downcasts it to the concrete type it knows how to run.
+pub trait TaskBody: Send + Sync + 'static {
+    /// The body as `Any`, for the executor to downcast.
+    fn as_any(&self) -> &dyn Any;
+}
+
+/// A registered task.
+pub struct TaskDef {
+    pub id: String,
+    pub dependencies: Vec<String>,
+    pub fingerprint: String,
+    pub body: Arc<dyn TaskBody>,
+}
+
+/// A registered workflow: its name, description and validated graph.
+pub struct WorkflowDef {
+    pub name: String,
+    pub description: Option<String>,
+    pub graph: Graph,
+}
+
+#[derive(Default)]
+struct Registry {
+    tasks: HashMap<String, Arc<TaskDef>>,
+    workflows: HashMap<String, Arc<WorkflowDef>>,
+}
+
+static REGISTRY: LazyLock<RwLock<Registry>> = LazyLock::new(Default::default);
+
+fn read() -> std::sync::RwLockReadGuard<'static, Registry> {
+    REGISTRY
+        .read()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+fn write() -> std::sync::RwLockWriteGuard<'static, Registry> {
+    REGISTRY
+        .write()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Registers (or replaces) a task definition.
+pub fn register_task(def: TaskDef) -> Arc<TaskDef> {
+    let def = Arc::new(def);
+    let replaced = write().tasks.insert(def.id.clone(), def.clone());
+    if replaced.is_some() {
+        log::debug!("task '{}' redefined", def.id);
+    }
+    def
+}
+
+/// The current definition of task `id`.
+pub fn task(id: &str) -> Option<Arc<TaskDef>> {
+    read().tasks.get(id).cloned()
+}
+
+/// Validates and registers (or replaces) a workflow.
+pub fn register_workflow(
+    name: &str,
+    description: Option<String>,
+    tasks: &[TaskSpec],
+) -> Result<Arc<WorkflowDef>> {
+    if name.trim().is_empty() {
+        return Err(Error::Workflow("a workflow needs a non-empty name".into()));
+    }
+    let graph = Graph::build(name, tasks)?;
+    let def = Arc::new(WorkflowDef {
+        name: name.to_string(),
+        description,
+        graph,
+    });
+    write().workflows.insert(name.to_string(), def.clone());
+    Ok(def)
+}
+
+/// The current definition of workflow `name`.
+pub fn workflow(name: &str) -> Option<Arc<WorkflowDef>> {
+    read().workflows.get(name).cloned()
+}

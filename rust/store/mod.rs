@@ -1,0 +1,134 @@
+//! Persistence: the records the engine writes and reads, independent of the backend,
+//! and the SQLite store. Every write is a batch of `Op`s committed as one transaction.
+
+use std::sync::Arc;
+
+use crate::context::{self, Map};
+
+pub mod sqlite;
+mod sqlite_api_table;
+pub mod sqlite_library;
+
+pub use sqlite::{Durability, SqliteConfig, SqliteStore};
+
+/// Microseconds since the Unix epoch, the unit of every stored time.
+pub fn now_micros() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_micros() as i64)
+        .unwrap_or(0)
+}
+
+/// One state change, written inside a batch transaction.
+#[derive(Debug, Clone)]
+pub enum Op {
+    /// A new run, already started by its owner.
+    InsertRun {
+        run_id: Arc<str>,
+        workflow: Arc<str>,
+        version: Arc<str>,
+        input: String,
+        owner: Arc<str>,
+        at: i64,
+    },
+    /// One task row of a new run.
+    InsertTask {
+        run_id: Arc<str>,
+        task_id: Arc<str>,
+        position: u32,
+        dependencies: String,
+        status: &'static str,
+    },
+    /// An attempt starts: the task is `running`, owned by `owner`.
+    StartTask {
+        run_id: Arc<str>,
+        task_id: Arc<str>,
+        attempt: u32,
+        owner: Arc<str>,
+        at: i64,
+    },
+    /// An attempt ended: the task row takes its outcome and the attempt is recorded.
+    FinishTask {
+        run_id: Arc<str>,
+        task_id: Arc<str>,
+        attempt: u32,
+        owner: Arc<str>,
+        status: &'static str,
+        started_at: i64,
+        at: i64,
+        output: Option<String>,
+        error: Option<String>,
+        traceback: Option<String>,
+    },
+    /// A task changes status without running (ready, skipped, cancelled).
+    MarkTask {
+        run_id: Arc<str>,
+        task_id: Arc<str>,
+        status: &'static str,
+        reason: Option<String>,
+        at: Option<i64>,
+    },
+    /// The run reached a final status.
+    FinishRun {
+        run_id: Arc<str>,
+        status: &'static str,
+        error: Option<String>,
+        at: i64,
+    },
+}
+
+/// A task of a run, as stored.
+#[derive(Debug, Clone)]
+pub struct TaskRecord {
+    pub task_id: String,
+    pub position: u32,
+    pub status: String,
+    pub attempts: u32,
+    pub started_at: Option<i64>,
+    pub finished_at: Option<i64>,
+    pub output: Option<Map>,
+    pub error: Option<String>,
+    pub traceback: Option<String>,
+    pub reason: Option<String>,
+}
+
+/// A run, as stored, with its tasks in merge order.
+#[derive(Debug, Clone)]
+pub struct RunRecord {
+    pub run_id: String,
+    pub workflow: String,
+    pub version: String,
+    pub status: String,
+    pub input: Map,
+    pub error: Option<String>,
+    pub created_at: i64,
+    pub started_at: Option<i64>,
+    pub finished_at: Option<i64>,
+    pub tasks: Vec<TaskRecord>,
+}
+
+impl RunRecord {
+    /// The run's context: its input plus the writes of every completed task, in order.
+    pub fn context(&self) -> Map {
+        context::fold(
+            &self.input,
+            self.tasks
+                .iter()
+                .filter(|t| t.status == "completed")
+                .filter_map(|t| t.output.as_ref()),
+        )
+    }
+}
+
+/// Which runs `list_runs` returns.
+#[derive(Debug, Clone, Default)]
+pub struct RunFilter {
+    pub workflow: Option<String>,
+    pub status: Option<String>,
+    pub limit: u32,
+}
+
+/// True for a run status that will not change again.
+pub fn is_final_run_status(status: &str) -> bool {
+    matches!(status, "completed" | "failed" | "cancelled")
+}

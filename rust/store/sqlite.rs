@@ -1,0 +1,429 @@
+//! The SQLite store.
+//!
+//! Connection design: one writer connection (a pool of one), used only by the engine's
+//! scheduler for batch transactions started with `BEGIN IMMEDIATE`; a separate pool of
+//! read-only connections for callers reading runs. In WAL mode readers never block the
+//! writer nor each other, and no caller waiting for a run holds a connection while it
+//! waits (waiting is an in-process notification), so the scheduler, the executors and
+//! waiting callers cannot starve each other. An in-memory database has a single
+//! connection shared by both roles, held only for the duration of one statement batch.
+
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use sqlx::{Connection, Row};
+use sqlx_sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
+    SqliteSynchronous,
+};
+
+use super::{Op, RunFilter, RunRecord, TaskRecord};
+use crate::context::Map;
+use crate::errors::{Error, Result};
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("rust/store/migrations/sqlite");
+
+/// How hard a commit tries to reach the disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durability {
+    /// WAL with `synchronous=NORMAL`: survives a process crash; the last commits may be
+    /// lost on power loss or an OS crash.
+    Normal,
+    /// WAL with `synchronous=FULL`: every commit is on disk before it returns.
+    Full,
+}
+
+impl FromStr for Durability {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "normal" => Ok(Durability::Normal),
+            "full" => Ok(Durability::Full),
+            other => Err(Error::Configuration(format!(
+                "durability must be \"normal\" or \"full\", not {other:?}"
+            ))),
+        }
+    }
+}
+
+/// Where and how to open a SQLite database.
+#[derive(Debug, Clone)]
+pub struct SqliteConfig {
+    /// The database file; None for a private in-memory database.
+    pub path: Option<PathBuf>,
+    pub durability: Durability,
+    /// How long a write waits for another process's lock before failing.
+    pub busy_timeout: Duration,
+    /// Read-only connections for callers (file databases only).
+    pub readers: u32,
+}
+
+impl SqliteConfig {
+    /// A file database (or in-memory for None) with the default settings.
+    pub fn new(path: Option<PathBuf>) -> Self {
+        SqliteConfig {
+            path,
+            durability: Durability::Normal,
+            busy_timeout: Duration::from_secs(30),
+            readers: 4,
+        }
+    }
+}
+
+/// A SQLite database holding runs.
+pub struct SqliteStore {
+    writer: SqlitePool,
+    reader: SqlitePool,
+    label: Arc<str>,
+}
+
+impl SqliteStore {
+    /// Opens (creating if missing) the database and brings its schema up to date.
+    pub async fn open(config: &SqliteConfig) -> Result<SqliteStore> {
+        let sync = match config.durability {
+            Durability::Normal => SqliteSynchronous::Normal,
+            Durability::Full => SqliteSynchronous::Full,
+        };
+        let (writer, reader, label) = match &config.path {
+            None => {
+                let opts = SqliteConnectOptions::from_str("sqlite::memory:")?.synchronous(sync);
+                let pool = single_pool().connect_with(opts).await?;
+                (pool.clone(), pool, Arc::<str>::from(":memory:"))
+            }
+            Some(path) => {
+                if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+                    if !parent.is_dir() {
+                        return Err(Error::Configuration(format!(
+                            "cannot open the database {}: the directory {} does not exist",
+                            path.display(),
+                            parent.display()
+                        )));
+                    }
+                }
+                let base = SqliteConnectOptions::new()
+                    .filename(path)
+                    .busy_timeout(config.busy_timeout)
+                    .synchronous(sync);
+                let write_opts = base
+                    .clone()
+                    .create_if_missing(true)
+                    .journal_mode(SqliteJournalMode::Wal);
+                let writer = single_pool().connect_with(write_opts).await.map_err(|e| {
+                    Error::Configuration(format!(
+                        "cannot open the database {}: {e}",
+                        path.display()
+                    ))
+                })?;
+                let reader = SqlitePoolOptions::new()
+                    .max_connections(config.readers.max(1))
+                    .min_connections(0)
+                    .connect_lazy_with(base.read_only(true));
+                (writer, reader, Arc::<str>::from(path.display().to_string()))
+            }
+        };
+        migrate(&writer).await?;
+        Ok(SqliteStore {
+            writer,
+            reader,
+            label,
+        })
+    }
+
+    /// What the store is (the file path, or ":memory:"), for messages.
+    pub fn label(&self) -> &str {
+        &self.label
+    }
+
+    /// Commits `ops` as one `BEGIN IMMEDIATE` transaction.
+    pub async fn commit(&self, ops: &[Op]) -> Result<()> {
+        if ops.is_empty() {
+            return Ok(());
+        }
+        let mut conn = self.writer.acquire().await?;
+        let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
+        for op in ops {
+            apply(&mut *tx, op).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// The status of run `run_id`, if it exists.
+    pub async fn run_status(&self, run_id: &str) -> Result<Option<String>> {
+        let row = sqlx::query("SELECT status FROM runs WHERE run_id = ?")
+            .bind(run_id)
+            .fetch_optional(&self.reader)
+            .await?;
+        Ok(row.map(|r| r.get::<String, _>(0)))
+    }
+
+    /// Run `run_id` with its tasks, if it exists.
+    pub async fn run(&self, run_id: &str) -> Result<Option<RunRecord>> {
+        let mut conn = self.reader.acquire().await?;
+        let row = sqlx::query(RUN_COLUMNS_BY_ID)
+            .bind(run_id)
+            .fetch_optional(&mut *conn)
+            .await?;
+        let Some(row) = row else { return Ok(None) };
+        let mut run = run_from_row(&row)?;
+        let rows = sqlx::query(TASKS_OF_RUN)
+            .bind(run_id)
+            .fetch_all(&mut *conn)
+            .await?;
+        run.tasks = rows.iter().map(task_from_row).collect::<Result<_>>()?;
+        Ok(Some(run))
+    }
+
+    /// Runs matching `filter`, newest first, with their tasks.
+    pub async fn runs(&self, filter: &RunFilter) -> Result<Vec<RunRecord>> {
+        let mut conn = self.reader.acquire().await?;
+        let rows = sqlx::query(LIST_RUNS)
+            .bind(filter.workflow.as_deref())
+            .bind(filter.status.as_deref())
+            .bind(filter.limit as i64)
+            .fetch_all(&mut *conn)
+            .await?;
+        let mut runs = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let mut run = run_from_row(row)?;
+            let tasks = sqlx::query(TASKS_OF_RUN)
+                .bind(&run.run_id)
+                .fetch_all(&mut *conn)
+                .await?;
+            run.tasks = tasks.iter().map(task_from_row).collect::<Result<_>>()?;
+            runs.push(run);
+        }
+        Ok(runs)
+    }
+
+    /// Closes every connection.
+    pub async fn close(&self) {
+        self.writer.close().await;
+        self.reader.close().await;
+    }
+}
+
+fn single_pool() -> SqlitePoolOptions {
+    SqlitePoolOptions::new()
+        .max_connections(1)
+        .min_connections(1)
+        .idle_timeout(None)
+        .max_lifetime(None)
+        .acquire_timeout(Duration::from_secs(3600))
+}
+
+async fn migrate(pool: &SqlitePool) -> Result<()> {
+    // Two processes creating the same new file race here; the loser retries and then
+    // finds the schema in place.
+    let mut last = None;
+    for attempt in 0..5 {
+        match MIGRATOR.run(pool).await {
+            Ok(()) => return Ok(()),
+            Err(e) => {
+                last = Some(e);
+                tokio::time::sleep(Duration::from_millis(20 * (attempt + 1))).await;
+            }
+        }
+    }
+    Err(last
+        .map(Error::from)
+        .unwrap_or_else(|| Error::Database("migration failed".into())))
+}
+
+async fn apply(conn: &mut sqlx_sqlite::SqliteConnection, op: &Op) -> Result<()> {
+    match op {
+        Op::InsertRun {
+            run_id,
+            workflow,
+            version,
+            input,
+            owner,
+            at,
+        } => {
+            sqlx::query(
+                "INSERT INTO runs (run_id, workflow, version, status, input, owner, created_at, started_at) \
+                 VALUES (?, ?, ?, 'running', ?, ?, ?, ?)",
+            )
+            .bind(&**run_id)
+            .bind(&**workflow)
+            .bind(&**version)
+            .bind(input)
+            .bind(&**owner)
+            .bind(at)
+            .bind(at)
+            .execute(&mut *conn)
+            .await?;
+        }
+        Op::InsertTask {
+            run_id,
+            task_id,
+            position,
+            dependencies,
+            status,
+        } => {
+            sqlx::query(
+                "INSERT INTO run_tasks (run_id, task_id, position, dependencies, status) VALUES (?, ?, ?, ?, ?)",
+            )
+            .bind(&**run_id)
+            .bind(&**task_id)
+            .bind(*position as i64)
+            .bind(dependencies)
+            .bind(*status)
+            .execute(&mut *conn)
+            .await?;
+        }
+        Op::StartTask {
+            run_id,
+            task_id,
+            attempt,
+            owner,
+            at,
+        } => {
+            sqlx::query(
+                "UPDATE run_tasks SET status = 'running', attempts = ?, owner = ?, started_at = ?, \
+                 finished_at = NULL WHERE run_id = ? AND task_id = ?",
+            )
+            .bind(*attempt as i64)
+            .bind(&**owner)
+            .bind(at)
+            .bind(&**run_id)
+            .bind(&**task_id)
+            .execute(&mut *conn)
+            .await?;
+        }
+        Op::FinishTask {
+            run_id,
+            task_id,
+            attempt,
+            owner,
+            status,
+            started_at,
+            at,
+            output,
+            error,
+            traceback,
+        } => {
+            sqlx::query(
+                "UPDATE run_tasks SET status = ?, output = ?, error = ?, traceback = ?, finished_at = ?, \
+                 owner = NULL WHERE run_id = ? AND task_id = ?",
+            )
+            .bind(*status)
+            .bind(output.as_deref())
+            .bind(error.as_deref())
+            .bind(traceback.as_deref())
+            .bind(at)
+            .bind(&**run_id)
+            .bind(&**task_id)
+            .execute(&mut *conn)
+            .await?;
+            sqlx::query(
+                "INSERT INTO task_attempts (run_id, task_id, attempt, status, owner, started_at, finished_at, \
+                 error, traceback) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            )
+            .bind(&**run_id)
+            .bind(&**task_id)
+            .bind(*attempt as i64)
+            .bind(*status)
+            .bind(&**owner)
+            .bind(started_at)
+            .bind(at)
+            .bind(error.as_deref())
+            .bind(traceback.as_deref())
+            .execute(&mut *conn)
+            .await?;
+        }
+        Op::MarkTask {
+            run_id,
+            task_id,
+            status,
+            reason,
+            at,
+        } => {
+            sqlx::query(
+                "UPDATE run_tasks SET status = ?, reason = ?, finished_at = COALESCE(?, finished_at) \
+                 WHERE run_id = ? AND task_id = ?",
+            )
+            .bind(*status)
+            .bind(reason.as_deref())
+            .bind(*at)
+            .bind(&**run_id)
+            .bind(&**task_id)
+            .execute(&mut *conn)
+            .await?;
+        }
+        Op::FinishRun {
+            run_id,
+            status,
+            error,
+            at,
+        } => {
+            sqlx::query("UPDATE runs SET status = ?, error = ?, finished_at = ?, owner = NULL WHERE run_id = ?")
+                .bind(*status)
+                .bind(error.as_deref())
+                .bind(at)
+                .bind(&**run_id)
+                .execute(&mut *conn)
+                .await?;
+        }
+    }
+    Ok(())
+}
+
+const RUN_COLUMNS_BY_ID: &str =
+    "SELECT run_id, workflow, version, status, input, error, created_at, started_at, \
+     finished_at FROM runs WHERE run_id = ?";
+
+const LIST_RUNS: &str =
+    "SELECT run_id, workflow, version, status, input, error, created_at, started_at, \
+     finished_at FROM runs WHERE (?1 IS NULL OR workflow = ?1) AND (?2 IS NULL OR status = ?2) \
+     ORDER BY created_at DESC, run_id DESC LIMIT ?3";
+
+const TASKS_OF_RUN: &str =
+    "SELECT task_id, position, status, attempts, started_at, finished_at, output, error, \
+     traceback, reason FROM run_tasks WHERE run_id = ? ORDER BY position";
+
+fn parse_map(text: &str, what: &str) -> Result<Map> {
+    match serde_json::from_str::<serde_json::Value>(text)? {
+        serde_json::Value::Object(m) => Ok(m),
+        _ => Err(Error::Database(format!("{what} is not a JSON object"))),
+    }
+}
+
+fn run_from_row(row: &SqliteRow) -> Result<RunRecord> {
+    let run_id: String = row.try_get(0)?;
+    let input: String = row.try_get(4)?;
+    Ok(RunRecord {
+        input: parse_map(&input, &format!("the input of run {run_id}"))?,
+        run_id,
+        workflow: row.try_get(1)?,
+        version: row.try_get(2)?,
+        status: row.try_get(3)?,
+        error: row.try_get(5)?,
+        created_at: row.try_get(6)?,
+        started_at: row.try_get(7)?,
+        finished_at: row.try_get(8)?,
+        tasks: Vec::new(),
+    })
+}
+
+fn task_from_row(row: &SqliteRow) -> Result<TaskRecord> {
+    let task_id: String = row.try_get(0)?;
+    let output: Option<String> = row.try_get(6)?;
+    Ok(TaskRecord {
+        output: match output {
+            Some(text) => Some(parse_map(&text, &format!("the output of task {task_id}"))?),
+            None => None,
+        },
+        task_id,
+        position: row.try_get::<i64, _>(1)? as u32,
+        status: row.try_get(2)?,
+        attempts: row.try_get::<i64, _>(3)? as u32,
+        started_at: row.try_get(4)?,
+        finished_at: row.try_get(5)?,
+        error: row.try_get(7)?,
+        traceback: row.try_get(8)?,
+        reason: row.try_get(9)?,
+    })
+}
