@@ -115,7 +115,7 @@ def run_engine(label: str, cmd: list[str], out: Path, timeout: float) -> dict[st
         if proc.returncode != 0:
             ended = f"exit code {proc.returncode}"
     except subprocess.TimeoutExpired:
-        ended = f"killed after the {timeout:.0f}s timeout"
+        ended = f"killed after the {timeout:g}s timeout"
     data: dict[str, Any] = {}
     if out.exists():
         data = json.loads(out.read_text())

@@ -17,8 +17,7 @@ use pyo3::prelude::*;
 #[pymodule]
 #[pyo3(name = "_native")]
 fn native(m: &Bound<'_, PyModule>) -> PyResult<()> {
-    // Engine log records go to Python's `logging`, under the "cloacina" logger.
-    let _ = pyo3_log::try_init();
+    py::logging::install(m.py());
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     py::exceptions::register(m)?;
     m.add_class::<py::engine::PyEngine>()?;
@@ -27,5 +26,6 @@ fn native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(py::registry::register_workflow, m)?)?;
     m.add_function(wrap_pyfunction!(py::registry::workflow_version, m)?)?;
     m.add_function(wrap_pyfunction!(py::registry::bind_sqlite, m)?)?;
+    m.add_function(wrap_pyfunction!(py::logging::reset_logging, m)?)?;
     Ok(())
 }

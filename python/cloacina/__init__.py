@@ -32,6 +32,5 @@ __all__ = [
     "Workflow",
     "WorkflowError",
     "WorkflowFailed",
-    "__version__",
     "task",
 ]

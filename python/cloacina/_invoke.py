@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import traceback
 from collections.abc import Callable
 from typing import Any
 
@@ -34,3 +35,18 @@ async def call_async(
     ctx = Context._wrap(data)
     result = await fn(ctx)
     return ctx._collect(result, task_id)
+
+
+_INTERNAL_FILES = frozenset({__file__, __file__.replace("_invoke.py", "_loop.py")})
+
+
+def describe_failure(exc: BaseException) -> tuple[str, str]:
+    """``("Type: message", traceback text)`` for a task's exception, without the
+    engine's own frames."""
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_frame.f_code.co_filename in _INTERNAL_FILES:
+        tb = tb.tb_next
+    name = type(exc).__qualname__
+    message = str(exc)
+    error = f"{name}: {message}" if message else name
+    return error, "".join(traceback.format_exception(type(exc), exc, tb))

@@ -44,21 +44,27 @@ class BackgroundLoop:
                 self._loop, self._thread = loop, thread
             return self._loop
 
-    def submit(self, fn: Callable[..., Any], task_id: str, data: dict[str, Any], completion: Any) -> None:
+    def submit(
+        self, fn: Callable[..., Any], task_id: str, data: dict[str, Any], completion: Any
+    ) -> None:
         """Schedules an async task body; ``completion.ok``/``.fail`` gets its result."""
         loop = self._ensure()
         loop.call_soon_threadsafe(self._start, fn, task_id, data, completion)
 
-    def _start(self, fn: Callable[..., Any], task_id: str, data: dict[str, Any], completion: Any) -> None:
+    def _start(
+        self, fn: Callable[..., Any], task_id: str, data: dict[str, Any], completion: Any
+    ) -> None:
         task = asyncio.get_running_loop().create_task(self._drive(fn, task_id, data, completion))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
     @staticmethod
-    async def _drive(fn: Callable[..., Any], task_id: str, data: dict[str, Any], completion: Any) -> None:
+    async def _drive(
+        fn: Callable[..., Any], task_id: str, data: dict[str, Any], completion: Any
+    ) -> None:
         try:
             out = await call_async(fn, task_id, data)
-        except BaseException as exc:  # noqa: BLE001 - every outcome goes to the engine
+        except BaseException as exc:
             completion.fail(exc)
         else:
             completion.ok(out)

@@ -66,7 +66,9 @@ def resolve(url: str) -> SqliteTarget:
 
 def _sqlite_target(url: str, rest: str) -> SqliteTarget:
     if "?" in rest:
-        raise ConfigurationError(f"query parameters are not supported in SQLite URLs: {mask(url)!r}")
+        raise ConfigurationError(
+            f"query parameters are not supported in SQLite URLs: {mask(url)!r}"
+        )
     if rest.startswith("///"):
         path = rest[3:]
     elif rest.startswith("//"):

@@ -164,7 +164,7 @@ def _close_open_runners() -> None:
     for runner in list(_open_runners):
         try:
             runner.close()
-        except Exception:  # noqa: BLE001 - nothing useful to do at exit
+        except Exception:
             pass
 
 
@@ -185,11 +185,16 @@ class Runner:
     ) -> None:
         url = backends.default_url() if url is None else url
         self.url = backends.mask(url) if isinstance(url, str) else repr(url)
-        if not isinstance(max_concurrency, int) or isinstance(max_concurrency, bool) or max_concurrency < 1:
+        if (
+            not isinstance(max_concurrency, int)
+            or isinstance(max_concurrency, bool)
+            or max_concurrency < 1
+        ):
             raise ValueError(f"max_concurrency must be a positive int, not {max_concurrency!r}")
         if durability not in ("normal", "full"):
             raise ConfigurationError(f"durability must be 'normal' or 'full', not {durability!r}")
         target = backends.resolve(url)
+        _native.reset_logging()
         self._lock = threading.Lock()
         self._loop = BackgroundLoop()
         try:
@@ -245,7 +250,9 @@ class Runner:
         self._check_not_on_loop("run")
         return self.start(workflow, context).wait()
 
-    async def run_async(self, workflow: Workflow, context: Mapping[str, Any] | None = None) -> RunResult:
+    async def run_async(
+        self, workflow: Workflow, context: Mapping[str, Any] | None = None
+    ) -> RunResult:
         """Awaitable twin of :meth:`run`."""
         data = self._prepare(workflow, context)
         run_id = await self._engine_or_raise().submit_async(workflow.name, data)

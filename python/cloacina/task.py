@@ -21,7 +21,15 @@ class Task:
     Still callable as the plain function, so it can be unit-tested directly.
     """
 
-    __slots__ = ("__dict__", "_dependency_tasks", "dependencies", "fingerprint", "fn", "id", "is_async")
+    __slots__ = (
+        "__dict__",
+        "_dependency_tasks",
+        "dependencies",
+        "fingerprint",
+        "fn",
+        "id",
+        "is_async",
+    )
 
     def __init__(
         self,

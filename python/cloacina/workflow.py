@@ -29,9 +29,7 @@ class Workflow:
         listed: list[Task] = []
         for t in tasks:
             if not isinstance(t, Task):
-                raise TypeError(
-                    f"workflow '{name}': expected tasks made with @task, got {t!r}"
-                )
+                raise TypeError(f"workflow '{name}': expected tasks made with @task, got {t!r}")
             listed.append(t)
         all_tasks = list(listed)
         ids = {t.id for t in listed}

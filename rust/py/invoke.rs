@@ -209,25 +209,24 @@ fn delta_from_py(task_id: &str, input: &Map, result: &Bound<'_, PyAny>) -> Outco
     Outcome::Completed(delta)
 }
 
-/// An exception as `"Type: message"` plus its formatted traceback.
+/// An exception as `"Type: message"` plus its formatted traceback (engine frames removed).
 fn failure_from_pyerr(py: Python<'_>, err: &PyErr) -> Outcome {
     let value = err.value(py);
-    let type_name = value
-        .get_type()
-        .qualname()
-        .map(|n| n.to_string())
-        .unwrap_or_else(|_| "Exception".into());
-    let message = value.str().map(|s| s.to_string()).unwrap_or_default();
-    let error = if message.is_empty() {
-        type_name
-    } else {
-        format!("{type_name}: {message}")
-    };
-    let traceback = py
-        .import("traceback")
-        .and_then(|tb| tb.call_method1("format_exception", (value,)))
-        .and_then(|lines| lines.extract::<Vec<String>>())
-        .map(|lines| lines.concat())
-        .ok();
-    Outcome::Failed { error, traceback }
+    if let Some(tb) = err.traceback(py) {
+        let _ = value.setattr("__traceback__", tb);
+    }
+    let described = py
+        .import("cloacina._invoke")
+        .and_then(|m| m.call_method1("describe_failure", (value,)))
+        .and_then(|pair| pair.extract::<(String, String)>());
+    match described {
+        Ok((error, traceback)) => Outcome::Failed {
+            error,
+            traceback: Some(traceback),
+        },
+        Err(_) => Outcome::Failed {
+            error: err.to_string(),
+            traceback: None,
+        },
+    }
 }

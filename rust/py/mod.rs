@@ -4,5 +4,6 @@ pub mod convert;
 pub mod engine;
 pub mod exceptions;
 pub mod invoke;
+pub mod logging;
 pub mod registry;
 pub mod runtime;

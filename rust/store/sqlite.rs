@@ -13,7 +13,7 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use sqlx::{Connection, Row};
+use sqlx::{ConnectOptions, Connection, Row};
 use sqlx_sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
     SqliteSynchronous,
@@ -88,7 +88,9 @@ impl SqliteStore {
         };
         let (writer, reader, label) = match &config.path {
             None => {
-                let opts = SqliteConnectOptions::from_str("sqlite::memory:")?.synchronous(sync);
+                let opts = SqliteConnectOptions::from_str("sqlite::memory:")?
+                    .synchronous(sync)
+                    .disable_statement_logging();
                 let pool = single_pool().connect_with(opts).await?;
                 (pool.clone(), pool, Arc::<str>::from(":memory:"))
             }
@@ -105,7 +107,8 @@ impl SqliteStore {
                 let base = SqliteConnectOptions::new()
                     .filename(path)
                     .busy_timeout(config.busy_timeout)
-                    .synchronous(sync);
+                    .synchronous(sync)
+                    .disable_statement_logging();
                 let write_opts = base
                     .clone()
                     .create_if_missing(true)

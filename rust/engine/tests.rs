@@ -1,0 +1,192 @@
+//! Engine tests without Python: a Rust executor, a real SQLite file.
+
+use std::any::Any;
+use std::sync::Arc;
+
+use futures::future::BoxFuture;
+use serde_json::{json, Value};
+
+use super::{Engine, EngineConfig, Executor, Job, Outcome};
+use crate::context::Map;
+use crate::graph::TaskSpec;
+use crate::registry::{self, TaskBody, TaskDef, WorkflowDef};
+use crate::store::{sqlite_library, RunFilter, SqliteConfig, SqliteStore};
+
+type Func = dyn Fn(&Map) -> Result<Map, String> + Send + Sync;
+
+struct RustBody(Arc<Func>);
+
+impl TaskBody for RustBody {
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+}
+
+struct RustExecutor;
+
+impl Executor for RustExecutor {
+    fn execute(&self, job: Job) -> BoxFuture<'static, Outcome> {
+        Box::pin(async move {
+            let body = job
+                .body
+                .as_any()
+                .downcast_ref::<RustBody>()
+                .expect("a Rust body")
+                .0
+                .clone();
+            let input = job.input.clone();
+            match tokio::task::spawn_blocking(move || body(&input))
+                .await
+                .expect("no panic")
+            {
+                Ok(delta) => Outcome::Completed(delta),
+                Err(error) => Outcome::Failed {
+                    error,
+                    traceback: None,
+                },
+            }
+        })
+    }
+}
+
+fn define(
+    id: &str,
+    deps: &[&str],
+    f: impl Fn(&Map) -> Result<Map, String> + Send + Sync + 'static,
+) -> TaskSpec {
+    registry::register_task(TaskDef {
+        id: id.into(),
+        dependencies: deps.iter().map(|d| d.to_string()).collect(),
+        fingerprint: id.into(),
+        body: Arc::new(RustBody(Arc::new(f))),
+    });
+    TaskSpec {
+        id: id.into(),
+        dependencies: deps.iter().map(|d| d.to_string()).collect(),
+        fingerprint: id.into(),
+    }
+}
+
+fn obj(v: Value) -> Map {
+    v.as_object().cloned().unwrap()
+}
+
+fn add_one(key: &'static str) -> impl Fn(&Map) -> Result<Map, String> + Send + Sync {
+    move |ctx| {
+        Ok(obj(
+            json!({ key: ctx.get("x").and_then(Value::as_i64).unwrap_or(0) + 1 }),
+        ))
+    }
+}
+
+async fn engine(dir: &tempfile::TempDir) -> Engine {
+    sqlite_library::bind(None).expect("a SQLite library");
+    let store = SqliteStore::open(&SqliteConfig::new(Some(dir.path().join("t.db"))))
+        .await
+        .unwrap();
+    Engine::start(
+        store,
+        Arc::new(RustExecutor),
+        EngineConfig { max_concurrency: 4 },
+    )
+}
+
+async fn run(engine: &Engine, wf: &Arc<WorkflowDef>, input: Value) -> crate::store::RunRecord {
+    let id = engine.submit(wf.clone(), obj(input)).await.unwrap();
+    engine.wait(&id).await.unwrap();
+    engine.get_run(&id).await.unwrap().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chain_runs_in_order_and_persists_deltas() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = engine(&dir).await;
+    let specs = vec![
+        define("rt_a", &[], add_one("x")),
+        define("rt_b", &["rt_a"], add_one("x")),
+        define("rt_c", &["rt_b"], add_one("x")),
+    ];
+    let wf = registry::register_workflow("rt_chain", None, &specs).unwrap();
+    let run = run(&engine, &wf, json!({"x": 10})).await;
+    assert_eq!(run.status, "completed");
+    assert_eq!(run.context().get("x"), Some(&json!(13)));
+    for t in &run.tasks {
+        assert_eq!(t.status, "completed");
+        assert_eq!(t.attempts, 1);
+        assert_eq!(
+            t.output.as_ref().unwrap().len(),
+            1,
+            "only the task's own writes are stored"
+        );
+    }
+    engine.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failure_skips_downstream_and_independent_branch_completes() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = engine(&dir).await;
+    let specs = vec![
+        define("rf_root", &[], add_one("x")),
+        define("rf_bad", &["rf_root"], |_| Err("boom".into())),
+        define("rf_after_bad", &["rf_bad"], add_one("y")),
+        define("rf_good", &["rf_root"], add_one("z")),
+    ];
+    let wf = registry::register_workflow("rt_fail", None, &specs).unwrap();
+    let run = run(&engine, &wf, json!({})).await;
+    let status = |id: &str| {
+        run.tasks
+            .iter()
+            .find(|t| t.task_id == id)
+            .unwrap()
+            .status
+            .clone()
+    };
+    assert_eq!(run.status, "failed");
+    assert_eq!(status("rf_bad"), "failed");
+    assert_eq!(status("rf_after_bad"), "skipped");
+    assert_eq!(status("rf_good"), "completed");
+    assert!(run.error.unwrap().contains("rf_bad"));
+    engine.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_concurrent_runs_all_complete() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Arc::new(engine(&dir).await);
+    let specs: Vec<TaskSpec> = (0..5)
+        .map(|i| {
+            let deps: Vec<String> = if i == 0 {
+                vec![]
+            } else {
+                vec![format!("rc_{}", i - 1)]
+            };
+            let deps: Vec<&str> = deps.iter().map(String::as_str).collect();
+            define(&format!("rc_{i}"), &deps, add_one("x"))
+        })
+        .collect();
+    let wf = registry::register_workflow("rt_many", None, &specs).unwrap();
+    let mut ids = Vec::new();
+    for _ in 0..200 {
+        ids.push(
+            engine
+                .submit(wf.clone(), obj(json!({"x": 0})))
+                .await
+                .unwrap(),
+        );
+    }
+    for id in &ids {
+        engine.wait(id).await.unwrap();
+    }
+    let runs = engine
+        .list_runs(&RunFilter {
+            workflow: Some("rt_many".into()),
+            status: Some("completed".into()),
+            limit: 1000,
+        })
+        .await
+        .unwrap();
+    assert_eq!(runs.len(), 200);
+    assert!(runs.iter().all(|r| r.context().get("x") == Some(&json!(5))));
+    engine.close().await;
+}
