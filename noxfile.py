@@ -47,5 +47,5 @@ def typing(session: nox.Session) -> None:
 @nox.session
 def bench(session: nox.Session) -> None:
     """Benchmarks against DBOS and the raw SQLite commit rate (release build)."""
-    session.install(".", "dbos")
+    session.install(".", "dbos>=3.4,<3.5")
     session.run("python", "bench/run.py", *session.posargs)

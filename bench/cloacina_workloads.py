@@ -26,12 +26,13 @@ import os
 import sqlite3
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import benchlib  # noqa: E402
-from benchlib import log, rep_line, rep_record, summarize  # noqa: E402
+import benchlib
+from benchlib import log, rep_line, rep_record, summarize
 
 # ---------------------------------------------------------------------------------------
 # Task factories. Ids are global in cloacina (a later definition under an id replaces the
@@ -103,7 +104,9 @@ def fan_workflow(name: str, prefix: str, n: int, is_async: bool = False):
     root_id = f"{prefix}root"
     root = _define(root_id, [], _inc_body(is_async))
     keys = [f"v{i}" for i in range(n)]
-    branches = [_define(f"{prefix}b{i}", [root_id], _branch_body(keys[i], is_async)) for i in range(n)]
+    branches = [
+        _define(f"{prefix}b{i}", [root_id], _branch_body(keys[i], is_async)) for i in range(n)
+    ]
     join = _define(f"{prefix}join", [f"{prefix}b{i}" for i in range(n)], _join_body(keys, is_async))
     return Workflow(name, [root, *branches, join])
 
@@ -121,10 +124,12 @@ def count_persisted(db_path: str, run_ids: list[str]) -> tuple[int, int]:
             chunk = run_ids[i : i + 400]
             marks = ",".join("?" * len(chunk))
             runs += con.execute(
-                f"SELECT count(*) FROM runs WHERE status = 'completed' AND run_id IN ({marks})", chunk
+                f"SELECT count(*) FROM runs WHERE status = 'completed' AND run_id IN ({marks})",
+                chunk,
             ).fetchone()[0]
             tasks += con.execute(
-                f"SELECT count(*) FROM run_tasks WHERE status = 'completed' AND run_id IN ({marks})",
+                "SELECT count(*) FROM run_tasks WHERE status = 'completed'"
+                f" AND run_id IN ({marks})",
                 chunk,
             ).fetchone()[0]
     finally:
@@ -132,8 +137,9 @@ def count_persisted(db_path: str, run_ids: list[str]) -> tuple[int, int]:
     return runs, tasks
 
 
-def check_rep(db_path: str, results: list, n_runs: int, tasks_per_run: int,
-              expect: dict[str, int]) -> tuple[list[str], dict[str, Any]]:
+def check_rep(
+    db_path: str, results: list, n_runs: int, tasks_per_run: int, expect: dict[str, int]
+) -> tuple[list[str], dict[str, Any]]:
     problems: list[str] = []
     if len(results) != n_runs:
         problems.append(f"{len(results)} results for {n_runs} runs")
@@ -146,7 +152,7 @@ def check_rep(db_path: str, results: list, n_runs: int, tasks_per_run: int,
         for key, want in expect.items():
             try:
                 got = r.context[key]
-            except Exception as e:  # noqa: BLE001 - report whatever went wrong
+            except Exception as e:
                 problems.append(f"context[{key!r}] unreadable: {benchlib.describe_exception(e)}")
                 break
             if got != want:
@@ -162,7 +168,9 @@ def check_rep(db_path: str, results: list, n_runs: int, tasks_per_run: int,
     if runs_done != n_runs:
         problems.append(f"runs table: {runs_done} completed, expected {n_runs}")
     if tasks_done != n_runs * tasks_per_run:
-        problems.append(f"run_tasks table: {tasks_done} completed, expected {n_runs * tasks_per_run}")
+        problems.append(
+            f"run_tasks table: {tasks_done} completed, expected {n_runs * tasks_per_run}"
+        )
     return problems, rows
 
 
@@ -216,8 +224,18 @@ class Bench:
     def save(self) -> None:
         benchlib.write_json(self.args.out, self.out)
 
-    def workload(self, section: str, key: str, label: str, build: Callable, shape: Callable,
-                 n_runs: int, tasks_per_run: int, expect: dict[str, int], warmup: bool) -> None:
+    def workload(
+        self,
+        section: str,
+        key: str,
+        label: str,
+        build: Callable,
+        shape: Callable,
+        n_runs: int,
+        tasks_per_run: int,
+        expect: dict[str, int],
+        warmup: bool,
+    ) -> None:
         name = f"{key}{'_scale' if section == 'scale' else ''}"
         db_path = os.path.join(self.dbdir, f"{self.args.mode}-{name}.db")
         for suffix in ("", "-wal", "-shm"):
@@ -240,17 +258,22 @@ class Bench:
                 rec = rep_record(seconds, problems, rows)
                 reps.append(rec)
                 log(rep_line(name, rep, rec))
-        except Exception as e:  # noqa: BLE001 - one broken workload must not hide the others
+        except Exception as e:
             error = benchlib.describe_exception(e)
             log(f"  {name} FAILED: {error}")
         finally:
             if runner is not None:
                 try:
                     runner.close()
-                except Exception as e:  # noqa: BLE001
+                except Exception as e:
                     error = error or f"runner.close(): {benchlib.describe_exception(e)}"
         self.out[section][key] = summarize(
-            tasks_per_run * n_runs, n_runs, reps, self.args.reps, error, label=label,
+            tasks_per_run * n_runs,
+            n_runs,
+            reps,
+            self.args.reps,
+            error,
+            label=label,
             db_bytes=_db_bytes(db_path),
         )
         self.save()
@@ -263,29 +286,85 @@ class Bench:
         a = self.args
         warm = True
         self.save()
-        self.workload("workloads", "W1", f"chain of {a.chain} tasks",
-                      lambda: chain_workflow(f"bench_w1_chain_{a.chain}", "w1_c", a.chain),
-                      run_once, 1, a.chain, {"x": a.chain}, warm)
-        self.workload("workloads", "W2", f"fan-out/in 1+{a.fan}+1",
-                      lambda: fan_workflow(f"bench_w2_fan_{a.fan}", "w2_", a.fan),
-                      run_once, 1, a.fan + 2, {"x": 1, "sum": 2 * a.fan}, warm)
-        self.workload("workloads", "W3", f"{a.runs} sequential runs of a 3-task chain",
-                      lambda: chain_workflow("bench_w3_chain_3", "w3_c", 3),
-                      run_sequential, a.runs, 3, {"x": 3}, warm)
-        self.workload("workloads", "W4", f"{a.concurrent} concurrent runs of a 5-task chain",
-                      lambda: chain_workflow("bench_w4_chain_5", "w4_c", 5),
-                      run_concurrent, a.concurrent, 5, {"x": 5}, warm)
-        self.workload("workloads", "W5", f"async fan-out/in 1+{a.fan}+1",
-                      lambda: fan_workflow(f"bench_w5_async_fan_{a.fan}", "w5_", a.fan, is_async=True),
-                      run_once, 1, a.fan + 2, {"x": 1, "sum": 2 * a.fan}, warm)
+        self.workload(
+            "workloads",
+            "W1",
+            f"chain of {a.chain} tasks",
+            lambda: chain_workflow(f"bench_w1_chain_{a.chain}", "w1_c", a.chain),
+            run_once,
+            1,
+            a.chain,
+            {"x": a.chain},
+            warm,
+        )
+        self.workload(
+            "workloads",
+            "W2",
+            f"fan-out/in 1+{a.fan}+1",
+            lambda: fan_workflow(f"bench_w2_fan_{a.fan}", "w2_", a.fan),
+            run_once,
+            1,
+            a.fan + 2,
+            {"x": 1, "sum": 2 * a.fan},
+            warm,
+        )
+        self.workload(
+            "workloads",
+            "W3",
+            f"{a.runs} sequential runs of a 3-task chain",
+            lambda: chain_workflow("bench_w3_chain_3", "w3_c", 3),
+            run_sequential,
+            a.runs,
+            3,
+            {"x": 3},
+            warm,
+        )
+        self.workload(
+            "workloads",
+            "W4",
+            f"{a.concurrent} concurrent runs of a 5-task chain",
+            lambda: chain_workflow("bench_w4_chain_5", "w4_c", 5),
+            run_concurrent,
+            a.concurrent,
+            5,
+            {"x": 5},
+            warm,
+        )
+        self.workload(
+            "workloads",
+            "W5",
+            f"async fan-out/in 1+{a.fan}+1",
+            lambda: fan_workflow(f"bench_w5_async_fan_{a.fan}", "w5_", a.fan, is_async=True),
+            run_once,
+            1,
+            a.fan + 2,
+            {"x": 1, "sum": 2 * a.fan},
+            warm,
+        )
         if a.scale:
             # The engine is warm by now; a warm-up run at these sizes would only double the cost.
-            self.workload("scale", "W1", f"chain of {a.scale_chain} tasks",
-                          lambda: chain_workflow(f"bench_s1_chain_{a.scale_chain}", "s1_c", a.scale_chain),
-                          run_once, 1, a.scale_chain, {"x": a.scale_chain}, False)
-            self.workload("scale", "W2", f"fan-out/in 1+{a.scale_fan}+1",
-                          lambda: fan_workflow(f"bench_s2_fan_{a.scale_fan}", "s2_", a.scale_fan),
-                          run_once, 1, a.scale_fan + 2, {"x": 1, "sum": 2 * a.scale_fan}, False)
+            self.workload(
+                "scale",
+                "W1",
+                f"chain of {a.scale_chain} tasks",
+                lambda: chain_workflow(f"bench_s1_chain_{a.scale_chain}", "s1_c", a.scale_chain),
+                run_once,
+                1,
+                a.scale_chain,
+                {"x": a.scale_chain},
+                False,
+            )
+            self.workload(
+                "scale",
+                "W2",
+                f"fan-out/in 1+{a.scale_fan}+1",
+                lambda: fan_workflow(f"bench_s2_fan_{a.scale_fan}", "s2_", a.scale_fan),
+                run_once,
+                1,
+                a.scale_fan + 2,
+                {"x": 1, "sum": 2 * a.scale_fan},
+                False,
+            )
 
 
 def _db_bytes(path: str) -> int | None:
@@ -296,9 +375,15 @@ def _db_bytes(path: str) -> int | None:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--mode", choices=["normal", "full"], default="normal",
-                    help="normal = the Runner's default durability; full = durability='full'")
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument(
+        "--mode",
+        choices=["normal", "full"],
+        default="normal",
+        help="normal = the Runner's default durability; full = durability='full'",
+    )
     ap.add_argument("--dbdir", required=True)
     ap.add_argument("--out", required=True)
     ap.add_argument("--chain", type=int, default=100)
@@ -309,8 +394,12 @@ def main() -> None:
     ap.add_argument("--scale", action="store_true")
     ap.add_argument("--scale-chain", type=int, default=2000)
     ap.add_argument("--scale-fan", type=int, default=10000)
-    ap.add_argument("--max-concurrency", type=int, default=None,
-                    help="passed to Runner(); default: the Runner's own default")
+    ap.add_argument(
+        "--max-concurrency",
+        type=int,
+        default=None,
+        help="passed to Runner(); default: the Runner's own default",
+    )
     ap.add_argument("--keep-db", action="store_true")
     Bench(ap.parse_args()).run()
 

@@ -51,7 +51,9 @@ def commit_run(path: str, mode: str, n: int) -> tuple[float, int]:
             "CREATE TABLE results (id INTEGER PRIMARY KEY, run_id TEXT, task_id TEXT,"
             " status TEXT, output TEXT, finished_at INTEGER)"
         )
-        insert = "INSERT INTO results (run_id, task_id, status, output, finished_at) VALUES (?,?,?,?,?)"
+        insert = (
+            "INSERT INTO results (run_id, task_id, status, output, finished_at) VALUES (?,?,?,?,?)"
+        )
 
         def one(i: int) -> None:
             con.execute("BEGIN")
@@ -75,12 +77,18 @@ def commit_run(path: str, mode: str, n: int) -> tuple[float, int]:
     return seconds, rows
 
 
-def measure(directory: str, n: int, reps: int, modes: tuple[str, ...] = MODES,
-            verbose: bool = True) -> dict[str, Any]:
+def measure(
+    directory: str, n: int, reps: int, modes: tuple[str, ...] = MODES, verbose: bool = True
+) -> dict[str, Any]:
     os.makedirs(directory, exist_ok=True)
     path = os.path.join(directory, "raw-commit.db")
-    out: dict[str, Any] = {"sqlite_version": sqlite3.sqlite_version, "n": n, "reps": reps,
-                           "dir": os.path.abspath(directory), "modes": {}}
+    out: dict[str, Any] = {
+        "sqlite_version": sqlite3.sqlite_version,
+        "n": n,
+        "reps": reps,
+        "dir": os.path.abspath(directory),
+        "modes": {},
+    }
     for mode in modes:
         times, problems = [], []
         for _ in range(reps):
@@ -99,17 +107,24 @@ def measure(directory: str, n: int, reps: int, modes: tuple[str, ...] = MODES,
             "problems": problems,
         }
         if verbose:
-            print(f"  raw {mode:12s} {1e6 * med / n:9.1f} us/commit  {n / med:9.0f} commits/s  "
-                  f"reps={['%.3f' % t for t in times]}{'' if not problems else ' BAD ' + str(problems)}",
-                  file=sys.stderr, flush=True)
+            print(
+                f"  raw {mode:12s} {1e6 * med / n:9.1f} us/commit  {n / med:9.0f} commits/s  "
+                f"reps={[round(t, 3) for t in times]}{' BAD ' + str(problems) if problems else ''}",
+                file=sys.stderr,
+                flush=True,
+            )
     return out
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--n", type=int, default=3000, help="commits per repetition")
     ap.add_argument("--reps", type=int, default=3)
-    ap.add_argument("--dir", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), ".work", "raw"))
+    ap.add_argument(
+        "--dir", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), ".work", "raw")
+    )
     ap.add_argument("--modes", default=",".join(MODES))
     a = ap.parse_args()
     print(json.dumps(measure(a.dir, a.n, a.reps, tuple(a.modes.split(","))), indent=2))

@@ -54,7 +54,9 @@ WORKLOADS = ("W1", "W2", "W3", "W4", "W5")
 
 
 def parse_args() -> argparse.Namespace:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--chain", type=int, help="W1: tasks in the chain (100)")
     ap.add_argument("--fan", type=int, help="W2/W5: independent middle tasks (200)")
     ap.add_argument("--runs", type=int, help="W3: sequential runs of a 3-task chain (200)")
@@ -62,32 +64,63 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--reps", type=int, help="timed repetitions per workload, >= 3 (3)")
     ap.add_argument("--startup-reps", type=int, help="fresh-interpreter startup samples (5)")
     ap.add_argument("--raw-n", type=int, help="commits per raw SQLite repetition (3000)")
-    ap.add_argument("--only", default=",".join(TARGETS),
-                    help="comma-separated subset of cloacina,dbos,raw (all)")
-    ap.add_argument("--quick", action="store_true",
-                    help="small sizes (chain 20, fan 40, runs 20, concurrent 20): a smoke test")
-    ap.add_argument("--scale", action="store_true",
-                    help="also run W1 with --scale-chain and W2 with --scale-fan tasks")
+    ap.add_argument(
+        "--only",
+        default=",".join(TARGETS),
+        help="comma-separated subset of cloacina,dbos,raw (all)",
+    )
+    ap.add_argument(
+        "--quick",
+        action="store_true",
+        help="small sizes (chain 20, fan 40, runs 20, concurrent 20): a smoke test",
+    )
+    ap.add_argument(
+        "--scale",
+        action="store_true",
+        help="also run W1 with --scale-chain and W2 with --scale-fan tasks",
+    )
     ap.add_argument("--scale-chain", type=int, default=2000)
     ap.add_argument("--scale-fan", type=int, default=10000)
-    ap.add_argument("--modes", default=",".join(CLOACINA_MODES),
-                    help="cloacina durability modes to measure (normal,full)")
-    ap.add_argument("--max-concurrency", type=int, default=None,
-                    help="cloacina Runner(max_concurrency=...); default: the Runner's default")
-    ap.add_argument("--dbos-variants", default="seq,async,child",
-                    help="DBOS W2 variants; the fastest is reported (seq,async,child)")
-    ap.add_argument("--dbos-scale-variants", default="seq,async",
-                    help="DBOS W2 variants at --scale size (seq,async)")
-    ap.add_argument("--timeout", type=float, default=1800,
-                    help="seconds before an engine subprocess is killed (1800)")
-    ap.add_argument("--workdir", default=str(BENCH / ".work"),
-                    help="where the database files go (same disk for all); default bench/.work")
+    ap.add_argument(
+        "--modes",
+        default=",".join(CLOACINA_MODES),
+        help="cloacina durability modes to measure (normal,full)",
+    )
+    ap.add_argument(
+        "--max-concurrency",
+        type=int,
+        default=None,
+        help="cloacina Runner(max_concurrency=...); default: the Runner's default",
+    )
+    ap.add_argument(
+        "--dbos-variants",
+        default="seq,async,child",
+        help="DBOS W2 variants; the fastest is reported (seq,async,child)",
+    )
+    ap.add_argument(
+        "--dbos-scale-variants",
+        default="seq,async",
+        help="DBOS W2 variants at --scale size (seq,async)",
+    )
+    ap.add_argument(
+        "--timeout",
+        type=float,
+        default=None,
+        help="seconds before an engine subprocess is killed (1800; 5400 with --scale)",
+    )
+    ap.add_argument(
+        "--workdir",
+        default=str(BENCH / ".work"),
+        help="where the database files go (same disk for all); default bench/.work",
+    )
     ap.add_argument("--results-dir", default=str(BENCH / "results"))
     ap.add_argument("--keep-work", action="store_true", help="keep the database files")
     a = ap.parse_args()
     for key, (default, quick) in SIZES.items():
         if getattr(a, key) is None:
             setattr(a, key, quick if a.quick else default)
+    if a.timeout is None:
+        a.timeout = 5400.0 if a.scale else 1800.0
     if a.reps < 3:
         ap.error("--reps must be at least 3 (every number is a median of >= 3 repetitions)")
     a.targets = [t.strip() for t in a.only.split(",") if t.strip()]
@@ -135,8 +168,9 @@ def startup(engine: str, extra: list[str], n: int, directory: Path) -> dict[str,
         cmd = [sys.executable, str(BENCH / "startup_probe.py"), engine, str(db), *extra]
         t0 = time.perf_counter()
         try:
-            p = subprocess.run(cmd, capture_output=True, text=True, timeout=120,
-                               stdin=subprocess.DEVNULL)
+            p = subprocess.run(
+                cmd, capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL
+            )
         except subprocess.TimeoutExpired:
             errors.append("probe timed out")
             continue
@@ -145,24 +179,45 @@ def startup(engine: str, extra: list[str], n: int, directory: Path) -> dict[str,
         if p.returncode != 0 or line is None:
             errors.append((p.stderr.strip().splitlines() or [f"exit {p.returncode}"])[-1])
             continue
-        s = json.loads(line[len("PROBE "):])
+        s = json.loads(line[len("PROBE ") :])
         s["wall_s"] = wall
         samples.append(s)
-    out: dict[str, Any] = {"samples": samples, "errors": errors, "valid": not errors and bool(samples)}
+    out: dict[str, Any] = {
+        "samples": samples,
+        "errors": errors,
+        "valid": not errors and bool(samples),
+    }
     for k in ("total_s", "import_s", "open_s", "wall_s"):
         if samples:
             out[k.replace("_s", "_ms")] = 1000 * statistics.median(s[k] for s in samples)
     ms = out.get("total_ms")
-    benchlib.log(f"   startup {tag}: {'%.1f ms' % ms if ms else 'n/a'} "
-                 f"(import {out.get('import_ms', 0):.1f} + open {out.get('open_ms', 0):.1f}; "
-                 f"fresh-interpreter wall {out.get('wall_ms', 0):.1f}) {errors or ''}")
+    benchlib.log(
+        f"   startup {tag}: {f'{ms:.1f} ms' if ms else 'n/a'} "
+        f"(import {out.get('import_ms', 0):.1f} + open {out.get('open_ms', 0):.1f}; "
+        f"fresh-interpreter wall {out.get('wall_ms', 0):.1f}) {errors or ''}"
+    )
     return out
+
+
+def busy_warning(loadavg: tuple[float, float, float]) -> str | None:
+    """The numbers are only comparable on an otherwise idle machine."""
+    cpus = os.cpu_count() or 1
+    if loadavg[0] > 0.5 * cpus:
+        return (
+            f"the machine is busy (1-minute load average {loadavg[0]:.1f} on {cpus} CPUs): "
+            "other work skews these numbers, the fsync-bound ones most"
+        )
+    return None
 
 
 def git_commit() -> str | None:
     try:
-        p = subprocess.run(["git", "-C", str(REPO), "rev-parse", "HEAD"], capture_output=True,
-                           text=True, timeout=10)
+        p = subprocess.run(
+            ["git", "-C", str(REPO), "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
         return p.stdout.strip() or None if p.returncode == 0 else None
     except (OSError, subprocess.SubprocessError):
         return None
@@ -172,8 +227,9 @@ def git_commit() -> str | None:
 # The table
 
 
-def wl(results: dict[str, Any], engine: str, mode: str | None, key: str,
-       section: str = "workloads") -> dict[str, Any] | None:
+def wl(
+    results: dict[str, Any], engine: str, mode: str | None, key: str, section: str = "workloads"
+) -> dict[str, Any] | None:
     side = results.get(engine) or {}
     if mode is not None:
         side = side.get(mode) or {}
@@ -211,24 +267,41 @@ def build_summary(results: dict[str, Any]) -> tuple[list[list[str]], dict[str, A
         dcell = cell(d)
         if d and good(d) and d.get("variant"):
             dcell += f" [{d['variant']}]"
-        vals = {k: (w["per_task_ms"] if good(w) else None) for k, w in
-                (("cloacina", c_n), ("cloacina_full", c_f), ("dbos", d))}
-        summary[key] = {"label": label, **{f"{k}_ms_per_task": v for k, v in vals.items()},
-                        "speedup_normal": (vals["dbos"] / vals["cloacina"])
-                        if vals["dbos"] and vals["cloacina"] else None,
-                        "speedup_full": (vals["dbos"] / vals["cloacina_full"])
-                        if vals["dbos"] and vals["cloacina_full"] else None,
-                        "dbos_variant": (d or {}).get("variant")}
-        rows.append([f"{key} {label}", cell(c_n), cell(c_f), dcell,
-                     f"{ratio(vals['dbos'], vals['cloacina'])}, {ratio(vals['dbos'], vals['cloacina_full'])}"])
+        vals = {
+            k: (w["per_task_ms"] if good(w) else None)
+            for k, w in (("cloacina", c_n), ("cloacina_full", c_f), ("dbos", d))
+        }
+        summary[key] = {
+            "label": label,
+            **{f"{k}_ms_per_task": v for k, v in vals.items()},
+            "speedup_normal": (vals["dbos"] / vals["cloacina"])
+            if vals["dbos"] and vals["cloacina"]
+            else None,
+            "speedup_full": (vals["dbos"] / vals["cloacina_full"])
+            if vals["dbos"] and vals["cloacina_full"]
+            else None,
+            "dbos_variant": (d or {}).get("variant"),
+        }
+        rows.append(
+            [
+                f"{key} {label}",
+                cell(c_n),
+                cell(c_f),
+                dcell,
+                f"{ratio(vals['dbos'], vals['cloacina'])}, "
+                f"{ratio(vals['dbos'], vals['cloacina_full'])}",
+            ]
+        )
 
     # W1 per task vs one raw commit in the same mode
     raw = (results.get("raw") or {}).get("modes") or {}
     dbos_mode = (results.get("dbos") or {}).get("sqlite_mode")
     parts, rsum = [], {}
-    for col, w, mode in (("cloacina", wl(results, "cloacina", "normal", "W1"), "WAL+NORMAL"),
-                         ("cloacina_full", wl(results, "cloacina", "full", "W1"), "WAL+FULL"),
-                         ("dbos", wl(results, "dbos", None, "W1"), dbos_mode)):
+    for col, w, mode in (
+        ("cloacina", wl(results, "cloacina", "normal", "W1"), "WAL+NORMAL"),
+        ("cloacina_full", wl(results, "cloacina", "full", "W1"), "WAL+FULL"),
+        ("dbos", wl(results, "dbos", None, "W1"), dbos_mode),
+    ):
         r = raw.get(mode) if mode else None
         if good(w) and r and r.get("valid"):
             x = w["per_task_ms"] / r["ms_per_commit"]
@@ -241,14 +314,25 @@ def build_summary(results: dict[str, Any]) -> tuple[list[list[str]], dict[str, A
     rows.append(["W1 per-task / raw commit (same mode)", *parts, ""])
 
     # W4 throughput
-    c_n, c_f, d = (wl(results, "cloacina", "normal", "W4"), wl(results, "cloacina", "full", "W4"),
-                   wl(results, "dbos", None, "W4"))
-    t = {k: (w["tasks_per_s"] if good(w) else None) for k, w in
-         (("cloacina", c_n), ("cloacina_full", c_f), ("dbos", d))}
+    c_n, c_f, d = (
+        wl(results, "cloacina", "normal", "W4"),
+        wl(results, "cloacina", "full", "W4"),
+        wl(results, "dbos", None, "W4"),
+    )
+    t = {
+        k: (w["tasks_per_s"] if good(w) else None)
+        for k, w in (("cloacina", c_n), ("cloacina_full", c_f), ("dbos", d))
+    }
     summary["W4_tasks_per_s"] = t
-    rows.append(["W4 tasks/s", cell(c_n, "tasks_per_s", "{:.0f}"), cell(c_f, "tasks_per_s", "{:.0f}"),
-                 cell(d, "tasks_per_s", "{:.0f}"),
-                 f"{ratio(t['cloacina'], t['dbos'])}, {ratio(t['cloacina_full'], t['dbos'])}"])
+    rows.append(
+        [
+            "W4 tasks/s",
+            cell(c_n, "tasks_per_s", "{:.0f}"),
+            cell(c_f, "tasks_per_s", "{:.0f}"),
+            cell(d, "tasks_per_s", "{:.0f}"),
+            f"{ratio(t['cloacina'], t['dbos'])}, {ratio(t['cloacina_full'], t['dbos'])}",
+        ]
+    )
 
     # startup
     st = results.get("startup") or {}
@@ -263,11 +347,21 @@ def build_summary(results: dict[str, Any]) -> tuple[list[list[str]], dict[str, A
             return "n/a"
         return f"{s['total_ms']:.1f}" if s.get("valid") else "ERROR"
 
-    summary["startup_ms"] = {"cloacina": sms("cloacina_normal"), "cloacina_full": sms("cloacina_full"),
-                             "dbos": sms("dbos")}
-    rows.append(["startup ms (import + open new db)", scell("cloacina_normal"), scell("cloacina_full"),
-                 scell("dbos"),
-                 f"{ratio(sms('dbos'), sms('cloacina_normal'))}, {ratio(sms('dbos'), sms('cloacina_full'))}"])
+    summary["startup_ms"] = {
+        "cloacina": sms("cloacina_normal"),
+        "cloacina_full": sms("cloacina_full"),
+        "dbos": sms("dbos"),
+    }
+    rows.append(
+        [
+            "startup ms (import + open new db)",
+            scell("cloacina_normal"),
+            scell("cloacina_full"),
+            scell("dbos"),
+            f"{ratio(sms('dbos'), sms('cloacina_normal'))}, "
+            f"{ratio(sms('dbos'), sms('cloacina_full'))}",
+        ]
+    )
     return rows, summary
 
 
@@ -276,8 +370,11 @@ def scale_rows(results: dict[str, Any]) -> tuple[list[list[str]], dict[str, Any]
     for key in ("W1", "W2"):
         cols, ssum = [], {}
         size_label = ""
-        for col, engine, mode in (("cloacina", "cloacina", "normal"), ("cloacina_full", "cloacina", "full"),
-                                  ("dbos", "dbos", None)):
+        for col, engine, mode in (
+            ("cloacina", "cloacina", "normal"),
+            ("cloacina_full", "cloacina", "full"),
+            ("dbos", "dbos", None),
+        ):
             small = wl(results, engine, mode, key)
             big = wl(results, engine, mode, key, "scale")
             if big and not size_label:
@@ -288,11 +385,14 @@ def scale_rows(results: dict[str, Any]) -> tuple[list[list[str]], dict[str, Any]
             if big is None:
                 cols.append("n/a")
             elif b is None:
-                cols.append(f"{'%.3f' % s if s else 'n/a'} -> {cell(big)}")
+                cols.append(f"{f'{s:.3f}' if s else 'n/a'} -> {cell(big)}")
             else:
-                cols.append(f"{'%.3f' % s if s else 'n/a'} -> {b:.3f}{tag} ({ratio(b, s)})")
-            ssum[col] = {"small_ms_per_task": s, "large_ms_per_task": b,
-                         "large_tasks": big["tasks"] if big else None}
+                cols.append(f"{f'{s:.3f}' if s else 'n/a'} -> {b:.3f}{tag} ({ratio(b, s)})")
+            ssum[col] = {
+                "small_ms_per_task": s,
+                "large_ms_per_task": b,
+                "large_tasks": big["tasks"] if big else None,
+            }
         summary[key] = ssum
         rows.append([f"{key} {size_label}", *cols])
     return rows, summary
@@ -300,7 +400,10 @@ def scale_rows(results: dict[str, Any]) -> tuple[list[list[str]], dict[str, Any]
 
 def print_table(header: list[str], rows: list[list[str]]) -> None:
     widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
-    line = lambda r: " | ".join(str(c).ljust(w) for c, w in zip(r, widths)).rstrip()  # noqa: E731
+
+    def line(r: list[str]) -> str:
+        return " | ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()
+
     print(line(header))
     print("-+-".join("-" * w for w in widths))
     for r in rows:
@@ -321,7 +424,10 @@ def problems_of(results: dict[str, Any], args: argparse.Namespace) -> list[str]:
                 out.append(f"{name}: process {proc['ended']}")
             for section in ("workloads", "scale"):
                 for key, w in ((side or {}).get(section) or {}).items():
-                    for v, ww in {"": w, **{f"/{k}": x for k, x in (w.get("variants") or {}).items()}}.items():
+                    for v, ww in {
+                        "": w,
+                        **{f"/{k}": x for k, x in (w.get("variants") or {}).items()},
+                    }.items():
                         if ww.get("error"):
                             out.append(f"{name} {section}.{key}{v}: {ww['error']}")
                         elif not ww.get("valid"):
@@ -360,10 +466,13 @@ def main() -> int:
             "quick": args.quick,
             "scale": args.scale,
             "sizes": sizes,
-            "scale_sizes": {"chain": args.scale_chain, "fan": args.scale_fan} if args.scale else None,
+            "scale_sizes": {"chain": args.scale_chain, "fan": args.scale_fan}
+            if args.scale
+            else None,
             "startup_reps": args.startup_reps,
             "raw_n": args.raw_n,
             "max_concurrency": args.max_concurrency,
+            "loadavg_start": os.getloadavg(),
         },
         "raw": None,
         "cloacina": {},
@@ -371,11 +480,24 @@ def main() -> int:
         "startup": {},
         "problems": [],
     }
-    size_args = [f"--chain={args.chain}", f"--fan={args.fan}", f"--runs={args.runs}",
-                 f"--concurrent={args.concurrent}", f"--reps={args.reps}"]
-    scale_args = ["--scale", f"--scale-chain={args.scale_chain}", f"--scale-fan={args.scale_fan}"] \
-        if args.scale else []
-    benchlib.log(f"benchmark run {stamp}: {', '.join(args.targets)}; sizes {sizes}; work dir {work}")
+    size_args = [
+        f"--chain={args.chain}",
+        f"--fan={args.fan}",
+        f"--runs={args.runs}",
+        f"--concurrent={args.concurrent}",
+        f"--reps={args.reps}",
+    ]
+    scale_args = (
+        ["--scale", f"--scale-chain={args.scale_chain}", f"--scale-fan={args.scale_fan}"]
+        if args.scale
+        else []
+    )
+    benchlib.log(
+        f"benchmark run {stamp}: {', '.join(args.targets)}; sizes {sizes}; work dir {work}"
+    )
+    busy = busy_warning(results["meta"]["loadavg_start"])
+    if busy:
+        benchlib.log("!! " + busy)
 
     if "raw" in args.targets:
         benchlib.log("== raw SQLite commit rate (one INSERT + COMMIT per transaction)")
@@ -383,47 +505,82 @@ def main() -> int:
 
     if "cloacina" in args.targets:
         if importlib.util.find_spec("cloacina") is None:
-            results["problems"].append(f"cloacina is not importable from {sys.executable}: "
-                                       "install it first (nox -s bench does)")
+            results["problems"].append(
+                f"cloacina is not importable from {sys.executable}: "
+                "install it first (nox -s bench does)"
+            )
             benchlib.log("!! " + results["problems"][-1])
         else:
             for mode in args.mode_list:
                 out = work / f"cloacina-{mode}.json"
-                cmd = [sys.executable, str(BENCH / "cloacina_workloads.py"), f"--mode={mode}",
-                       f"--dbdir={work / 'cloacina'}", f"--out={out}", *size_args, *scale_args]
+                cmd = [
+                    sys.executable,
+                    str(BENCH / "cloacina_workloads.py"),
+                    f"--mode={mode}",
+                    f"--dbdir={work / 'cloacina'}",
+                    f"--out={out}",
+                    *size_args,
+                    *scale_args,
+                ]
                 if args.max_concurrency is not None:
                     cmd.append(f"--max-concurrency={args.max_concurrency}")
                 results["cloacina"][mode] = run_engine(f"cloacina[{mode}]", cmd, out, args.timeout)
             for mode in args.mode_list:
                 results["startup"][f"cloacina_{mode}"] = startup(
-                    "cloacina", [mode], args.startup_reps, work / "startup")
+                    "cloacina", [mode], args.startup_reps, work / "startup"
+                )
 
     if "dbos" in args.targets:
         if importlib.util.find_spec("dbos") is None:
-            results["problems"].append(f"dbos is not importable from {sys.executable}: "
-                                       "pip install 'dbos>=3.4,<3.5'")
+            results["problems"].append(
+                f"dbos is not importable from {sys.executable}: pip install 'dbos>=3.4,<3.5'"
+            )
             benchlib.log("!! " + results["problems"][-1])
         else:
             out = work / "dbos.json"
-            cmd = [sys.executable, str(BENCH / "peers" / "dbos_workloads.py"),
-                   f"--dbdir={work / 'dbos'}", f"--out={out}", f"--variants={args.dbos_variants}",
-                   f"--scale-variants={args.dbos_scale_variants}", *size_args, *scale_args]
+            cmd = [
+                sys.executable,
+                str(BENCH / "peers" / "dbos_workloads.py"),
+                f"--dbdir={work / 'dbos'}",
+                f"--out={out}",
+                f"--variants={args.dbos_variants}",
+                f"--scale-variants={args.dbos_scale_variants}",
+                *size_args,
+                *scale_args,
+            ]
             results["dbos"] = run_engine("dbos", cmd, out, args.timeout)
             results["startup"]["dbos"] = startup("dbos", [], args.startup_reps, work / "startup")
 
+    results["meta"]["loadavg_end"] = os.getloadavg()
     rows, summary = build_summary(results)
     results["summary"] = summary
     print()
-    print(f"cloacina benchmark {stamp}  (ms per task, median of {args.reps} reps; "
-          f"chain {args.chain}, fan {args.fan}, runs {args.runs}, concurrent {args.concurrent}"
-          f"{', QUICK sizes' if args.quick else ''})")
-    print_table(["workload", "cloacina ms/task", "cloacina(full) ms/task", "DBOS ms/task",
-                 "speedup vs DBOS (normal, full)"], rows)
+    if busy:
+        print("WARNING: " + busy)
+    print(
+        f"cloacina benchmark {stamp}  (ms per task, median of {args.reps} reps; "
+        f"chain {args.chain}, fan {args.fan}, runs {args.runs}, concurrent {args.concurrent}"
+        f"{', QUICK sizes' if args.quick else ''})"
+    )
+    print_table(
+        [
+            "workload",
+            "cloacina ms/task",
+            "cloacina(full) ms/task",
+            "DBOS ms/task",
+            "speedup vs DBOS (normal, full)",
+        ],
+        rows,
+    )
     if results["raw"]:
         print()
-        print_table(["raw SQLite commit", "us/commit", "commits/s"],
-                    [[m, f"{r['us_per_commit']:.1f}", f"{r['commits_per_s']:.0f}"]
-                     for m, r in results["raw"]["modes"].items()])
+        print_table(
+            ["raw SQLite commit", "us/commit", "commits/s"],
+            [
+                [m, f"{r['us_per_commit']:.1f}", f"{r['commits_per_s']:.0f}"]
+                for m, r in results["raw"]["modes"].items()
+            ],
+        )
     if args.scale:
         srows, ssum = scale_rows(results)
         results["summary"]["scale"] = ssum

@@ -29,8 +29,13 @@ def dbos_probe(db: str) -> tuple[float, float, float]:
     from dbos import DBOS
 
     t1 = time.perf_counter()
-    DBOS(config={"name": "cloacina-bench-startup", "system_database_url": f"sqlite:///{db}",
-                 "log_level": "WARNING"})
+    DBOS(
+        config={
+            "name": "cloacina-bench-startup",
+            "system_database_url": f"sqlite:///{db}",
+            "log_level": "WARNING",
+        }
+    )
     DBOS.launch()
     t2 = time.perf_counter()
     DBOS.destroy()
@@ -50,8 +55,10 @@ def main() -> None:
 
     if not os.path.exists(db):
         raise SystemExit(f"{engine} did not create the database file {db}")
-    print("PROBE " + json.dumps({"import_s": t1 - t0, "open_s": t2 - t1, "total_s": t2 - t0}),
-          flush=True)
+    print(
+        "PROBE " + json.dumps({"import_s": t1 - t0, "open_s": t2 - t1, "total_s": t2 - t0}),
+        flush=True,
+    )
 
 
 if __name__ == "__main__":

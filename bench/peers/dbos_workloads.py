@@ -35,13 +35,14 @@ import shutil
 import sqlite3
 import sys
 import time
+from collections.abc import Callable
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-import benchlib  # noqa: E402
-from benchlib import log, rep_line, rep_record, summarize  # noqa: E402
+import benchlib
+from benchlib import log, rep_line, rep_record, summarize
 
 VARIANTS = ("seq", "async", "child")
 
@@ -104,8 +105,15 @@ def define(DBOS: Any) -> dict[str, Callable]:
             x = inc(x)
         return x
 
-    return {"chain": chain, "fan_seq": fan_seq, "fan_async": fan_async,
-            "fan_child": fan_child, "chain3": chain3, "chain5": chain5, "DBOS": DBOS}
+    return {
+        "chain": chain,
+        "fan_seq": fan_seq,
+        "fan_async": fan_async,
+        "fan_child": fan_child,
+        "chain3": chain3,
+        "chain5": chain5,
+        "DBOS": DBOS,
+    }
 
 
 class Counter:
@@ -136,8 +144,13 @@ class Bench:
         self.db = os.path.join(self.dir, "dbos-sys.sqlite")
         from dbos import DBOS
 
-        DBOS(config={"name": "cloacina-bench", "system_database_url": f"sqlite:///{self.db}",
-                     "log_level": "WARNING"})
+        DBOS(
+            config={
+                "name": "cloacina-bench",
+                "system_database_url": f"sqlite:///{self.db}",
+                "log_level": "WARNING",
+            }
+        )
         self.fns = define(DBOS)
         DBOS.launch()
         self.count = Counter(self.db)
@@ -158,7 +171,8 @@ class Bench:
         try:
             journal = con.execute("PRAGMA journal_mode").fetchone()[0].upper()
             sync = {0: "OFF", 1: "NORMAL", 2: "FULL", 3: "EXTRA"}[
-                con.execute("PRAGMA synchronous").fetchone()[0]]
+                con.execute("PRAGMA synchronous").fetchone()[0]
+            ]
         finally:
             con.close()
         return f"{journal}+{sync}"
@@ -166,8 +180,15 @@ class Bench:
     def save(self) -> None:
         benchlib.write_json(self.args.out, self.out)
 
-    def measure(self, name: str, fn: Callable[[], Any], expect_result: Any, workflows: int,
-                steps: int, warmup: bool) -> tuple[list[dict[str, Any]], str | None]:
+    def measure(
+        self,
+        name: str,
+        fn: Callable[[], Any],
+        expect_result: Any,
+        workflows: int,
+        steps: int,
+        warmup: bool,
+    ) -> tuple[list[dict[str, Any]], str | None]:
         reps: list[dict[str, Any]] = []
         try:
             if warmup:
@@ -178,28 +199,40 @@ class Bench:
                 result = fn()
                 seconds = time.perf_counter() - t0
                 after = self.count()
-                d_wf, d_ok, d_ops = (a - b for a, b in zip(after, before))
+                d_wf, d_ok, d_ops = (a - b for a, b in zip(after, before, strict=True))
                 problems = []
                 if result != expect_result:
                     problems.append(f"result {result!r}, expected {expect_result!r}")
                 if d_wf != workflows or d_ok != workflows:
-                    problems.append(f"workflow_status: +{d_wf} rows, +{d_ok} SUCCESS, "
-                                    f"expected +{workflows}")
+                    problems.append(
+                        f"workflow_status: +{d_wf} rows, +{d_ok} SUCCESS, expected +{workflows}"
+                    )
                 if d_ops < steps:
                     problems.append(f"operation_outputs: +{d_ops} rows, expected >= {steps}")
-                rec = rep_record(seconds, problems, {"new_workflow_rows": d_wf,
-                                                     "new_success_rows": d_ok,
-                                                     "new_step_rows": d_ops})
+                rec = rep_record(
+                    seconds,
+                    problems,
+                    {"new_workflow_rows": d_wf, "new_success_rows": d_ok, "new_step_rows": d_ops},
+                )
                 reps.append(rec)
                 log(rep_line(name, rep, rec, result))
             return reps, None
-        except Exception as e:  # noqa: BLE001 - one broken workload must not hide the others
+        except Exception as e:
             err = benchlib.describe_exception(e)
             log(f"  {name} FAILED: {err}")
             return reps, err
 
-    def simple(self, section: str, key: str, label: str, fn: Callable[[], Any], expect: Any,
-               runs: int, tasks: int, warmup: bool) -> None:
+    def simple(
+        self,
+        section: str,
+        key: str,
+        label: str,
+        fn: Callable[[], Any],
+        expect: Any,
+        runs: int,
+        tasks: int,
+        warmup: bool,
+    ) -> None:
         name = f"{key}{'_scale' if section == 'scale' else ''}"
         log(f"dbos {name}: {label}")
         reps, err = self.measure(name, fn, expect, runs, tasks, warmup)
@@ -220,7 +253,9 @@ class Bench:
             label = f"fan-out/in 1+{n}+1 ({v})"
             log(f"dbos {name}: {label}")
             reps, err = self.measure(name, fn, 2 * n, workflows, n + 2, warmup)
-            results[v] = summarize(n + 2, workflows, reps, self.args.reps, err, label=label, variant=v)
+            results[v] = summarize(
+                n + 2, workflows, reps, self.args.reps, err, label=label, variant=v
+            )
         valid = {v: r for v, r in results.items() if r["valid"]}
         pool = valid or results
         best = min(pool, key=lambda v: pool[v]["median_s"] if pool[v]["median_s"] else float("inf"))
@@ -248,22 +283,56 @@ class Bench:
         # warm-up as the first thing any DBOS process does (compiles SQL, fills pools)
         f["chain3"](0)
         f["chain"](5)
-        self.simple("workloads", "W1", f"chain of {a.chain} steps", lambda: f["chain"](a.chain),
-                    a.chain, 1, a.chain, True)
+        self.simple(
+            "workloads",
+            "W1",
+            f"chain of {a.chain} steps",
+            lambda: f["chain"](a.chain),
+            a.chain,
+            1,
+            a.chain,
+            True,
+        )
         self.fan("workloads", a.fan, a.variants.split(","), True)
-        self.simple("workloads", "W3", f"{a.runs} sequential workflows of 3 steps", w3,
-                    3 * a.runs, a.runs, 3 * a.runs, True)
-        self.simple("workloads", "W4", f"{a.concurrent} concurrent workflows of 5 steps", w4,
-                    5 * a.concurrent, a.concurrent, 5 * a.concurrent, True)
+        self.simple(
+            "workloads",
+            "W3",
+            f"{a.runs} sequential workflows of 3 steps",
+            w3,
+            3 * a.runs,
+            a.runs,
+            3 * a.runs,
+            True,
+        )
+        self.simple(
+            "workloads",
+            "W4",
+            f"{a.concurrent} concurrent workflows of 5 steps",
+            w4,
+            5 * a.concurrent,
+            a.concurrent,
+            5 * a.concurrent,
+            True,
+        )
         if a.scale:
-            self.simple("scale", "W1", f"chain of {a.scale_chain} steps",
-                        lambda: f["chain"](a.scale_chain), a.scale_chain, 1, a.scale_chain, False)
+            self.simple(
+                "scale",
+                "W1",
+                f"chain of {a.scale_chain} steps",
+                lambda: f["chain"](a.scale_chain),
+                a.scale_chain,
+                1,
+                a.scale_chain,
+                False,
+            )
             self.fan("scale", a.scale_fan, a.scale_variants.split(","), False)
         f["DBOS"].destroy()
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--dbdir", required=True, help="a directory of its own (wiped first)")
     ap.add_argument("--out", required=True)
     ap.add_argument("--chain", type=int, default=100)

@@ -16,7 +16,6 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 
 from cloacina import Runner
-
 from helpers import query
 
 

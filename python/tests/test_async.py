@@ -8,7 +8,6 @@ import time
 
 import pytest
 from cloacina import RunResult, Workflow, task
-
 from helpers import intervals_overlap
 
 

@@ -7,7 +7,6 @@ import os
 import cloacina
 import pytest
 from cloacina import ConfigurationError, Runner, Workflow, task
-
 from helpers import query, wait_all
 
 

@@ -9,31 +9,38 @@ from contextlib import closing
 
 import pytest
 from cloacina import Runner, Workflow, task
-
 from helpers import loads, query, wait_all
 
 
-def five_task_workflow(name: str) -> Workflow:
-    """a -> (b, c) -> d -> e, every value derived from the input n."""
+def five_task_workflow(name: str, pause: float = 0.0) -> Workflow:
+    """a -> (b, c) -> d -> e, every value derived from the input n.
+
+    Each task sleeps `pause` seconds first, to keep a batch of runs going for a while.
+    """
 
     @task(id="c5_a")
     def a(ctx):
+        time.sleep(pause)
         ctx["a"] = ctx["n"]
 
     @task(id="c5_b", dependencies=[a])
     def b(ctx):
+        time.sleep(pause)
         ctx["b"] = ctx["a"] * 2
 
     @task(id="c5_c", dependencies=[a])
     def c(ctx):
+        time.sleep(pause)
         return {"c": ctx["a"] + 1}
 
     @task(id="c5_d", dependencies=[b, c])
     def d(ctx):
+        time.sleep(pause)
         return ctx["b"] + ctx["c"]
 
     @task(id="c5_e", dependencies=[d])
     def e(ctx):
+        time.sleep(pause)
         ctx["e"] = ctx["c5_d"] * 10
 
     return Workflow(name, [a, b, c, d, e])
@@ -142,18 +149,22 @@ def test_max_concurrency_holds_across_runs(db_url):
 
 
 def test_python_sqlite3_shares_the_file_while_runs_execute(runner, db_path):
-    wf = five_task_workflow("shared_file_wf")
+    wf = five_task_workflow("shared_file_wf", pause=0.005)
     assert runner.run(wf, {"n": -1}).status == "completed"  # the schema exists from here on
 
     done = threading.Event()
     errors: list[BaseException] = []
     counts: list[int] = []
+    during_runs = 0
 
     def reader():
+        nonlocal during_runs
         try:
             while not done.is_set() or len(counts) < 300:
+                going = not done.is_set()
                 with closing(sqlite3.connect(str(db_path), timeout=30)) as conn:
                     counts.append(conn.execute("SELECT count(*) FROM runs").fetchone()[0])
+                during_runs += going and not done.is_set()
         except BaseException as exc:
             errors.append(exc)
 
@@ -169,6 +180,7 @@ def test_python_sqlite3_shares_the_file_while_runs_execute(runner, db_path):
 
     assert errors == []
     assert len(counts) >= 300
+    assert during_runs > 0, "no read overlapped the runs"
     assert counts == sorted(counts), "the count of runs went down"
     assert max(counts) <= 201
     assert query(db_path, "SELECT count(*) AS n FROM runs") == [{"n": 201}]
@@ -178,7 +190,7 @@ def test_python_sqlite3_shares_the_file_while_runs_execute(runner, db_path):
 
 
 def test_user_table_written_with_sqlite3_while_runs_execute(runner, db_path):
-    wf = five_task_workflow("notes_wf")
+    wf = five_task_workflow("notes_wf", pause=0.005)
     assert runner.run(wf, {"n": 0}).status == "completed"
 
     with closing(sqlite3.connect(str(db_path), timeout=30)) as conn:
@@ -186,26 +198,32 @@ def test_user_table_written_with_sqlite3_while_runs_execute(runner, db_path):
         conn.commit()
 
     errors: list[BaseException] = []
+    batch_done = threading.Event()
+    during_runs = 0
 
     def writer():
+        nonlocal during_runs
         try:
             for i in range(200):
                 with closing(sqlite3.connect(str(db_path), timeout=30)) as conn:
                     with conn:  # one transaction per note
                         conn.execute("INSERT INTO notes (body) VALUES (?)", (f"note {i}",))
+                during_runs += not batch_done.is_set()
         except BaseException as exc:
             errors.append(exc)
 
+    handles = [runner.start(wf, {"n": n}) for n in range(1, 51)]
     thread = threading.Thread(target=writer, name="sqlite3-writer")
     thread.start()
     try:
-        handles = [runner.start(wf, {"n": n}) for n in range(1, 51)]
         results = wait_all(handles, timeout=100)
     finally:
+        batch_done.set()
         thread.join(100)
     assert not thread.is_alive()
 
     assert errors == []
+    assert during_runs > 0, "no write overlapped the runs"
     assert all(r.status == "completed" for r in results)
     notes = query(db_path, "SELECT body FROM notes ORDER BY id")
     assert [n["body"] for n in notes] == [f"note {i}" for i in range(200)]

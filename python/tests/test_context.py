@@ -6,7 +6,6 @@ import time
 
 import pytest
 from cloacina import Context, Runner, Workflow, task
-
 from helpers import loads
 
 # --- the Context object ---------------------------------------------------------------

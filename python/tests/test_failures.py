@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import threading
 import time
 
 import cloacina
 import pytest
 from cloacina import Workflow, WorkflowFailed, task
-
 from helpers import loads
 
 
 def failing_workflow() -> Workflow:
-    """root -> exploder -> downstream_1 -> downstream_2;  root -> good;  lone_1 -> lone_2."""
+    """root -> exploder -> downstream_1 -> downstream_2;  root -> good;  lone_1 -> lone_2.
+
+    good and lone_1 wait until exploder is about to raise, so they are still running when
+    it fails, and lone_2 only starts after the failure.
+    """
+    exploding = threading.Event()
 
     @task
     def root(ctx):
@@ -21,6 +26,7 @@ def failing_workflow() -> Workflow:
     @task(dependencies=[root])
     def exploder(ctx):
         ctx["partial"] = "written before the raise"
+        exploding.set()
         raise ValueError("boom-42")
 
     @task(dependencies=[exploder])
@@ -33,21 +39,22 @@ def failing_workflow() -> Workflow:
 
     @task(dependencies=[root])
     def good(ctx):
-        time.sleep(0.2)  # still running when exploder fails
+        exploding.wait(20)
+        time.sleep(0.2)
         ctx["good"] = 1
 
     @task
     def lone_1(ctx):
+        exploding.wait(20)
+        time.sleep(0.2)
         ctx["lone_1"] = 1
 
     @task(dependencies=[lone_1])
     def lone_2(ctx):
-        time.sleep(0.2)
         ctx["lone_2"] = 1
 
-    return Workflow(
-        "failing_wf", [root, exploder, downstream_1, downstream_2, good, lone_1, lone_2]
-    )
+    tasks = [root, exploder, downstream_1, downstream_2, good, lone_1, lone_2]
+    return Workflow("failing_wf", tasks)
 
 
 def test_failure_skips_downstream_and_finishes_other_branches(runner):

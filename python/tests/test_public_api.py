@@ -52,10 +52,17 @@ def test_task_is_the_decorator_not_the_submodule():
     assert not isinstance(cloacina.task, types.ModuleType)
 
 
-def test_version_is_a_string_matching_the_distribution():
+def test_version_is_a_string():
     assert isinstance(cloacina.__version__, str)
     assert cloacina.__version__
-    assert cloacina.__version__ == importlib.metadata.version("cloacina")
+
+
+def test_version_matches_the_installed_distribution():
+    try:
+        installed = importlib.metadata.version("cloacina")
+    except importlib.metadata.PackageNotFoundError:
+        pytest.skip("cloacina is imported from a source tree, without package metadata")
+    assert cloacina.__version__ == installed
 
 
 def test_base_error_is_an_exception():

@@ -9,8 +9,7 @@ import time
 from datetime import timedelta
 
 import pytest
-from cloacina import Runner, RunResult, TaskResult, Workflow, task
-
+from cloacina import CloacinaError, Runner, RunResult, TaskResult, Workflow, task
 from helpers import assert_utc, intervals_overlap, loads, micros_to_datetime, run_script
 
 MS = timedelta(milliseconds=1)
@@ -417,3 +416,10 @@ def test_runner_as_context_manager_and_idempotent_close(db_url):
         assert r.run(etl_workflow(), {"source": "e.csv"}).status == "completed"
     r.close()
     r.close()
+
+
+def test_a_closed_runner_refuses_work(db_url):
+    r = Runner(db_url)
+    r.close()
+    with pytest.raises(CloacinaError):
+        r.run(etl_workflow(), {"source": "f.csv"})

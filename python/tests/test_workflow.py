@@ -8,16 +8,11 @@ import os
 import cloacina
 import pytest
 from cloacina import Workflow, WorkflowError, task
-
 from helpers import run_script
 
 
 def task_ids(wf: Workflow) -> set[str]:
-    """Ids of wf.tasks (a list of Task objects; a mapping keyed by id is accepted too)."""
-    tasks = wf.tasks
-    if isinstance(tasks, dict):
-        return set(tasks)
-    return {t.id for t in tasks}
+    return {t.id for t in wf.tasks}
 
 
 def assert_topological(order: list[str], deps: dict[str, list[str]]) -> None:

@@ -1,0 +1,25 @@
+"""Starts a run whose task sleeps for a long time, prints READY, and waits in run().
+
+The test sends SIGINT: the blocking wait must raise KeyboardInterrupt promptly.
+"""
+
+import sys
+import time
+
+from cloacina import Runner, Workflow, task
+
+
+@task
+def sleepy(ctx):
+    time.sleep(float(sys.argv[2]))
+
+
+wf = Workflow("interrupted", [sleepy])
+runner = Runner(sys.argv[1])
+print("READY", flush=True)
+try:
+    runner.run(wf, {})
+except KeyboardInterrupt:
+    print("INTERRUPTED", flush=True)
+    sys.exit(3)
+print("NOT INTERRUPTED", flush=True)
