@@ -70,7 +70,7 @@ class Workflow:
 
         position = {task_id: i for i, task_id in enumerate(self._order)}
         rows = "".join(
-            f"<tr><td>{escape(t.id)}</td><td>{escape(', '.join(t.dependencies)) or '&mdash;'}</td></tr>"
+            f"<tr><td>{escape(t.id)}</td><td>{escape(', '.join(t.dependencies)) or '-'}</td></tr>"
             for t in sorted(self.tasks, key=lambda t: position[t.id])
         )
         return (

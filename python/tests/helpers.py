@@ -53,6 +53,17 @@ def wait_all(handles, timeout: float):
     return results
 
 
+def eventually(fetch, ok, timeout: float = 10.0, interval: float = 0.02):
+    """Calls fetch() until ok(value) holds; returns that value, or fails after `timeout` s."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = fetch()
+        if ok(value):
+            return value
+        assert time.monotonic() < deadline, f"condition never held; last value: {value!r}"
+        time.sleep(interval)
+
+
 def run_script(name: str, *args: str, cwd: Path, env: dict | None = None, timeout: float = 90):
     """Runs tests/scripts/<name> with this interpreter; fails the test on a non-zero exit."""
     proc = subprocess.run(

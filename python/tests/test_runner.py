@@ -10,7 +10,14 @@ from datetime import timedelta
 
 import pytest
 from cloacina import CloacinaError, Runner, RunResult, TaskResult, Workflow, task
-from helpers import assert_utc, intervals_overlap, loads, micros_to_datetime, run_script
+from helpers import (
+    assert_utc,
+    eventually,
+    intervals_overlap,
+    loads,
+    micros_to_datetime,
+    run_script,
+)
 
 MS = timedelta(milliseconds=1)
 
@@ -252,8 +259,12 @@ def test_a_run_in_progress_is_visible(runner):
     handle = runner.start(blocking_workflow(started, release), {})
     try:
         assert started.wait(30)
+        # The task body is running; its state may reach the database a moment later.
+        live = eventually(
+            lambda: runner.get_run(handle.run_id),
+            lambda r: r.tasks["blocker"].status == "running",
+        )
         assert handle.status() == "running"
-        live = runner.get_run(handle.run_id)
         assert live.status == "running"
         assert live.finished_at is None
         assert live.tasks["blocker"].status == "running"

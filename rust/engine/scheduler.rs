@@ -35,10 +35,13 @@ pub(crate) struct Scheduler {
     closing: Vec<oneshot::Sender<()>>,
 }
 
+/// Answers a submitter with the new run's id.
+type SubmitReply = oneshot::Sender<Result<Arc<str>>>;
+
 /// What a batch does once its transaction is committed.
 #[derive(Default)]
 struct Effects {
-    accepted: Vec<(oneshot::Sender<Result<Arc<str>>>, Arc<str>)>,
+    accepted: Vec<(SubmitReply, Arc<str>)>,
     finished_runs: Vec<Arc<str>>,
     jobs: Vec<(Job, u32, i64)>,
     /// Tasks that became ready in this batch (persisted as `ready` unless claimed).

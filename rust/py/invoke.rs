@@ -182,7 +182,7 @@ fn delta_from_py(task_id: &str, input: &Map, result: &Bound<'_, PyAny>) -> Outco
     };
     let mut delta = Map::new();
     for (i, dict) in pair.iter().enumerate() {
-        let Ok(dict) = dict.cast::<PyDict>().map(|d| d.clone()) else {
+        let Ok(dict) = dict.cast::<PyDict>().cloned() else {
             return failed(format!(
                 "internal error: task '{task_id}' returned an unexpected shape"
             ));

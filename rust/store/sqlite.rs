@@ -147,7 +147,7 @@ impl SqliteStore {
         let mut conn = self.writer.acquire().await?;
         let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
         for op in ops {
-            apply(&mut *tx, op).await?;
+            apply(&mut tx, op).await?;
         }
         tx.commit().await?;
         Ok(())
