@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 
 import pytest
@@ -338,3 +339,48 @@ def test_final_context_is_rebuilt_from_the_database(runner, db_url):
     with Runner(db_url) as fresh:
         again = fresh.get_run(result.run_id)
     assert again.context == expected
+
+
+def test_in_place_change_of_a_read_container_is_a_write(runner, rows):
+    @task(id="appender")
+    def appender(ctx):
+        ctx["items"].append(4)
+        ctx["config"]["mode"] = "fast"
+
+    @task(id="reader_only", dependencies=["appender"])
+    def reader_only(ctx):
+        seen = ctx["items"]  # read, unchanged: not a write
+        return {"count": len(seen), "mode": ctx["config"]["mode"]}
+
+    wf = Workflow("in_place_wf", [appender, reader_only])
+    result = runner.run(wf, {"items": [1, 2, 3], "config": {"mode": "slow"}})
+    assert result.status == "completed"
+    assert result.context["items"] == [1, 2, 3, 4]
+    assert result.context["count"] == 4
+    assert result.context["mode"] == "fast"
+    outputs = {
+        r["task_id"]: json.loads(r["output"]) for r in rows("SELECT task_id, output FROM run_tasks")
+    }
+    assert outputs["appender"] == {"items": [1, 2, 3, 4], "config": {"mode": "fast"}}
+    assert outputs["reader_only"] == {"count": 4, "mode": "fast"}
+
+
+def test_input_that_is_not_json_is_refused_naming_the_key(runner):
+    wf = Workflow("bad_input_wf", [task(id="bad_input_t")(lambda ctx: None)])
+    with pytest.raises(TypeError, match="when"):
+        runner.run(wf, {"when": object()})
+    with pytest.raises(TypeError):
+        runner.run(wf, {"nested": {"s": {1, 2}}})
+    with pytest.raises(TypeError):
+        runner.run(wf, ["not", "a", "dict"])
+
+
+def test_keys_and_items_keep_insertion_order(runner):
+    @task(id="order_reader")
+    def order_reader(ctx):
+        ctx["z"] = 1
+        return {"keys": list(ctx.keys()), "items": [k for k, _ in ctx.items()]}
+
+    result = runner.run(Workflow("order_wf", [order_reader]), {"b": 1, "a": 2})
+    assert result.context["keys"] == ["b", "a", "z"]
+    assert result.context["items"] == ["b", "a", "z"]
