@@ -7,8 +7,10 @@ pub mod context;
 pub mod engine;
 pub mod errors;
 pub mod graph;
+pub mod policy;
 pub mod py;
 pub mod registry;
+pub mod rules;
 pub mod store;
 
 use pyo3::prelude::*;
@@ -25,6 +27,7 @@ fn native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(py::registry::register_task, m)?)?;
     m.add_function(wrap_pyfunction!(py::registry::register_workflow, m)?)?;
     m.add_function(wrap_pyfunction!(py::registry::workflow_version, m)?)?;
+    m.add_function(wrap_pyfunction!(py::registry::validate_rule, m)?)?;
     m.add_function(wrap_pyfunction!(py::registry::bind_sqlite, m)?)?;
     m.add_function(wrap_pyfunction!(py::logging::reset_logging, m)?)?;
     Ok(())

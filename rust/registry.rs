@@ -7,6 +7,7 @@ use std::sync::{Arc, LazyLock, RwLock};
 
 use crate::errors::{Error, Result};
 use crate::graph::{Graph, TaskSpec};
+use crate::policy::TaskPolicy;
 
 /// A task's executable body. The engine never calls it; an `Executor` (for Python
 /// callables, `py::invoke`) downcasts it to the concrete type it knows how to run.
@@ -20,6 +21,7 @@ pub struct TaskDef {
     pub id: String,
     pub dependencies: Vec<String>,
     pub fingerprint: String,
+    pub policy: TaskPolicy,
     pub body: Arc<dyn TaskBody>,
 }
 
@@ -28,6 +30,8 @@ pub struct WorkflowDef {
     pub name: String,
     pub description: Option<String>,
     pub graph: Graph,
+    /// Longest a run may take, in seconds; its expiry cancels what is left.
+    pub timeout: Option<f64>,
 }
 
 #[derive(Default)]
@@ -65,20 +69,47 @@ pub fn task(id: &str) -> Option<Arc<TaskDef>> {
     read().tasks.get(id).cloned()
 }
 
-/// Validates and registers (or replaces) a workflow.
+/// Validates and registers (or replaces) a workflow. Trigger rules that name a task must
+/// name one upstream of the task that has the rule.
 pub fn register_workflow(
     name: &str,
     description: Option<String>,
     tasks: &[TaskSpec],
+    timeout: Option<f64>,
 ) -> Result<Arc<WorkflowDef>> {
     if name.trim().is_empty() {
         return Err(Error::Workflow("a workflow needs a non-empty name".into()));
     }
+    if let Some(t) = timeout {
+        if !(t.is_finite() && t > 0.0) {
+            return Err(Error::Workflow(format!(
+                "workflow '{name}': timeout must be a positive number of seconds"
+            )));
+        }
+    }
     let graph = Graph::build(name, tasks)?;
+    for position in 0..graph.len() as u32 {
+        let Some(def) = task(graph.id(position)) else {
+            continue;
+        };
+        let ancestors = graph.ancestors(position);
+        for named in def.policy.trigger.named_tasks() {
+            let upstream = graph
+                .position(named)
+                .is_some_and(|p| ancestors.contains(&p));
+            if !upstream {
+                return Err(Error::Workflow(format!(
+                    "in workflow '{name}', the trigger rule of task '{}' names '{named}', which is not upstream of it",
+                    def.id
+                )));
+            }
+        }
+    }
     let def = Arc::new(WorkflowDef {
         name: name.to_string(),
         description,
         graph,
+        timeout,
     });
     write().workflows.insert(name.to_string(), def.clone());
     Ok(def)

@@ -4,31 +4,39 @@ Mark functions with :func:`task`, group them in a :class:`Workflow`, run it with
 :class:`Runner`; every run, task and attempt is recorded in an embedded SQLite file.
 """
 
+from cloacina import rules
 from cloacina._native import __version__ as __version__
 from cloacina.context import Context
 from cloacina.errors import (
     CloacinaError,
     ConfigurationError,
     DatabaseError,
+    Fail,
+    Retry,
     TaskError,
+    TaskTimeout,
     WorkflowError,
     WorkflowFailed,
 )
-from cloacina.runner import RunHandle, Runner, RunResult, TaskResult
+from cloacina.runner import Attempt, RunHandle, Runner, RunResult, TaskResult
 from cloacina.task import Task, task
 from cloacina.workflow import Workflow
 
 __all__ = [
+    "Attempt",
     "CloacinaError",
     "ConfigurationError",
     "Context",
     "DatabaseError",
+    "Fail",
+    "Retry",
     "RunHandle",
     "RunResult",
     "Runner",
     "Task",
     "TaskError",
     "TaskResult",
+    "TaskTimeout",
     "Workflow",
     "WorkflowError",
     "WorkflowFailed",

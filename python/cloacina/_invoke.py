@@ -1,31 +1,56 @@
-"""How the engine calls a task body: build its Context, call, collect its writes."""
+"""How the engine calls task bodies and hooks, stops running attempts, and classifies
+failures. Called from the native engine; not public."""
 
 from __future__ import annotations
 
+import asyncio
+import ctypes
 import inspect
+import threading
 import traceback
 from collections.abc import Callable
 from typing import Any
 
 from cloacina.context import Context
-from cloacina.errors import TaskError
+from cloacina.errors import Fail, Retry, TaskError, TaskTimeout
+
+# Attempts of sync bodies now running: token -> [thread ident, interrupted?].
+_running: dict[str, list[Any]] = {}
+_running_lock = threading.Lock()
+
+
+def _set_async_exc(ident: int, exc: type[BaseException] | None) -> None:
+    ctypes.pythonapi.PyThreadState_SetAsyncExc(
+        ctypes.c_ulong(ident), ctypes.py_object(exc) if exc is not None else None
+    )
 
 
 def call_sync(
-    fn: Callable[[Context], Any], task_id: str, data: dict[str, Any]
+    fn: Callable[[Context], Any], task_id: str, data: dict[str, Any], token: str
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """Runs a sync task body; returns ``(writes, touched)`` (see ``Context._collect``)."""
-    ctx = Context._wrap(data)
-    result = fn(ctx)
-    if inspect.isawaitable(result):
-        close = getattr(result, "close", None)
-        if close is not None:
-            close()
-        raise TaskError(
-            f"task '{task_id}' returned an awaitable: define it with 'async def' so the "
-            "runner awaits it"
-        )
-    return ctx._collect(result, task_id)
+    ident = threading.get_ident()
+    record = [ident, False]
+    with _running_lock:
+        _running[token] = record
+    try:
+        ctx = Context._wrap(data)
+        result = fn(ctx)
+        if inspect.isawaitable(result):
+            close = getattr(result, "close", None)
+            if close is not None:
+                close()
+            raise TaskError(
+                f"task '{task_id}' returned an awaitable: define it with 'async def' so the "
+                "runner awaits it"
+            )
+        return ctx._collect(result, task_id)
+    finally:
+        with _running_lock:
+            _running.pop(token, None)
+            if record[1]:
+                # A TaskTimeout aimed at this attempt must not reach later code.
+                _set_async_exc(ident, None)
 
 
 async def call_async(
@@ -37,16 +62,53 @@ async def call_async(
     return ctx._collect(result, task_id)
 
 
+def interrupt_sync(token: str, why: str) -> bool:
+    """Raises TaskTimeout inside the thread running attempt ``token`` (timeouts only:
+    a cancelled sync attempt is left to finish). True if it was running."""
+    if why != "timeout":
+        return False
+    with _running_lock:
+        record = _running.get(token)
+        if record is None:
+            return False
+        record[1] = True
+        _set_async_exc(record[0], TaskTimeout)
+    return True
+
+
+def call_hook(hook: Callable[..., Any], args: tuple[Any, ...]) -> None:
+    """Calls a hook with ``args``, wrapping a dict context in a Context; awaits it if it
+    is a coroutine function."""
+    args = tuple(Context(a) if isinstance(a, dict) else a for a in args)
+    result = hook(*args)
+    if inspect.isawaitable(result):
+        asyncio.run(_await(result))
+
+
+async def _await(awaitable: Any) -> Any:
+    return await awaitable
+
+
 _INTERNAL_FILES = frozenset({__file__, __file__.replace("_invoke.py", "_loop.py")})
 
 
-def describe_failure(exc: BaseException) -> tuple[str, str]:
-    """``("Type: message", traceback text)`` for a task's exception, without the
-    engine's own frames."""
+def describe_failure(
+    exc: BaseException, retry_on: tuple[type[BaseException], ...] | None
+) -> tuple[str, str, str, float | None]:
+    """``(error, traceback, hint, delay)`` for a task's exception: ``"Type: message"``,
+    the traceback without the engine's frames, and whether to retry: ``"never"`` for
+    ``Fail`` or an exception ``retry_on`` does not match, ``"retry"`` (with ``Retry``'s
+    delay) for ``Retry``, ``"policy"`` otherwise."""
     tb = exc.__traceback__
     while tb is not None and tb.tb_frame.f_code.co_filename in _INTERNAL_FILES:
         tb = tb.tb_next
     name = type(exc).__qualname__
     message = str(exc)
     error = f"{name}: {message}" if message else name
-    return error, "".join(traceback.format_exception(type(exc), exc, tb))
+    text = "".join(traceback.format_exception(type(exc), exc, tb))
+    if isinstance(exc, Fail):
+        return error, text, "never", None
+    if isinstance(exc, Retry):
+        return error, text, "retry", exc.delay
+    matches = isinstance(exc, retry_on) if retry_on else isinstance(exc, Exception)
+    return error, text, "policy" if matches else "never", None

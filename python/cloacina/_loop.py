@@ -19,7 +19,7 @@ class BackgroundLoop:
         self._lock = threading.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks: dict[str, asyncio.Task[None]] = {}
 
     @property
     def thread_id(self) -> int | None:
@@ -45,18 +45,39 @@ class BackgroundLoop:
             return self._loop
 
     def submit(
-        self, fn: Callable[..., Any], task_id: str, data: dict[str, Any], completion: Any
+        self,
+        fn: Callable[..., Any],
+        task_id: str,
+        data: dict[str, Any],
+        token: str,
+        completion: Any,
     ) -> None:
         """Schedules an async task body; ``completion.ok``/``.fail`` gets its result."""
         loop = self._ensure()
-        loop.call_soon_threadsafe(self._start, fn, task_id, data, completion)
+        loop.call_soon_threadsafe(self._start, fn, task_id, data, token, completion)
 
     def _start(
-        self, fn: Callable[..., Any], task_id: str, data: dict[str, Any], completion: Any
+        self,
+        fn: Callable[..., Any],
+        task_id: str,
+        data: dict[str, Any],
+        token: str,
+        completion: Any,
     ) -> None:
         task = asyncio.get_running_loop().create_task(self._drive(fn, task_id, data, completion))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._tasks[token] = task
+        task.add_done_callback(lambda _: self._tasks.pop(token, None))
+
+    def cancel(self, token: str) -> None:
+        """Cancels the async attempt ``token`` if it is running."""
+        loop = self._loop
+        if loop is not None:
+            loop.call_soon_threadsafe(self._cancel, token)
+
+    def _cancel(self, token: str) -> None:
+        task = self._tasks.get(token)
+        if task is not None:
+            task.cancel()
 
     @staticmethod
     async def _drive(

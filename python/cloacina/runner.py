@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import atexit
 import threading
 import weakref
@@ -30,6 +31,20 @@ def _span(start: datetime | None, end: datetime | None) -> timedelta | None:
 
 
 @dataclass(frozen=True)
+class Attempt:
+    """One finished attempt of a task."""
+
+    attempt: int
+    status: str
+    """``completed | failed``"""
+    started_at: datetime | None
+    finished_at: datetime | None
+    duration: timedelta | None
+    error: str | None
+    traceback: str | None
+
+
+@dataclass(frozen=True)
 class TaskResult:
     """What happened to one task of a run."""
 
@@ -45,6 +60,12 @@ class TaskResult:
     traceback: str | None
     reason: str | None = None
     """Why the task was skipped or cancelled."""
+    history: list[Attempt] = field(default_factory=list)
+    """Every finished attempt, oldest first."""
+    next_attempt_at: datetime | None = None
+    """When a scheduled retry may start."""
+    hook_errors: list[dict[str, Any]] = field(default_factory=list)
+    """What the task's hooks raised: ``{"hook", "attempt", "error"}`` each."""
 
 
 @dataclass(frozen=True)
@@ -79,6 +100,20 @@ class RunResult:
                 error=t["error"],
                 traceback=t["traceback"],
                 reason=t["reason"],
+                history=[
+                    Attempt(
+                        attempt=a["attempt"],
+                        status=a["status"],
+                        started_at=_time(a["started_at"]),
+                        finished_at=_time(a["finished_at"]),
+                        duration=_span(_time(a["started_at"]), _time(a["finished_at"])),
+                        error=a["error"],
+                        traceback=a["traceback"],
+                    )
+                    for a in t["history"]
+                ],
+                next_attempt_at=_time(t["ready_at"]) if t["status"] == "ready" else None,
+                hook_errors=list(t["hook_errors"] or []),
             )
         started, finished = _time(raw["started_at"]), _time(raw["finished_at"])
         return cls(
@@ -134,6 +169,10 @@ class RunHandle:
         if result is None:
             raise CloacinaError(f"no run with id '{self.run_id}'")
         return result.status
+
+    def cancel(self) -> bool:
+        """Cancels the run (see :meth:`Runner.cancel`)."""
+        return self._runner.cancel(self.run_id)
 
     def wait(self, timeout: float | None = None) -> RunResult:
         """Blocks until the run is final and returns its result; ``TimeoutError`` if
@@ -204,12 +243,18 @@ class Runner:
                 max_concurrency=max_concurrency,
                 call_sync=_invoke.call_sync,
                 submit_async=self._loop.submit,
+                interrupt=self._interrupt,
+                call_hook=_invoke.call_hook,
             )
         except ConfigurationError as exc:
             raise ConfigurationError(f"{self.url}: {exc}") from None
         self.max_concurrency = max_concurrency
         self.durability = durability
         _open_runners.add(self)
+
+    def _interrupt(self, token: str, why: str) -> None:
+        if not _invoke.interrupt_sync(token, why):
+            self._loop.cancel(token)
 
     def _engine_or_raise(self) -> _native.Engine:
         engine = self._engine
@@ -248,7 +293,26 @@ class Runner:
         A failed run is returned, not raised: call ``result.raise_for_status()``.
         """
         self._check_not_on_loop("run")
-        return self.start(workflow, context).wait()
+        handle = self.start(workflow, context)
+        try:
+            return handle.wait()
+        except KeyboardInterrupt:
+            # Ctrl-C cancels the run, then goes on as the KeyboardInterrupt it is.
+            try:
+                self.cancel(handle.run_id)
+            finally:
+                raise
+
+    def cancel(self, run_id: str) -> bool:
+        """Cancels a run: pending tasks become ``cancelled``, running async tasks are
+        cancelled, running sync tasks finish but their results are discarded, and the run
+        ends ``cancelled``. Works on runs of other runners and processes on the same
+        database (their owner carries it out). False if the run is unknown or final."""
+        return self._engine_or_raise().cancel(run_id)
+
+    async def cancel_async(self, run_id: str) -> bool:
+        """Awaitable twin of :meth:`cancel`."""
+        return await self._engine_or_raise().cancel_async(run_id)
 
     async def run_async(
         self, workflow: Workflow, context: Mapping[str, Any] | None = None
@@ -256,7 +320,11 @@ class Runner:
         """Awaitable twin of :meth:`run`."""
         data = self._prepare(workflow, context)
         run_id = await self._engine_or_raise().submit_async(workflow.name, data)
-        return await RunHandle(self, run_id)
+        try:
+            return await RunHandle(self, run_id)
+        except asyncio.CancelledError:
+            await self.cancel_async(run_id)
+            raise
 
     def get_run(self, run_id: str) -> RunResult | None:
         """The run with this id as recorded (by any runner or process), or None."""

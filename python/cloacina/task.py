@@ -15,21 +15,14 @@ from cloacina.context import Context
 F = TypeVar("F", bound=Callable[..., Any])
 
 
+BACKOFFS = ("fixed", "linear", "exponential")
+"""How the wait between attempts grows."""
+
+
 class Task:
-    """A unit of work: a function of one :class:`Context`, with an id and dependencies.
-
-    Still callable as the plain function, so it can be unit-tested directly.
-    """
-
-    __slots__ = (
-        "__dict__",
-        "_dependency_tasks",
-        "dependencies",
-        "fingerprint",
-        "fn",
-        "id",
-        "is_async",
-    )
+    """A unit of work: a function of one :class:`Context`, with an id, dependencies and
+    execution options. Still callable as the plain function, so it can be unit-tested
+    directly."""
 
     def __init__(
         self,
@@ -37,6 +30,17 @@ class Task:
         *,
         id: str | None = None,
         dependencies: Iterable[Task | str] | None = None,
+        retries: int = 0,
+        retry_delay: float = 1.0,
+        backoff: str = "fixed",
+        max_retry_delay: float | None = None,
+        jitter: bool = False,
+        retry_on: type[BaseException] | tuple[type[BaseException], ...] = (Exception,),
+        timeout: float | None = None,
+        trigger: dict[str, Any] | None = None,
+        on_success: Callable[..., Any] | None = None,
+        on_failure: Callable[..., Any] | None = None,
+        on_retry: Callable[..., Any] | None = None,
     ) -> None:
         if not callable(fn):
             raise TypeError(f"@task needs a function, not {type(fn).__name__}")
@@ -60,10 +64,52 @@ class Task:
                 )
             if dep_id not in deps:
                 deps.append(dep_id)
+        retry_on_types = _exception_types(task_id, retry_on)
+        options: dict[str, Any] = {
+            "retries": _non_negative_int(task_id, "retries", retries),
+            "retry_delay": _seconds(task_id, "retry_delay", retry_delay),
+            "backoff": backoff,
+            "max_retry_delay": None
+            if max_retry_delay is None
+            else _seconds(task_id, "max_retry_delay", max_retry_delay),
+            "jitter": jitter,
+            "retry_on": retry_on_types,
+            "timeout": None if timeout is None else _seconds(task_id, "timeout", timeout),
+            "trigger": trigger,
+            "on_success": on_success,
+            "on_failure": on_failure,
+            "on_retry": on_retry,
+        }
+        if backoff not in BACKOFFS:
+            raise ValueError(
+                f"task '{task_id}': backoff must be one of {BACKOFFS}, not {backoff!r}"
+            )
+        if not isinstance(jitter, bool):
+            raise TypeError(f"task '{task_id}': jitter must be a bool")
+        if options["timeout"] == 0:
+            raise ValueError(f"task '{task_id}': timeout must be more than 0 seconds")
+        for hook in ("on_success", "on_failure", "on_retry"):
+            if options[hook] is not None and not callable(options[hook]):
+                raise TypeError(f"task '{task_id}': {hook} must be callable")
+        if trigger is not None:
+            if not isinstance(trigger, dict):
+                raise TypeError(
+                    f"task '{task_id}': trigger must be a rule from cloacina.rules, not {trigger!r}"
+                )
+            _native.validate_rule(trigger)
+        from cloacina.errors import TaskTimeout
+
+        policy = {
+            key: options[key]
+            for key in ("retries", "retry_delay", "backoff", "max_retry_delay", "jitter", "timeout")
+        }
+        policy["trigger"] = trigger
+        policy["retry_on_timeout"] = issubclass(TaskTimeout, retry_on_types)
         self.fn = fn
         self.id = task_id
         self.dependencies = deps
         self._dependency_tasks = dep_tasks
+        self._options = options
         self.is_async = inspect.iscoroutinefunction(fn)
         self.fingerprint = code_fingerprint(fn)
         functools.update_wrapper(self, fn)  # type: ignore[arg-type]
@@ -73,12 +119,15 @@ class Task:
             is_async=self.is_async,
             dependencies=deps,
             fingerprint=self.fingerprint,
+            policy=policy,
+            retry_on=retry_on_types,
+            hooks=(on_success, on_failure, on_retry),
         )
 
     @property
     def options(self) -> dict[str, Any]:
-        """The task's execution options (none beyond id and dependencies yet)."""
-        return {}
+        """The task's execution options: retries, backoff, timeout, trigger, hooks."""
+        return dict(self._options)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         return self.fn(*args, **kwargs)
@@ -92,28 +141,84 @@ class Task:
 def task(fn: Callable[..., Any], /) -> Task: ...
 @overload
 def task(
-    *, id: str | None = None, dependencies: Iterable[Task | str] | None = None
-) -> Callable[[Callable[..., Any]], Task]: ...
-def task(
-    fn: Callable[..., Any] | None = None,
-    /,
     *,
     id: str | None = None,
     dependencies: Iterable[Task | str] | None = None,
-) -> Task | Callable[[Callable[..., Any]], Task]:
+    retries: int = 0,
+    retry_delay: float = 1.0,
+    backoff: str = "fixed",
+    max_retry_delay: float | None = None,
+    jitter: bool = False,
+    retry_on: type[BaseException] | tuple[type[BaseException], ...] = (Exception,),
+    timeout: float | None = None,
+    trigger: dict[str, Any] | None = None,
+    on_success: Callable[..., Any] | None = None,
+    on_failure: Callable[..., Any] | None = None,
+    on_retry: Callable[..., Any] | None = None,
+) -> Callable[[Callable[..., Any]], Task]: ...
+def task(fn: Callable[..., Any] | None = None, /, **options: Any) -> Task | Callable[..., Task]:
     """Marks a function (sync or ``async def``) as a task.
 
-    Use bare (``@task``: the id is the function's name) or with options
-    (``@task(id="x", dependencies=[other_task, "other_id"])``). Defining a task again
-    under the same id replaces the previous definition.
+    Use bare (``@task``: the id is the function's name) or with options:
+
+    - ``id``, ``dependencies`` (Task objects or id strings);
+    - ``retries`` (retries after the first attempt), ``retry_delay`` (seconds),
+      ``backoff`` (``"fixed" | "linear" | "exponential"``), ``max_retry_delay``,
+      ``jitter`` (spread each delay randomly within it), ``retry_on`` (exception types
+      that are retried; default any ``Exception``);
+    - ``timeout`` (seconds per attempt: the attempt fails with ``TaskTimeout``);
+    - ``trigger`` (a rule from :mod:`cloacina.rules`; default ``all_success()``);
+    - ``on_success(task_id, ctx)``, ``on_failure(task_id, error, ctx)``,
+      ``on_retry(task_id, error, attempt)`` hooks.
+
+    Defining a task again under the same id replaces the previous definition. An unknown
+    option is a ``TypeError``.
     """
     if fn is not None:
-        return Task(fn, id=id, dependencies=dependencies)
+        return Task(fn, **options)
+    _check_option_names(options)
 
     def decorate(f: Callable[..., Any]) -> Task:
-        return Task(f, id=id, dependencies=dependencies)
+        return Task(f, **options)
 
     return decorate
+
+
+_OPTION_NAMES = frozenset(inspect.signature(Task.__init__).parameters) - {"self", "fn"}
+
+
+def _check_option_names(options: dict[str, Any]) -> None:
+    unknown = sorted(set(options) - _OPTION_NAMES)
+    if unknown:
+        raise TypeError(
+            f"unknown task option(s): {', '.join(unknown)}; "
+            f"known: {', '.join(sorted(_OPTION_NAMES))}"
+        )
+
+
+def _non_negative_int(task_id: str, name: str, value: Any) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise ValueError(f"task '{task_id}': {name} must be a non-negative int, not {value!r}")
+    return value
+
+
+def _seconds(task_id: str, name: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
+        raise ValueError(
+            f"task '{task_id}': {name} must be a non-negative number of seconds, not {value!r}"
+        )
+    return float(value)
+
+
+def _exception_types(task_id: str, value: Any) -> tuple[type[BaseException], ...]:
+    types_ = value if isinstance(value, tuple) else (value,)
+    for t in types_:
+        if not (isinstance(t, type) and issubclass(t, BaseException)):
+            raise TypeError(
+                f"task '{task_id}': retry_on must be an exception type or a tuple of them, "
+                f"not {value!r}"
+            )
+    return types_
 
 
 def _check_signature(fn: Callable[..., Any], task_id: str) -> None:

@@ -17,13 +17,24 @@ class Workflow:
     name replaces the previous definition.
     """
 
-    __slots__ = ("_order", "description", "name", "tasks", "version")
+    __slots__ = ("_order", "description", "name", "tasks", "timeout", "version")
 
-    def __init__(self, name: str, tasks: Iterable[Task], description: str | None = None) -> None:
+    def __init__(
+        self,
+        name: str,
+        tasks: Iterable[Task],
+        description: str | None = None,
+        *,
+        timeout: float | None = None,
+    ) -> None:
         if not isinstance(name, str):
             raise TypeError(f"a workflow name must be a str, not {type(name).__name__}")
         if description is not None and not isinstance(description, str):
             raise TypeError("a workflow description must be a str or None")
+        if timeout is not None and (
+            isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0
+        ):
+            raise ValueError(f"workflow '{name}': timeout must be a positive number of seconds")
         if isinstance(tasks, Task):
             tasks = [tasks]
         listed: list[Task] = []
@@ -41,12 +52,16 @@ class Workflow:
                 all_tasks.append(dep)
                 pending.extend(dep._dependency_tasks)
         order, version = _native.register_workflow(
-            name, [(t.id, t.dependencies, t.fingerprint) for t in all_tasks], description
+            name,
+            [(t.id, t.dependencies, t.fingerprint) for t in all_tasks],
+            description,
+            None if timeout is None else float(timeout),
         )
         self.name = name
         self.description = description
         self.tasks: list[Task] = all_tasks
         self.version: str = version
+        self.timeout = None if timeout is None else float(timeout)
         self._order: list[str] = order
 
     def topological_order(self) -> list[str]:
@@ -60,6 +75,7 @@ class Workflow:
                 self.name,
                 [(t.id, t.dependencies, t.fingerprint) for t in self.tasks],
                 self.description,
+                self.timeout,
             )
 
     def __repr__(self) -> str:

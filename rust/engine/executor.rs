@@ -12,9 +12,22 @@ pub struct Job {
     pub run_id: Arc<str>,
     pub task_id: Arc<str>,
     pub attempt: u32,
+    /// Names this attempt for `Executor::interrupt`.
+    pub token: Arc<str>,
     pub body: Arc<dyn TaskBody>,
     /// What the task sees: the run's input plus its ancestors' writes, in merge order.
     pub input: Arc<Map>,
+}
+
+/// What the body asked for when it failed.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum RetryHint {
+    /// Retry if the task's policy allows (the error matched `retry_on`).
+    Policy,
+    /// Do not retry (`Fail` raised, or the error did not match `retry_on`).
+    Never,
+    /// The body asked for another attempt (`Retry`), after this many seconds if given.
+    Requested(Option<f64>),
 }
 
 /// What an attempt produced.
@@ -26,12 +39,72 @@ pub enum Outcome {
     Failed {
         error: String,
         traceback: Option<String>,
+        hint: RetryHint,
     },
 }
 
-/// Runs task bodies. The engine calls `execute` from a tokio worker; implementations
-/// must not block it (run blocking work with `spawn_blocking` or elsewhere).
+impl Outcome {
+    /// A failure that the policy may retry.
+    pub fn failed(error: String) -> Outcome {
+        Outcome::Failed {
+            error,
+            traceback: None,
+            hint: RetryHint::Policy,
+        }
+    }
+}
+
+/// Why a running attempt is interrupted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Interrupt {
+    /// It ran past its timeout: stop it if the body can be stopped.
+    Timeout,
+    /// Its run was cancelled: stop it if it can be stopped without harm (async bodies).
+    Cancel,
+}
+
+/// Which hook to call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HookKind {
+    Success,
+    Failure,
+    Retry,
+}
+
+impl HookKind {
+    /// The hook's option name.
+    pub fn name(self) -> &'static str {
+        match self {
+            HookKind::Success => "on_success",
+            HookKind::Failure => "on_failure",
+            HookKind::Retry => "on_retry",
+        }
+    }
+}
+
+/// A hook call, made after the transition it reports is committed.
+pub struct HookCall {
+    pub kind: HookKind,
+    pub run_id: Arc<str>,
+    pub task_id: Arc<str>,
+    pub attempt: u32,
+    pub error: Option<String>,
+    /// The task's context: its input, plus its writes on success.
+    pub context: Arc<Map>,
+    pub body: Arc<dyn TaskBody>,
+}
+
+/// Runs task bodies. The engine calls these from a tokio worker; implementations must
+/// not block it (run blocking work with `spawn_blocking` or elsewhere).
 pub trait Executor: Send + Sync + 'static {
     /// Runs `job` to completion and reports its outcome.
     fn execute(&self, job: Job) -> BoxFuture<'static, Outcome>;
+
+    /// Asks the attempt named `token` to stop; its outcome will be ignored anyway.
+    fn interrupt(&self, _token: Arc<str>, _why: Interrupt) {}
+
+    /// Calls a task's hook if it has one; Err carries what the hook raised.
+    fn run_hook(&self, _hook: HookCall) -> BoxFuture<'static, Result<(), String>> {
+        Box::pin(async { Ok(()) })
+    }
 }

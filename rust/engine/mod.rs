@@ -16,7 +16,7 @@ pub mod executor;
 mod scheduler;
 mod state;
 
-pub use executor::{Executor, Job, Outcome};
+pub use executor::{Executor, HookCall, HookKind, Interrupt, Job, Outcome, RetryHint};
 
 /// Engine settings.
 #[derive(Debug, Clone)]
@@ -56,9 +56,43 @@ pub(crate) enum Command {
         started_at: i64,
         outcome: Outcome,
     },
+    /// A timed-out attempt's deadline passed.
+    TimedOut {
+        run_id: Arc<str>,
+        position: u32,
+        attempt: u32,
+        started_at: i64,
+        seconds: f64,
+    },
+    /// A delayed retry is due.
+    Wake {
+        run_id: Arc<str>,
+        position: u32,
+    },
+    Cancel {
+        run_id: Arc<str>,
+        reason: CancelReason,
+        reply: Option<oneshot::Sender<bool>>,
+    },
+    HookFailed {
+        run_id: Arc<str>,
+        task_id: Arc<str>,
+        kind: HookKind,
+        attempt: u32,
+        error: String,
+    },
     Shutdown {
         reply: oneshot::Sender<()>,
     },
+}
+
+/// Why a run is cancelled.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum CancelReason {
+    /// Asked for (a handle, a runner, another process, Ctrl-C).
+    User,
+    /// The workflow's timeout (seconds) expired: the run ends failed.
+    Timeout(f64),
 }
 
 /// A running engine over one store.
@@ -85,6 +119,10 @@ impl Engine {
         let (tx, rx) = mpsc::unbounded_channel();
         let scheduler = scheduler::Scheduler::new(shared.clone(), tx.clone(), rx, executor, config);
         tokio::spawn(scheduler.run());
+        tokio::spawn(watch_cancel_requests(
+            Arc::downgrade(&shared),
+            tx.downgrade(),
+        ));
         Engine {
             shared,
             commands: tx,
@@ -143,6 +181,27 @@ impl Engine {
         }
     }
 
+    /// Cancels run `run_id`. A run driven here is cancelled at once; a run driven by
+    /// another runner or process gets a request that its owner carries out. Returns
+    /// false when the run is unknown or already final.
+    pub async fn cancel(&self, run_id: &str) -> Result<bool> {
+        let driven_here = lock(&self.shared.watches).contains_key(run_id);
+        if driven_here {
+            let (reply, rx) = oneshot::channel();
+            let cmd = Command::Cancel {
+                run_id: run_id.into(),
+                reason: CancelReason::User,
+                reply: Some(reply),
+            };
+            self.commands.send(cmd).map_err(|_| closed())?;
+            return rx.await.map_err(|_| closed());
+        }
+        self.shared
+            .store
+            .request_cancel(run_id, crate::store::now_micros())
+            .await
+    }
+
     /// Run `run_id` as stored, if it exists.
     pub async fn get_run(&self, run_id: &str) -> Result<Option<RunRecord>> {
         self.shared.store.run(run_id).await
@@ -167,6 +226,43 @@ impl Engine {
     pub fn request_close(&self) {
         let (reply, _rx) = oneshot::channel();
         let _ = self.commands.send(Command::Shutdown { reply });
+    }
+}
+
+/// How often an engine driving runs looks for cancellation requests from elsewhere.
+const CANCEL_CHECK: Duration = Duration::from_millis(200);
+
+/// Carries out cancellation requests written by other runners or processes for runs
+/// this engine drives. (Not on the scheduling path: a cheap indexed read, only while
+/// the engine drives runs.)
+async fn watch_cancel_requests(
+    shared: std::sync::Weak<Shared>,
+    commands: mpsc::WeakUnboundedSender<Command>,
+) {
+    loop {
+        tokio::time::sleep(CANCEL_CHECK).await;
+        let (Some(shared), Some(commands)) = (shared.upgrade(), commands.upgrade()) else {
+            return;
+        };
+        if commands.is_closed() {
+            return;
+        }
+        if lock(&shared.watches).is_empty() {
+            continue;
+        }
+        let Ok(requested) = shared.store.cancel_requests(&shared.owner).await else {
+            continue;
+        };
+        for run_id in requested {
+            let cmd = Command::Cancel {
+                run_id: run_id.into(),
+                reason: CancelReason::User,
+                reply: None,
+            };
+            if commands.send(cmd).is_err() {
+                return;
+            }
+        }
     }
 }
 

@@ -1,10 +1,11 @@
 //! The scheduler: one task per engine that owns all run state and the writer side of
 //! the store. It drains every pending message, applies them in memory, claims ready
 //! tasks for free slots, commits everything as one transaction (group commit), and only
-//! then starts the claimed attempts and wakes waiters. A finishing task sends a message,
-//! so the next batch starts at once: there is no polling anywhere.
+//! then starts the claimed attempts, wakes waiters and calls hooks. A finishing task, a
+//! retry falling due, a timeout or a cancellation each arrive as a message, so the next
+//! batch starts at once: there is no polling on the scheduling path.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,15 +13,23 @@ use std::time::Duration;
 use futures::FutureExt;
 use tokio::sync::{mpsc, oneshot, watch};
 
-use super::state::{RunState, TaskStatus};
-use super::{lock, Command, EngineConfig, Executor, Job, Outcome, Shared};
-use crate::context::Map;
+use super::executor::{HookCall, HookKind, Interrupt, RetryHint};
+use super::state::{RuleFacts, RunState, TaskStatus};
+use super::{lock, CancelReason, Command, EngineConfig, Executor, Job, Outcome, Shared};
+use crate::context::{self, Map};
 use crate::errors::{Error, Result};
+use crate::policy::TaskPolicy;
 use crate::registry::{self, WorkflowDef};
 use crate::store::{now_micros, Op};
 
 /// Most messages folded into one transaction.
 const MAX_BATCH: usize = 4096;
+
+/// Answers a submitter with the new run's id.
+type SubmitReply = oneshot::Sender<Result<Arc<str>>>;
+
+/// One attempt: run, task position, attempt number.
+type AttemptKey = (Arc<str>, u32, u32);
 
 pub(crate) struct Scheduler {
     shared: Arc<Shared>,
@@ -31,21 +40,24 @@ pub(crate) struct Scheduler {
     runs: HashMap<Arc<str>, RunState>,
     /// Ready tasks waiting for a slot, in the order they became ready.
     queue: VecDeque<(Arc<str>, u32)>,
-    running: usize,
+    /// Attempts holding a slot. An attempt that timed out gives its slot back at once; a
+    /// cancelled sync attempt keeps it until its thread returns.
+    slots: HashSet<AttemptKey>,
     closing: Vec<oneshot::Sender<()>>,
 }
-
-/// Answers a submitter with the new run's id.
-type SubmitReply = oneshot::Sender<Result<Arc<str>>>;
 
 /// What a batch does once its transaction is committed.
 #[derive(Default)]
 struct Effects {
     accepted: Vec<(SubmitReply, Arc<str>)>,
     finished_runs: Vec<Arc<str>>,
-    jobs: Vec<(Job, u32, i64)>,
+    jobs: Vec<(Job, u32, i64, Option<f64>)>,
     /// Tasks that became ready in this batch (persisted as `ready` unless claimed).
     became_ready: Vec<(Arc<str>, u32)>,
+    hooks: Vec<HookCall>,
+    interrupts: Vec<(Arc<str>, Interrupt)>,
+    timers: Vec<(Duration, Command)>,
+    cancel_replies: Vec<(oneshot::Sender<bool>, bool)>,
 }
 
 impl Scheduler {
@@ -64,7 +76,7 @@ impl Scheduler {
             max_concurrency: config.max_concurrency.max(1),
             runs: HashMap::new(),
             queue: VecDeque::new(),
-            running: 0,
+            slots: HashSet::new(),
             closing: Vec::new(),
         }
     }
@@ -85,10 +97,11 @@ impl Scheduler {
             self.claim(&mut ops, &mut effects);
             for (run_id, position) in std::mem::take(&mut effects.became_ready) {
                 if let Some(run) = self.runs.get(&run_id) {
-                    if run.tasks[position as usize].status == TaskStatus::Ready {
+                    let task = &run.tasks[position as usize];
+                    if task.status == TaskStatus::Ready && task.not_before.is_none() {
                         ops.push(Op::MarkTask {
                             run_id: run_id.clone(),
-                            task_id: run.tasks[position as usize].id.clone(),
+                            task_id: task.id.clone(),
                             status: "ready",
                             reason: None,
                             at: None,
@@ -102,7 +115,7 @@ impl Scheduler {
             }
             ops.clear();
             self.deliver(effects);
-            if !self.closing.is_empty() && self.running == 0 {
+            if !self.closing.is_empty() && self.slots.is_empty() {
                 break;
             }
         }
@@ -125,7 +138,7 @@ impl Scheduler {
                     let _ = reply.send(Err(Error::Closed("the runner is closed".into())));
                     return;
                 }
-                match self.submit(workflow, input, ops) {
+                match self.submit(workflow, input, ops, effects) {
                     Ok(run_id) => effects.accepted.push((reply, run_id)),
                     Err(e) => {
                         let _ = reply.send(Err(e));
@@ -139,13 +152,97 @@ impl Scheduler {
                 started_at,
                 outcome,
             } => {
-                self.running = self.running.saturating_sub(1);
+                let held = self.slots.remove(&(run_id.clone(), position, attempt));
+                if self.is_current(&run_id, position, attempt) {
+                    self.record(
+                        &run_id, position, attempt, started_at, outcome, ops, effects,
+                    );
+                } else if held {
+                    log::debug!("discarding the result of a stale attempt {attempt} of a task of run {run_id}");
+                }
+            }
+            Command::TimedOut {
+                run_id,
+                position,
+                attempt,
+                started_at,
+                seconds,
+            } => {
+                if !self.is_current(&run_id, position, attempt) {
+                    return;
+                }
+                self.slots.remove(&(run_id.clone(), position, attempt));
+                let Some(run) = self.runs.get(&run_id) else {
+                    return;
+                };
+                let task_id = run.tasks[position as usize].id.clone();
+                let retry_on_timeout =
+                    registry::task(&task_id).is_none_or(|d| d.policy.retry_on_timeout);
+                effects
+                    .interrupts
+                    .push((token(&run_id, &task_id, attempt), Interrupt::Timeout));
+                let outcome = Outcome::Failed {
+                    error: format!(
+                        "TaskTimeout: task '{task_id}' timed out after {} s",
+                        trim_seconds(seconds)
+                    ),
+                    traceback: None,
+                    hint: if retry_on_timeout {
+                        RetryHint::Policy
+                    } else {
+                        RetryHint::Never
+                    },
+                };
                 self.record(
                     &run_id, position, attempt, started_at, outcome, ops, effects,
                 );
             }
+            Command::Wake { run_id, position } => {
+                if let Some(run) = self.runs.get_mut(&run_id) {
+                    let task = &mut run.tasks[position as usize];
+                    if task.status == TaskStatus::Ready && task.not_before.take().is_some() {
+                        self.queue.push_back((run_id, position));
+                    }
+                }
+            }
+            Command::Cancel {
+                run_id,
+                reason,
+                reply,
+            } => {
+                let found = self.cancel(&run_id, reason, ops, effects);
+                if let Some(reply) = reply {
+                    effects.cancel_replies.push((reply, found));
+                }
+            }
+            Command::HookFailed {
+                run_id,
+                task_id,
+                kind,
+                attempt,
+                error,
+            } => {
+                log::warn!(
+                    "the {} hook of task '{task_id}' (run {run_id}) raised: {error}",
+                    kind.name()
+                );
+                let entry =
+                    serde_json::json!({"hook": kind.name(), "attempt": attempt, "error": error});
+                ops.push(Op::AddHookError {
+                    run_id,
+                    task_id,
+                    entry: entry.to_string(),
+                });
+            }
             Command::Shutdown { reply } => self.closing.push(reply),
         }
+    }
+
+    fn is_current(&self, run_id: &Arc<str>, position: u32, attempt: u32) -> bool {
+        self.runs.get(run_id).is_some_and(|run| {
+            let task = &run.tasks[position as usize];
+            task.status == TaskStatus::Running && task.attempts == attempt
+        })
     }
 
     fn submit(
@@ -153,6 +250,7 @@ impl Scheduler {
         workflow: Arc<WorkflowDef>,
         input: Map,
         ops: &mut Vec<Op>,
+        effects: &mut Effects,
     ) -> Result<Arc<str>> {
         let run_id: Arc<str> = uuid::Uuid::now_v7().to_string().into();
         let now = now_micros();
@@ -166,7 +264,7 @@ impl Scheduler {
             at: now,
         });
         let (done, watch) = watch::channel(false);
-        let run = RunState::new(run_id.clone(), workflow.clone(), input, done);
+        let mut run = RunState::new(run_id.clone(), workflow.clone(), input, done);
         for (position, task) in run.tasks.iter().enumerate() {
             let deps: Vec<&str> = graph
                 .dependencies(position as u32)
@@ -178,22 +276,33 @@ impl Scheduler {
                 task_id: task.id.clone(),
                 position: position as u32,
                 dependencies: serde_json::to_string(&deps).unwrap_or_else(|_| "[]".into()),
-                status: if task.status == TaskStatus::Ready {
-                    "ready"
-                } else {
-                    "pending"
-                },
+                status: "pending",
             });
-            if task.status == TaskStatus::Ready {
-                self.queue.push_back((run_id.clone(), position as u32));
-            }
+        }
+        let roots: Vec<u32> = (0..graph.len() as u32)
+            .filter(|&p| graph.dependencies(p).is_empty())
+            .collect();
+        for position in roots {
+            Self::decide(&mut run, position, now, ops, &mut self.queue, effects);
+        }
+        if let Some(seconds) = workflow.timeout {
+            let cmd = Command::Cancel {
+                run_id: run_id.clone(),
+                reason: CancelReason::Timeout(seconds),
+                reply: None,
+            };
+            effects.timers.push((Duration::from_secs_f64(seconds), cmd));
         }
         lock(&self.shared.watches).insert(run_id.clone(), watch);
+        if run.unfinished == 0 {
+            Self::finalize(&mut run, now, ops);
+            effects.finished_runs.push(run_id.clone());
+        }
         self.runs.insert(run_id.clone(), run);
         Ok(run_id)
     }
 
-    /// Applies an attempt's outcome: the task row, its successors, maybe the run.
+    /// Applies an attempt's outcome: the task row, a retry or its successors, the run.
     #[allow(clippy::too_many_arguments)]
     fn record(
         &mut self,
@@ -210,12 +319,13 @@ impl Scheduler {
         };
         let now = now_micros();
         let task_id = run.tasks[position as usize].id.clone();
+        let def = registry::task(&task_id);
         match outcome {
             Outcome::Completed(delta) => {
                 let output = serde_json::to_string(&delta).unwrap_or_else(|_| "{}".into());
                 ops.push(Op::FinishTask {
                     run_id: run_id.clone(),
-                    task_id,
+                    task_id: task_id.clone(),
                     attempt,
                     owner: self.shared.owner.clone(),
                     status: "completed",
@@ -225,13 +335,97 @@ impl Scheduler {
                     error: None,
                     traceback: None,
                 });
+                if let Some(def) = &def {
+                    let base = run.tasks[position as usize]
+                        .input
+                        .clone()
+                        .unwrap_or_else(|| run.input.clone());
+                    effects.hooks.push(HookCall {
+                        kind: HookKind::Success,
+                        run_id: run_id.clone(),
+                        task_id: task_id.clone(),
+                        attempt,
+                        error: None,
+                        context: Arc::new(context::merged(&base, &delta)),
+                        body: def.body.clone(),
+                    });
+                }
                 run.complete(position, delta);
             }
-            Outcome::Failed { error, traceback } => {
+            Outcome::Failed {
+                error,
+                traceback,
+                hint,
+            } => {
+                let policy = def.as_ref().map(|d| d.policy.clone()).unwrap_or_default();
+                let budget = policy.may_retry_after(attempt);
+                let retry_in = match hint {
+                    RetryHint::Never => None,
+                    RetryHint::Policy if budget => Some(policy.delay(attempt)),
+                    RetryHint::Requested(Some(seconds)) if budget => {
+                        Some(Duration::from_secs_f64(seconds.clamp(0.0, 1e9)))
+                    }
+                    RetryHint::Requested(None) if budget => Some(policy.delay(attempt)),
+                    _ => None,
+                };
+                let error = match hint {
+                    RetryHint::Requested(_) if retry_in.is_none() => {
+                        format!(
+                            "{error} (a retry was requested, but no retries are left: retries={})",
+                            policy.retries
+                        )
+                    }
+                    _ => error,
+                };
+                let input = run.tasks[position as usize]
+                    .input
+                    .clone()
+                    .unwrap_or_else(|| run.input.clone());
+                if let Some(delay) = retry_in {
+                    log::debug!("task '{task_id}' of run {run_id} failed (attempt {attempt}), retrying in {delay:?}: {error}");
+                    let ready_at = now + delay.as_micros() as i64;
+                    ops.push(Op::RetryTask {
+                        run_id: run_id.clone(),
+                        task_id: task_id.clone(),
+                        attempt,
+                        owner: self.shared.owner.clone(),
+                        started_at,
+                        at: now,
+                        ready_at,
+                        error: error.clone(),
+                        traceback,
+                    });
+                    let task = &mut run.tasks[position as usize];
+                    task.status = TaskStatus::Ready;
+                    if delay.is_zero() {
+                        self.queue.push_back((run_id.clone(), position));
+                    } else {
+                        task.not_before = Some(ready_at);
+                        effects.timers.push((
+                            delay,
+                            Command::Wake {
+                                run_id: run_id.clone(),
+                                position,
+                            },
+                        ));
+                    }
+                    if let Some(def) = &def {
+                        effects.hooks.push(HookCall {
+                            kind: HookKind::Retry,
+                            run_id: run_id.clone(),
+                            task_id,
+                            attempt,
+                            error: Some(error),
+                            context: input,
+                            body: def.body.clone(),
+                        });
+                    }
+                    return;
+                }
                 log::debug!("task '{task_id}' of run {run_id} failed: {error}");
                 ops.push(Op::FinishTask {
                     run_id: run_id.clone(),
-                    task_id,
+                    task_id: task_id.clone(),
                     attempt,
                     owner: self.shared.owner.clone(),
                     status: "failed",
@@ -241,6 +435,17 @@ impl Scheduler {
                     error: Some(error.clone()),
                     traceback,
                 });
+                if let Some(def) = &def {
+                    effects.hooks.push(HookCall {
+                        kind: HookKind::Failure,
+                        run_id: run_id.clone(),
+                        task_id: task_id.clone(),
+                        attempt,
+                        error: Some(error.clone()),
+                        context: input,
+                        body: def.body.clone(),
+                    });
+                }
                 let task = &mut run.tasks[position as usize];
                 task.status = TaskStatus::Failed;
                 task.input = None;
@@ -255,8 +460,57 @@ impl Scheduler {
         }
     }
 
-    /// Decides every successor whose dependencies are now all final: ready when they all
-    /// completed, skipped otherwise (and so on down the graph).
+    /// Decides a task whose dependencies are all final: ready when its trigger rule
+    /// holds, skipped (with the reason) otherwise.
+    fn decide(
+        run: &mut RunState,
+        position: u32,
+        now: i64,
+        ops: &mut Vec<Op>,
+        queue: &mut VecDeque<(Arc<str>, u32)>,
+        effects: &mut Effects,
+    ) -> bool {
+        let task_id = run.tasks[position as usize].id.clone();
+        let policy = registry::task(&task_id)
+            .map(|d| d.policy.clone())
+            .unwrap_or_else(TaskPolicy::default);
+        let input = run.input_for(position);
+        let facts = RuleFacts {
+            run,
+            position,
+            context: &input,
+        };
+        let verdict = if policy.trigger.holds(&facts) {
+            None
+        } else {
+            Some(policy.trigger.explain(&facts))
+        };
+        let task = &mut run.tasks[position as usize];
+        match verdict {
+            None => {
+                task.status = TaskStatus::Ready;
+                task.input = Some(input);
+                queue.push_back((run.run_id.clone(), position));
+                effects.became_ready.push((run.run_id.clone(), position));
+                true
+            }
+            Some(reason) => {
+                task.status = TaskStatus::Skipped;
+                ops.push(Op::MarkTask {
+                    run_id: run.run_id.clone(),
+                    task_id,
+                    status: "skipped",
+                    reason: Some(reason),
+                    at: Some(now),
+                });
+                run.unfinished -= 1;
+                false
+            }
+        }
+    }
+
+    /// Decides every successor whose dependencies are now all final (and so on down the
+    /// graph, through skipped tasks).
     fn release_successors(
         run: &mut RunState,
         position: u32,
@@ -271,39 +525,15 @@ impl Scheduler {
         while let Some(p) = stack.pop() {
             for &s in graph.successors(p) {
                 let succ = &mut run.tasks[s as usize];
+                if succ.status != TaskStatus::Pending {
+                    continue;
+                }
                 succ.remaining -= 1;
                 if succ.remaining > 0 {
                     continue;
                 }
-                let blocker = graph
-                    .dependencies(s)
-                    .iter()
-                    .find(|&&d| run.tasks[d as usize].status != TaskStatus::Completed)
-                    .copied();
-                match blocker {
-                    None => {
-                        run.tasks[s as usize].status = TaskStatus::Ready;
-                        queue.push_back((run.run_id.clone(), s));
-                        effects.became_ready.push((run.run_id.clone(), s));
-                    }
-                    Some(d) => {
-                        let why = match run.tasks[d as usize].status {
-                            TaskStatus::Failed => "failed",
-                            _ => "was skipped",
-                        };
-                        let reason = format!("upstream task '{}' {why}", graph.id(d));
-                        let succ = &mut run.tasks[s as usize];
-                        succ.status = TaskStatus::Skipped;
-                        ops.push(Op::MarkTask {
-                            run_id: run.run_id.clone(),
-                            task_id: succ.id.clone(),
-                            status: "skipped",
-                            reason: Some(reason),
-                            at: Some(now),
-                        });
-                        run.unfinished -= 1;
-                        stack.push(s);
-                    }
+                if !Self::decide(run, s, now, ops, queue, effects) {
+                    stack.push(s);
                 }
             }
         }
@@ -330,44 +560,106 @@ impl Scheduler {
         });
     }
 
+    /// Cancels a run this engine drives: pending and ready tasks become `cancelled`,
+    /// running ones too (async bodies are interrupted; a sync body finishes on its
+    /// thread and its result is discarded), and the run ends at once.
+    fn cancel(
+        &mut self,
+        run_id: &Arc<str>,
+        reason: CancelReason,
+        ops: &mut Vec<Op>,
+        effects: &mut Effects,
+    ) -> bool {
+        let Some(run) = self.runs.get_mut(run_id) else {
+            return false;
+        };
+        let now = now_micros();
+        let why = match reason {
+            CancelReason::User => "the run was cancelled".to_string(),
+            CancelReason::Timeout(s) => format!("the run timed out after {} s", trim_seconds(s)),
+        };
+        for task in run.tasks.iter_mut() {
+            match task.status {
+                TaskStatus::Pending | TaskStatus::Ready | TaskStatus::Running => {
+                    if task.status == TaskStatus::Running {
+                        effects
+                            .interrupts
+                            .push((token(run_id, &task.id, task.attempts), Interrupt::Cancel));
+                    }
+                    task.status = TaskStatus::Cancelled;
+                    ops.push(Op::MarkTask {
+                        run_id: run_id.clone(),
+                        task_id: task.id.clone(),
+                        status: "cancelled",
+                        reason: Some(why.clone()),
+                        at: Some(now),
+                    });
+                }
+                _ => {}
+            }
+        }
+        let (status, error) = match reason {
+            CancelReason::User => ("cancelled", None),
+            CancelReason::Timeout(_) => ("failed", Some(why)),
+        };
+        ops.push(Op::FinishRun {
+            run_id: run_id.clone(),
+            status,
+            error,
+            at: now,
+        });
+        run.unfinished = 0;
+        effects.finished_runs.push(run_id.clone());
+        true
+    }
+
     /// Claims ready tasks for the free slots: each becomes `running` in this batch.
     fn claim(&mut self, ops: &mut Vec<Op>, effects: &mut Effects) {
-        while self.running < self.max_concurrency && self.closing.is_empty() {
+        while self.slots.len() < self.max_concurrency && self.closing.is_empty() {
             let Some((run_id, position)) = self.queue.pop_front() else {
                 break;
             };
             let Some(run) = self.runs.get_mut(&run_id) else {
                 continue;
             };
-            if run.tasks[position as usize].status != TaskStatus::Ready {
+            let task = &run.tasks[position as usize];
+            if task.status != TaskStatus::Ready || task.not_before.is_some() {
                 continue;
             }
-            let task_id = run.tasks[position as usize].id.clone();
+            let task_id = task.id.clone();
             let Some(def) = registry::task(&task_id) else {
-                let attempt = run.tasks[position as usize].attempts + 1;
+                let attempt = task.attempts + 1;
                 run.tasks[position as usize].attempts = attempt;
+                run.tasks[position as usize].status = TaskStatus::Running;
                 let error = format!("task '{task_id}' is not defined in this process");
-                let now = now_micros();
+                let outcome = Outcome::Failed {
+                    error,
+                    traceback: None,
+                    hint: RetryHint::Never,
+                };
                 self.record(
                     &run_id,
                     position,
                     attempt,
-                    now,
-                    Outcome::Failed {
-                        error,
-                        traceback: None,
-                    },
+                    now_micros(),
+                    outcome,
                     ops,
                     effects,
                 );
                 continue;
             };
-            let input = run.input_for(position);
+            let input = match &run.tasks[position as usize].input {
+                Some(input) => input.clone(),
+                None => {
+                    let input = run.input_for(position);
+                    run.tasks[position as usize].input = Some(input.clone());
+                    input
+                }
+            };
             let now = now_micros();
             let task = &mut run.tasks[position as usize];
             task.status = TaskStatus::Running;
             task.attempts += 1;
-            task.input = Some(input.clone());
             let attempt = task.attempts;
             ops.push(Op::StartTask {
                 run_id: run_id.clone(),
@@ -376,15 +668,16 @@ impl Scheduler {
                 owner: self.shared.owner.clone(),
                 at: now,
             });
-            self.running += 1;
+            self.slots.insert((run_id.clone(), position, attempt));
             let job = Job {
+                token: token(&run_id, &task_id, attempt),
                 run_id,
                 task_id,
                 attempt,
                 body: def.body.clone(),
                 input,
             };
-            effects.jobs.push((job, position, now));
+            effects.jobs.push((job, position, now, def.policy.timeout));
         }
     }
 
@@ -405,13 +698,30 @@ impl Scheduler {
         }
     }
 
-    /// After a commit: answer submitters, start attempts, wake waiters of final runs.
+    /// After a commit: answer submitters, start attempts and timers, interrupt, wake
+    /// waiters of final runs, call hooks.
     fn deliver(&mut self, effects: Effects) {
         for (reply, run_id) in effects.accepted {
             let _ = reply.send(Ok(run_id));
         }
-        for (job, position, started_at) in effects.jobs {
+        for (job, position, started_at, timeout) in effects.jobs {
+            if let Some(seconds) = timeout {
+                let cmd = Command::TimedOut {
+                    run_id: job.run_id.clone(),
+                    position,
+                    attempt: job.attempt,
+                    started_at,
+                    seconds,
+                };
+                self.after(Duration::from_secs_f64(seconds), cmd);
+            }
             self.spawn(job, position, started_at);
+        }
+        for (delay, cmd) in effects.timers {
+            self.after(delay, cmd);
+        }
+        for (token, why) in effects.interrupts {
+            self.executor.interrupt(token, why);
         }
         for run_id in effects.finished_runs {
             if let Some(run) = self.runs.remove(&run_id) {
@@ -419,6 +729,43 @@ impl Scheduler {
                 let _ = run.done.send(true);
             }
         }
+        for (reply, found) in effects.cancel_replies {
+            let _ = reply.send(found);
+        }
+        for hook in effects.hooks {
+            let commands = self.commands.clone();
+            let (run_id, task_id, kind, attempt) = (
+                hook.run_id.clone(),
+                hook.task_id.clone(),
+                hook.kind,
+                hook.attempt,
+            );
+            let call = self.executor.run_hook(hook);
+            tokio::spawn(async move {
+                let result = match AssertUnwindSafe(call).catch_unwind().await {
+                    Ok(r) => r,
+                    Err(panic) => Err(format!("internal error: {}", panic_message(&panic))),
+                };
+                if let Err(error) = result {
+                    let _ = commands.send(Command::HookFailed {
+                        run_id,
+                        task_id,
+                        kind,
+                        attempt,
+                        error,
+                    });
+                }
+            });
+        }
+    }
+
+    /// Sends `cmd` to this scheduler after `delay`.
+    fn after(&self, delay: Duration, cmd: Command) {
+        let commands = self.commands.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(delay).await;
+            let _ = commands.send(cmd);
+        });
     }
 
     fn spawn(&self, job: Job, position: u32, started_at: i64) {
@@ -429,10 +776,7 @@ impl Scheduler {
         tokio::spawn(async move {
             let outcome = match AssertUnwindSafe(executor.execute(job)).catch_unwind().await {
                 Ok(outcome) => outcome,
-                Err(panic) => Outcome::Failed {
-                    error: format!("internal error: {}", panic_message(&panic)),
-                    traceback: None,
-                },
+                Err(panic) => Outcome::failed(format!("internal error: {}", panic_message(&panic))),
             };
             let _ = commands.send(Command::Finished {
                 run_id,
@@ -458,6 +802,16 @@ impl Scheduler {
             let _ = reply.send(());
         }
     }
+}
+
+/// The name of one attempt, for interrupts: `run_id/task_id/attempt`.
+fn token(run_id: &str, task_id: &str, attempt: u32) -> Arc<str> {
+    format!("{run_id}/{task_id}/{attempt}").into()
+}
+
+fn trim_seconds(s: f64) -> String {
+    let text = format!("{s:.3}");
+    text.trim_end_matches('0').trim_end_matches('.').to_string()
 }
 
 /// The text of a panic payload.

@@ -7,6 +7,7 @@ use tokio::sync::watch;
 
 use crate::context::{self, Map};
 use crate::registry::WorkflowDef;
+use crate::rules::{Facts, Upstream};
 
 /// A task's status, as in the database.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -17,6 +18,20 @@ pub enum TaskStatus {
     Completed,
     Failed,
     Skipped,
+    Cancelled,
+}
+
+impl TaskStatus {
+    /// As a dependency's outcome for trigger rules (None while not final).
+    pub fn upstream(self) -> Option<Upstream> {
+        match self {
+            TaskStatus::Completed => Some(Upstream::Completed),
+            TaskStatus::Failed => Some(Upstream::Failed),
+            TaskStatus::Skipped => Some(Upstream::Skipped),
+            TaskStatus::Cancelled => Some(Upstream::Cancelled),
+            _ => None,
+        }
+    }
 }
 
 /// One task of a run.
@@ -26,7 +41,10 @@ pub struct TaskState {
     /// Dependencies not final yet; the task is decided when this reaches zero.
     pub remaining: u32,
     pub attempts: u32,
-    /// The input of the running attempt (kept to materialise `output_context`).
+    /// A retry may not start before this time (microseconds), if set.
+    pub not_before: Option<i64>,
+    /// The task's input, computed when it became ready (kept for retries and to
+    /// materialise `output_context`).
     pub input: Option<Arc<Map>>,
     /// The task's writes, once completed.
     pub delta: Option<Arc<Map>>,
@@ -70,6 +88,7 @@ impl RunState {
                     },
                     remaining,
                     attempts: 0,
+                    not_before: None,
                     input: None,
                     delta: None,
                     output_context: None,
@@ -136,5 +155,38 @@ impl RunState {
         let task = &mut self.tasks[position as usize];
         task.delta = Some(Arc::new(delta));
         task.status = TaskStatus::Completed;
+    }
+}
+
+/// The facts a trigger rule of the task at a position sees.
+pub struct RuleFacts<'a> {
+    pub run: &'a RunState,
+    pub position: u32,
+    pub context: &'a Map,
+}
+
+impl Facts for RuleFacts<'_> {
+    fn dependencies(&self) -> Vec<(&str, Upstream)> {
+        let graph = &self.run.workflow.graph;
+        graph
+            .dependencies(self.position)
+            .iter()
+            .map(|&d| {
+                let status = self.run.tasks[d as usize]
+                    .status
+                    .upstream()
+                    .unwrap_or(Upstream::Skipped);
+                (graph.id(d), status)
+            })
+            .collect()
+    }
+
+    fn status_of(&self, task: &str) -> Option<Upstream> {
+        let p = self.run.workflow.graph.position(task)?;
+        self.run.tasks[p as usize].status.upstream()
+    }
+
+    fn context(&self) -> &Map {
+        self.context
     }
 }

@@ -58,6 +58,7 @@ fn define(
         id: id.into(),
         dependencies: deps.iter().map(|d| d.to_string()).collect(),
         fingerprint: id.into(),
+        policy: Default::default(),
         body: Arc::new(RustBody(Arc::new(f))),
     });
     TaskSpec {
@@ -106,7 +107,7 @@ async fn chain_runs_in_order_and_persists_deltas() {
         define("rt_b", &["rt_a"], add_one("x")),
         define("rt_c", &["rt_b"], add_one("x")),
     ];
-    let wf = registry::register_workflow("rt_chain", None, &specs).unwrap();
+    let wf = registry::register_workflow("rt_chain", None, &specs, None).unwrap();
     let run = run(&engine, &wf, json!({"x": 10})).await;
     assert_eq!(run.status, "completed");
     assert_eq!(run.context().get("x"), Some(&json!(13)));
@@ -132,7 +133,7 @@ async fn failure_skips_downstream_and_independent_branch_completes() {
         define("rf_after_bad", &["rf_bad"], add_one("y")),
         define("rf_good", &["rf_root"], add_one("z")),
     ];
-    let wf = registry::register_workflow("rt_fail", None, &specs).unwrap();
+    let wf = registry::register_workflow("rt_fail", None, &specs, None).unwrap();
     let run = run(&engine, &wf, json!({})).await;
     let status = |id: &str| {
         run.tasks
@@ -165,7 +166,7 @@ async fn many_concurrent_runs_all_complete() {
             define(&format!("rc_{i}"), &deps, add_one("x"))
         })
         .collect();
-    let wf = registry::register_workflow("rt_many", None, &specs).unwrap();
+    let wf = registry::register_workflow("rt_many", None, &specs, None).unwrap();
     let mut ids = Vec::new();
     for _ in 0..200 {
         ids.push(

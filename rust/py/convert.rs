@@ -152,6 +152,16 @@ pub fn run_to_py<'py>(py: Python<'py>, run: &RunRecord) -> PyResult<Bound<'py, P
                 "error": t.error,
                 "traceback": t.traceback,
                 "reason": t.reason,
+                "ready_at": t.ready_at,
+                "hook_errors": t.hook_errors.as_deref().and_then(|h| serde_json::from_str::<Value>(h).ok()),
+                "history": t.history.iter().map(|a| json!({
+                    "attempt": a.attempt,
+                    "status": a.status,
+                    "started_at": a.started_at,
+                    "finished_at": a.finished_at,
+                    "error": a.error,
+                    "traceback": a.traceback,
+                })).collect::<Vec<_>>(),
             })
         })
         .collect();

@@ -32,7 +32,8 @@ fn workflow_def(name: &str) -> PyResult<Arc<registry::WorkflowDef>> {
 impl PyEngine {
     /// Opens the SQLite database at `path` (None: in memory) and starts the engine.
     #[new]
-    #[pyo3(signature = (path, *, durability, max_concurrency, call_sync, submit_async))]
+    #[pyo3(signature = (path, *, durability, max_concurrency, call_sync, submit_async, interrupt, call_hook))]
+    #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
         path: Option<PathBuf>,
@@ -40,13 +41,20 @@ impl PyEngine {
         max_concurrency: usize,
         call_sync: Py<PyAny>,
         submit_async: Py<PyAny>,
+        interrupt: Py<PyAny>,
+        call_hook: Py<PyAny>,
     ) -> PyResult<Self> {
         if max_concurrency == 0 {
             return Err(PyValueError::new_err("max_concurrency must be at least 1"));
         }
         let mut config = SqliteConfig::new(path);
         config.durability = durability.parse::<Durability>()?;
-        let executor = Arc::new(PythonExecutor::new(call_sync, submit_async));
+        let executor = Arc::new(PythonExecutor::new(
+            call_sync,
+            submit_async,
+            interrupt,
+            call_hook,
+        ));
         let engine = wait(
             py,
             async move {
@@ -112,6 +120,22 @@ impl PyEngine {
         pyo3_async_runtimes::tokio::future_into_py(
             py,
             async move { Ok(engine.wait(&run_id).await?) },
+        )
+    }
+
+    /// Cancels run `run_id` (here, or by asking its owner); False if unknown or final.
+    fn cancel(&self, py: Python<'_>, run_id: String) -> PyResult<bool> {
+        let engine = self.engine.clone();
+        Ok(wait(py, async move { engine.cancel(&run_id).await }, None)?.expect("no timeout"))
+    }
+
+    /// Awaitable twin of `cancel`.
+    fn cancel_async<'py>(&self, py: Python<'py>, run_id: String) -> PyResult<Bound<'py, PyAny>> {
+        let engine = self.engine.clone();
+        runtime()?;
+        pyo3_async_runtimes::tokio::future_into_py(
+            py,
+            async move { Ok(engine.cancel(&run_id).await?) },
         )
     }
 

@@ -1,5 +1,6 @@
 //! Running Python task bodies: sync functions on the runtime's blocking threads (the GIL
-//! held only while Python runs), async functions on the runner's own asyncio loop.
+//! held only while Python runs), async functions on the runner's own asyncio loop; and
+//! the hooks, interrupts and retry decisions only Python can make.
 
 use std::any::Any;
 use std::sync::{Arc, Mutex};
@@ -11,13 +12,19 @@ use tokio::sync::oneshot;
 
 use super::convert::{map_to_py, value_from_py};
 use crate::context::Map;
-use crate::engine::{Executor, Job, Outcome};
+use crate::engine::{Executor, HookCall, HookKind, Interrupt, Job, Outcome, RetryHint};
 use crate::registry::TaskBody;
 
-/// A Python callable registered as a task body.
+/// A Python callable registered as a task body, with what only Python can evaluate:
+/// which exceptions are retried, and the hooks.
 pub struct PyTaskBody {
     pub func: Py<PyAny>,
     pub is_async: bool,
+    /// A tuple of exception types that may be retried (None: any Exception).
+    pub retry_on: Option<Py<PyAny>>,
+    pub on_success: Option<Py<PyAny>>,
+    pub on_failure: Option<Py<PyAny>>,
+    pub on_retry: Option<Py<PyAny>>,
 }
 
 impl TaskBody for PyTaskBody {
@@ -26,30 +33,47 @@ impl TaskBody for PyTaskBody {
     }
 }
 
-/// The Python-side helpers a runner hands to its engine.
+/// The Python-side helpers a runner hands to its engine (see `cloacina._invoke`).
 pub struct PythonExecutor {
-    /// `call_sync(func, task_id, data) -> (writes, touched)`
+    /// `call_sync(func, task_id, data, token) -> (writes, touched)`
     call_sync: Py<PyAny>,
-    /// `submit_async(func, task_id, data, completion)`: schedules on the runner's loop.
+    /// `submit_async(func, task_id, data, token, completion)`: schedules on the loop.
     submit_async: Py<PyAny>,
+    /// `interrupt(token, why)`: stops a running attempt (`"timeout"` or `"cancel"`).
+    interrupt: Py<PyAny>,
+    /// `call_hook(hook, args)`: calls a hook, raising what it raises.
+    call_hook: Py<PyAny>,
 }
 
 impl PythonExecutor {
-    pub fn new(call_sync: Py<PyAny>, submit_async: Py<PyAny>) -> Self {
+    pub fn new(
+        call_sync: Py<PyAny>,
+        submit_async: Py<PyAny>,
+        interrupt: Py<PyAny>,
+        call_hook: Py<PyAny>,
+    ) -> Self {
         PythonExecutor {
             call_sync,
             submit_async,
+            interrupt,
+            call_hook,
         }
     }
+}
+
+fn body_of(job_body: &Arc<dyn TaskBody>) -> Option<&PyTaskBody> {
+    job_body.as_any().downcast_ref::<PyTaskBody>()
 }
 
 impl Executor for Arc<PythonExecutor> {
     fn execute(&self, job: Job) -> BoxFuture<'static, Outcome> {
         let this = self.clone();
         Box::pin(async move {
-            let is_async = match job.body.as_any().downcast_ref::<PyTaskBody>() {
+            let is_async = match body_of(&job.body) {
                 Some(body) => body.is_async,
-                None => return failed(format!("task '{}' has no Python body", job.task_id)),
+                None => {
+                    return Outcome::failed(format!("task '{}' has no Python body", job.task_id))
+                }
             };
             if !is_async {
                 let run = tokio::task::spawn_blocking(move || {
@@ -57,7 +81,7 @@ impl Executor for Arc<PythonExecutor> {
                 });
                 return run
                     .await
-                    .unwrap_or_else(|e| failed(format!("internal error: {e}")));
+                    .unwrap_or_else(|e| Outcome::failed(format!("internal error: {e}")));
             }
             let (tx, rx) = oneshot::channel();
             let scheduled = tokio::task::spawn_blocking(move || {
@@ -66,26 +90,56 @@ impl Executor for Arc<PythonExecutor> {
             match scheduled.await {
                 Ok(Ok(())) => {}
                 Ok(Err(outcome)) => return outcome,
-                Err(e) => return failed(format!("internal error: {e}")),
+                Err(e) => return Outcome::failed(format!("internal error: {e}")),
             }
             rx.await.unwrap_or_else(|_| {
-                failed("the runner's asyncio loop stopped before the task finished".into())
+                Outcome::failed("the runner's asyncio loop stopped before the task finished".into())
             })
+        })
+    }
+
+    fn interrupt(&self, token: Arc<str>, why: Interrupt) {
+        let this = self.clone();
+        let why = match why {
+            Interrupt::Timeout => "timeout",
+            Interrupt::Cancel => "cancel",
+        };
+        tokio::task::spawn_blocking(move || {
+            Python::attach(|py| {
+                if let Err(e) = this.interrupt.bind(py).call1((&*token, why)) {
+                    log::warn!("interrupting attempt {token} failed: {e}");
+                }
+            })
+        });
+    }
+
+    fn run_hook(&self, hook: HookCall) -> BoxFuture<'static, Result<(), String>> {
+        let this = self.clone();
+        Box::pin(async move {
+            let has_hook = body_of(&hook.body).is_some_and(|b| match hook.kind {
+                HookKind::Success => b.on_success.is_some(),
+                HookKind::Failure => b.on_failure.is_some(),
+                HookKind::Retry => b.on_retry.is_some(),
+            });
+            if !has_hook {
+                return Ok(());
+            }
+            let call = tokio::task::spawn_blocking(move || {
+                Python::attach(|py| this.call_hook_now(py, &hook))
+            });
+            call.await
+                .unwrap_or_else(|e| Err(format!("internal error: {e}")))
         })
     }
 }
 
 impl PythonExecutor {
     fn run_sync(&self, py: Python<'_>, job: &Job) -> Outcome {
-        let body = job
-            .body
-            .as_any()
-            .downcast_ref::<PyTaskBody>()
-            .expect("checked by execute");
+        let body = body_of(&job.body).expect("checked by execute");
         let data = match map_to_py(py, &job.input) {
             Ok(d) => d,
             Err(e) => {
-                return failed(format!(
+                return Outcome::failed(format!(
                     "task '{}': cannot build its context: {e}",
                     job.task_id
                 ))
@@ -94,10 +148,10 @@ impl PythonExecutor {
         match self
             .call_sync
             .bind(py)
-            .call1((body.func.bind(py), &*job.task_id, data))
+            .call1((body.func.bind(py), &*job.task_id, data, &*job.token))
         {
             Ok(result) => delta_from_py(&job.task_id, &job.input, &result),
-            Err(err) => failure_from_pyerr(py, &err),
+            Err(err) => failure_from_pyerr(py, &err, body.retry_on.as_ref()),
         }
     }
 
@@ -107,13 +161,9 @@ impl PythonExecutor {
         job: Job,
         tx: oneshot::Sender<Outcome>,
     ) -> Result<(), Outcome> {
-        let body = job
-            .body
-            .as_any()
-            .downcast_ref::<PyTaskBody>()
-            .expect("checked by execute");
+        let body = body_of(&job.body).expect("checked by execute");
         let data = map_to_py(py, &job.input).map_err(|e| {
-            failed(format!(
+            Outcome::failed(format!(
                 "task '{}': cannot build its context: {e}",
                 job.task_id
             ))
@@ -121,13 +171,67 @@ impl PythonExecutor {
         let completion = Completion {
             task_id: job.task_id.clone(),
             input: job.input.clone(),
+            retry_on: body.retry_on.as_ref().map(|r| r.clone_ref(py)),
             sender: Mutex::new(Some(tx)),
         };
         self.submit_async
             .bind(py)
-            .call1((body.func.bind(py), &*job.task_id, data, completion))
+            .call1((
+                body.func.bind(py),
+                &*job.task_id,
+                data,
+                &*job.token,
+                completion,
+            ))
             .map(drop)
-            .map_err(|err| failure_from_pyerr(py, &err))
+            .map_err(|err| failure_from_pyerr(py, &err, body.retry_on.as_ref()))
+    }
+
+    fn call_hook_now(&self, py: Python<'_>, hook: &HookCall) -> Result<(), String> {
+        let Some(body) = body_of(&hook.body) else {
+            return Ok(());
+        };
+        let func = match hook.kind {
+            HookKind::Success => &body.on_success,
+            HookKind::Failure => &body.on_failure,
+            HookKind::Retry => &body.on_retry,
+        };
+        let Some(func) = func else { return Ok(()) };
+        let task_id = &*hook.task_id;
+        let error = hook.error.as_deref().unwrap_or("");
+        let result = (|| -> PyResult<()> {
+            let args = match hook.kind {
+                HookKind::Success => PyTuple::new(
+                    py,
+                    [
+                        task_id.into_pyobject(py)?.into_any(),
+                        map_to_py(py, &hook.context)?,
+                    ],
+                )?,
+                HookKind::Failure => PyTuple::new(
+                    py,
+                    [
+                        task_id.into_pyobject(py)?.into_any(),
+                        error.into_pyobject(py)?.into_any(),
+                        map_to_py(py, &hook.context)?,
+                    ],
+                )?,
+                HookKind::Retry => PyTuple::new(
+                    py,
+                    [
+                        task_id.into_pyobject(py)?.into_any(),
+                        error.into_pyobject(py)?.into_any(),
+                        hook.attempt.into_pyobject(py)?.into_any(),
+                    ],
+                )?,
+            };
+            self.call_hook.bind(py).call1((func.bind(py), args))?;
+            Ok(())
+        })();
+        result.map_err(|err| match failure_from_pyerr(py, &err, None) {
+            Outcome::Failed { error, .. } => error,
+            Outcome::Completed(_) => err.to_string(),
+        })
     }
 }
 
@@ -136,6 +240,7 @@ impl PythonExecutor {
 pub struct Completion {
     task_id: Arc<str>,
     input: Arc<Map>,
+    retry_on: Option<Py<PyAny>>,
     sender: Mutex<Option<oneshot::Sender<Outcome>>>,
 }
 
@@ -149,7 +254,7 @@ impl Completion {
     /// The coroutine raised `error`.
     fn fail(&self, error: &Bound<'_, PyAny>) {
         let err = PyErr::from_value(error.clone());
-        self.send(failure_from_pyerr(error.py(), &err));
+        self.send(failure_from_pyerr(error.py(), &err, self.retry_on.as_ref()));
     }
 }
 
@@ -162,20 +267,13 @@ impl Completion {
     }
 }
 
-fn failed(error: String) -> Outcome {
-    Outcome::Failed {
-        error,
-        traceback: None,
-    }
-}
-
 /// Turns `(writes, touched)` into the task's delta. `writes` are keys the task assigned;
 /// `touched` are keys whose mutable values it read, kept only if they changed.
 fn delta_from_py(task_id: &str, input: &Map, result: &Bound<'_, PyAny>) -> Outcome {
     let pair = match result.cast::<PyTuple>() {
         Ok(t) if t.len() == 2 => t.clone(),
         _ => {
-            return failed(format!(
+            return Outcome::failed(format!(
                 "internal error: task '{task_id}' returned an unexpected shape"
             ))
         }
@@ -183,7 +281,7 @@ fn delta_from_py(task_id: &str, input: &Map, result: &Bound<'_, PyAny>) -> Outco
     let mut delta = Map::new();
     for (i, dict) in pair.iter().enumerate() {
         let Ok(dict) = dict.cast::<PyDict>().cloned() else {
-            return failed(format!(
+            return Outcome::failed(format!(
                 "internal error: task '{task_id}' returned an unexpected shape"
             ));
         };
@@ -191,14 +289,14 @@ fn delta_from_py(task_id: &str, input: &Map, result: &Bound<'_, PyAny>) -> Outco
             let key = match key.cast::<PyString>() {
                 Ok(k) => k.to_string(),
                 Err(_) => {
-                    return failed(format!(
+                    return never(format!(
                         "task '{task_id}' wrote a context key that is not a str: {key:?}"
                     ))
                 }
             };
             let value = match value_from_py(&value) {
                 Ok(v) => v,
-                Err(e) => return failed(format!("task '{task_id}' wrote key '{key}': {e}")),
+                Err(e) => return never(format!("task '{task_id}' wrote key '{key}': {e}")),
             };
             if i == 1 && input.get(&key) == Some(&value) {
                 continue; // read but unchanged
@@ -209,24 +307,43 @@ fn delta_from_py(task_id: &str, input: &Map, result: &Bound<'_, PyAny>) -> Outco
     Outcome::Completed(delta)
 }
 
-/// An exception as `"Type: message"` plus its formatted traceback (engine frames removed).
-fn failure_from_pyerr(py: Python<'_>, err: &PyErr) -> Outcome {
+/// A failure that retrying cannot fix (the task produced something unusable).
+fn never(error: String) -> Outcome {
+    Outcome::Failed {
+        error,
+        traceback: None,
+        hint: RetryHint::Never,
+    }
+}
+
+/// An exception as `"Type: message"`, its formatted traceback (engine frames removed),
+/// and whether to retry it: `Fail` never, `Retry` always (within the budget), others if
+/// they match `retry_on`.
+fn failure_from_pyerr(py: Python<'_>, err: &PyErr, retry_on: Option<&Py<PyAny>>) -> Outcome {
     let value = err.value(py);
     if let Some(tb) = err.traceback(py) {
         let _ = value.setattr("__traceback__", tb);
     }
+    let retry_on = retry_on
+        .map(|r| r.bind(py).clone())
+        .unwrap_or_else(|| py.None().into_bound(py));
     let described = py
         .import("cloacina._invoke")
-        .and_then(|m| m.call_method1("describe_failure", (value,)))
-        .and_then(|pair| pair.extract::<(String, String)>());
+        .and_then(|m| m.call_method1("describe_failure", (value, retry_on)))
+        .and_then(|t| t.extract::<(String, String, String, Option<f64>)>());
     match described {
-        Ok((error, traceback)) => Outcome::Failed {
-            error,
-            traceback: Some(traceback),
-        },
-        Err(_) => Outcome::Failed {
-            error: err.to_string(),
-            traceback: None,
-        },
+        Ok((error, traceback, hint, delay)) => {
+            let hint = match hint.as_str() {
+                "never" => RetryHint::Never,
+                "retry" => RetryHint::Requested(delay),
+                _ => RetryHint::Policy,
+            };
+            Outcome::Failed {
+                error,
+                traceback: Some(traceback),
+                hint,
+            }
+        }
+        Err(_) => Outcome::failed(err.to_string()),
     }
 }

@@ -6,37 +6,75 @@ use std::sync::Arc;
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
+use super::convert::value_from_py;
 use super::invoke::PyTaskBody;
+use crate::errors::Error;
 use crate::graph::TaskSpec;
+use crate::policy::TaskPolicy;
 use crate::registry::{self, TaskDef};
+use crate::rules::Rule;
 use crate::store::sqlite_library;
 
-/// Registers (or replaces) task `id` with body `func`.
+/// Registers (or replaces) task `id` with body `func`. `policy` holds the execution
+/// options as JSON data (retries, backoff, timeout, trigger rule...); `hooks` is
+/// `(on_success, on_failure, on_retry)`; `retry_on` a tuple of exception types.
 #[pyfunction]
-#[pyo3(signature = (id, func, *, is_async, dependencies, fingerprint))]
+#[pyo3(signature = (id, func, *, is_async, dependencies, fingerprint, policy = None, retry_on = None, hooks = (None, None, None)))]
+#[allow(clippy::too_many_arguments)]
 pub fn register_task(
     id: String,
     func: Py<PyAny>,
     is_async: bool,
     dependencies: Vec<String>,
     fingerprint: String,
-) {
+    policy: Option<&Bound<'_, PyAny>>,
+    retry_on: Option<Py<PyAny>>,
+    hooks: (Option<Py<PyAny>>, Option<Py<PyAny>>, Option<Py<PyAny>>),
+) -> PyResult<()> {
+    let policy = match policy {
+        Some(p) => {
+            let value =
+                value_from_py(p).map_err(|e| Error::Task(format!("task '{id}': options: {e}")))?;
+            TaskPolicy::parse(&id, &value)?
+        }
+        None => TaskPolicy::default(),
+    };
+    let (on_success, on_failure, on_retry) = hooks;
     registry::register_task(TaskDef {
         id,
         dependencies,
         fingerprint,
-        body: Arc::new(PyTaskBody { func, is_async }),
+        policy,
+        body: Arc::new(PyTaskBody {
+            func,
+            is_async,
+            retry_on,
+            on_success,
+            on_failure,
+            on_retry,
+        }),
     });
+    Ok(())
+}
+
+/// Validates a trigger rule given as JSON data; raises WorkflowError if it is invalid.
+#[pyfunction]
+pub fn validate_rule(rule: &Bound<'_, PyAny>) -> PyResult<()> {
+    let value =
+        value_from_py(rule).map_err(|e| Error::Workflow(format!("invalid trigger rule: {e}")))?;
+    Rule::parse(&value)?;
+    Ok(())
 }
 
 /// Validates and registers (or replaces) a workflow; returns `(topological_order, version)`.
 /// `tasks` is a list of `(id, dependencies, fingerprint)`.
 #[pyfunction]
-#[pyo3(signature = (name, tasks, description = None))]
+#[pyo3(signature = (name, tasks, description = None, timeout = None))]
 pub fn register_workflow(
     name: &str,
     tasks: Vec<(String, Vec<String>, String)>,
     description: Option<String>,
+    timeout: Option<f64>,
 ) -> PyResult<(Vec<String>, String)> {
     let specs: Vec<TaskSpec> = tasks
         .into_iter()
@@ -46,7 +84,7 @@ pub fn register_workflow(
             fingerprint,
         })
         .collect();
-    let def = registry::register_workflow(name, description, &specs)?;
+    let def = registry::register_workflow(name, description, &specs, timeout)?;
     Ok((def.graph.ids().to_vec(), def.graph.version().to_string()))
 }
 

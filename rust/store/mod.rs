@@ -60,6 +60,24 @@ pub enum Op {
         error: Option<String>,
         traceback: Option<String>,
     },
+    /// An attempt failed and the task will be tried again at `ready_at`.
+    RetryTask {
+        run_id: Arc<str>,
+        task_id: Arc<str>,
+        attempt: u32,
+        owner: Arc<str>,
+        started_at: i64,
+        at: i64,
+        ready_at: i64,
+        error: String,
+        traceback: Option<String>,
+    },
+    /// A hook raised: `entry` is a JSON object appended to the task's `hook_errors`.
+    AddHookError {
+        run_id: Arc<str>,
+        task_id: Arc<str>,
+        entry: String,
+    },
     /// A task changes status without running (ready, skipped, cancelled).
     MarkTask {
         run_id: Arc<str>,
@@ -90,6 +108,23 @@ pub struct TaskRecord {
     pub error: Option<String>,
     pub traceback: Option<String>,
     pub reason: Option<String>,
+    /// When a retry may start (microseconds), while one is scheduled.
+    pub ready_at: Option<i64>,
+    /// Errors raised by the task's hooks, as a JSON array.
+    pub hook_errors: Option<String>,
+    /// Every finished attempt, oldest first.
+    pub history: Vec<AttemptRecord>,
+}
+
+/// One finished attempt of a task, as stored.
+#[derive(Debug, Clone)]
+pub struct AttemptRecord {
+    pub attempt: u32,
+    pub status: String,
+    pub started_at: i64,
+    pub finished_at: i64,
+    pub error: Option<String>,
+    pub traceback: Option<String>,
 }
 
 /// A run, as stored, with its tasks in merge order.

@@ -19,7 +19,7 @@ use sqlx_sqlite::{
     SqliteSynchronous,
 };
 
-use super::{Op, RunFilter, RunRecord, TaskRecord};
+use super::{AttemptRecord, Op, RunFilter, RunRecord, TaskRecord};
 use crate::context::Map;
 use crate::errors::{Error, Result};
 
@@ -162,7 +162,7 @@ impl SqliteStore {
         Ok(row.map(|r| r.get::<String, _>(0)))
     }
 
-    /// Run `run_id` with its tasks, if it exists.
+    /// Run `run_id` with its tasks and their attempts, if it exists.
     pub async fn run(&self, run_id: &str) -> Result<Option<RunRecord>> {
         let mut conn = self.reader.acquire().await?;
         let row = sqlx::query(RUN_COLUMNS_BY_ID)
@@ -171,11 +171,7 @@ impl SqliteStore {
             .await?;
         let Some(row) = row else { return Ok(None) };
         let mut run = run_from_row(&row)?;
-        let rows = sqlx::query(TASKS_OF_RUN)
-            .bind(run_id)
-            .fetch_all(&mut *conn)
-            .await?;
-        run.tasks = rows.iter().map(task_from_row).collect::<Result<_>>()?;
+        load_tasks(&mut conn, &mut run).await?;
         Ok(Some(run))
     }
 
@@ -191,14 +187,40 @@ impl SqliteStore {
         let mut runs = Vec::with_capacity(rows.len());
         for row in &rows {
             let mut run = run_from_row(row)?;
-            let tasks = sqlx::query(TASKS_OF_RUN)
-                .bind(&run.run_id)
-                .fetch_all(&mut *conn)
-                .await?;
-            run.tasks = tasks.iter().map(task_from_row).collect::<Result<_>>()?;
+            load_tasks(&mut conn, &mut run).await?;
             runs.push(run);
         }
         Ok(runs)
+    }
+
+    /// Asks the owner of run `run_id` to cancel it (the run is driven elsewhere).
+    /// False when the run is unknown or already final.
+    pub async fn request_cancel(&self, run_id: &str, at: i64) -> Result<bool> {
+        let mut conn = self.writer.acquire().await?;
+        let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
+        let done = sqlx::query(
+            "UPDATE runs SET cancel_requested_at = COALESCE(cancel_requested_at, ?) \
+             WHERE run_id = ? AND status IN ('pending', 'running')",
+        )
+        .bind(at)
+        .bind(run_id)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        tx.commit().await?;
+        Ok(done > 0)
+    }
+
+    /// Runs owned by `owner` that someone asked to cancel.
+    pub async fn cancel_requests(&self, owner: &str) -> Result<Vec<String>> {
+        let rows = sqlx::query(
+            "SELECT run_id FROM runs WHERE owner = ? AND cancel_requested_at IS NOT NULL \
+             AND status IN ('pending', 'running')",
+        )
+        .bind(owner)
+        .fetch_all(&self.reader)
+        .await?;
+        Ok(rows.iter().map(|r| r.get::<String, _>(0)).collect())
     }
 
     /// Closes every connection.
@@ -286,7 +308,7 @@ async fn apply(conn: &mut sqlx_sqlite::SqliteConnection, op: &Op) -> Result<()> 
         } => {
             sqlx::query(
                 "UPDATE run_tasks SET status = 'running', attempts = ?, owner = ?, started_at = ?, \
-                 finished_at = NULL WHERE run_id = ? AND task_id = ?",
+                 finished_at = NULL, ready_at = NULL WHERE run_id = ? AND task_id = ?",
             )
             .bind(*attempt as i64)
             .bind(&**owner)
@@ -334,6 +356,59 @@ async fn apply(conn: &mut sqlx_sqlite::SqliteConnection, op: &Op) -> Result<()> 
             .bind(at)
             .bind(error.as_deref())
             .bind(traceback.as_deref())
+            .execute(&mut *conn)
+            .await?;
+        }
+        Op::RetryTask {
+            run_id,
+            task_id,
+            attempt,
+            owner,
+            started_at,
+            at,
+            ready_at,
+            error,
+            traceback,
+        } => {
+            sqlx::query(
+                "UPDATE run_tasks SET status = 'ready', ready_at = ?, error = ?, traceback = ?, finished_at = ?, \
+                 owner = NULL WHERE run_id = ? AND task_id = ?",
+            )
+            .bind(ready_at)
+            .bind(error)
+            .bind(traceback.as_deref())
+            .bind(at)
+            .bind(&**run_id)
+            .bind(&**task_id)
+            .execute(&mut *conn)
+            .await?;
+            sqlx::query(
+                "INSERT INTO task_attempts (run_id, task_id, attempt, status, owner, started_at, finished_at, \
+                 error, traceback) VALUES (?, ?, ?, 'failed', ?, ?, ?, ?, ?)",
+            )
+            .bind(&**run_id)
+            .bind(&**task_id)
+            .bind(*attempt as i64)
+            .bind(&**owner)
+            .bind(started_at)
+            .bind(at)
+            .bind(error)
+            .bind(traceback.as_deref())
+            .execute(&mut *conn)
+            .await?;
+        }
+        Op::AddHookError {
+            run_id,
+            task_id,
+            entry,
+        } => {
+            sqlx::query(
+                "UPDATE run_tasks SET hook_errors = json_insert(COALESCE(hook_errors, '[]'), '$[#]', json(?)) \
+                 WHERE run_id = ? AND task_id = ?",
+            )
+            .bind(entry)
+            .bind(&**run_id)
+            .bind(&**task_id)
             .execute(&mut *conn)
             .await?;
         }
@@ -385,7 +460,43 @@ const LIST_RUNS: &str =
 
 const TASKS_OF_RUN: &str =
     "SELECT task_id, position, status, attempts, started_at, finished_at, output, error, \
-     traceback, reason FROM run_tasks WHERE run_id = ? ORDER BY position";
+     traceback, reason, ready_at, hook_errors FROM run_tasks WHERE run_id = ? ORDER BY position";
+
+const ATTEMPTS_OF_RUN: &str =
+    "SELECT task_id, attempt, status, started_at, finished_at, error, traceback \
+     FROM task_attempts WHERE run_id = ? ORDER BY task_id, attempt";
+
+async fn load_tasks(conn: &mut sqlx_sqlite::SqliteConnection, run: &mut RunRecord) -> Result<()> {
+    let rows = sqlx::query(TASKS_OF_RUN)
+        .bind(&run.run_id)
+        .fetch_all(&mut *conn)
+        .await?;
+    run.tasks = rows.iter().map(task_from_row).collect::<Result<_>>()?;
+    let attempts = sqlx::query(ATTEMPTS_OF_RUN)
+        .bind(&run.run_id)
+        .fetch_all(&mut *conn)
+        .await?;
+    let index: std::collections::HashMap<String, usize> = run
+        .tasks
+        .iter()
+        .enumerate()
+        .map(|(i, t)| (t.task_id.clone(), i))
+        .collect();
+    for row in &attempts {
+        let task_id: String = row.try_get(0)?;
+        if let Some(&i) = index.get(&task_id) {
+            run.tasks[i].history.push(AttemptRecord {
+                attempt: row.try_get::<i64, _>(1)? as u32,
+                status: row.try_get(2)?,
+                started_at: row.try_get(3)?,
+                finished_at: row.try_get(4)?,
+                error: row.try_get(5)?,
+                traceback: row.try_get(6)?,
+            });
+        }
+    }
+    Ok(())
+}
 
 fn parse_map(text: &str, what: &str) -> Result<Map> {
     match serde_json::from_str::<serde_json::Value>(text)? {
@@ -428,5 +539,8 @@ fn task_from_row(row: &SqliteRow) -> Result<TaskRecord> {
         error: row.try_get(7)?,
         traceback: row.try_get(8)?,
         reason: row.try_get(9)?,
+        ready_at: row.try_get(10)?,
+        hook_errors: row.try_get(11)?,
+        history: Vec::new(),
     })
 }
