@@ -4,7 +4,7 @@ Mark functions with :func:`task`, group them in a :class:`Workflow`, run it with
 :class:`Runner`; every run, task and attempt is recorded in an embedded SQLite file.
 """
 
-from cloacina import rules
+from cloacina import rules as rules
 from cloacina._native import __version__ as __version__
 from cloacina.context import Context
 from cloacina.errors import (

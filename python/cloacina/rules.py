@@ -5,9 +5,10 @@ dependency of the task is final. A task whose rule is false is ``skipped``, with
 reason recorded; its own downstream tasks then follow their own rules. The default is
 :func:`all_success`.
 
->>> from cloacina import rules
->>> rules.any_of(rules.one_failed(), rules.context_value("mode", "==", "debug"))
-{'rule': 'any_of', 'rules': [{'rule': 'one_failed'}, {'rule': 'context_value', 'key': 'mode', 'op': '==', 'value': 'debug'}]}
+    from cloacina import rules, task
+
+    @task(dependencies=["load"], trigger=rules.all_done())
+    def cleanup(ctx): ...
 """
 
 from __future__ import annotations
