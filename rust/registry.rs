@@ -14,6 +14,11 @@ use crate::policy::TaskPolicy;
 pub trait TaskBody: Send + Sync + 'static {
     /// The body as `Any`, for the executor to downcast.
     fn as_any(&self) -> &dyn Any;
+
+    /// Whether the task has this hook (the engine prepares hook calls only then).
+    fn has_hook(&self, _kind: crate::engine::HookKind) -> bool {
+        false
+    }
 }
 
 /// A registered task.

@@ -41,8 +41,9 @@ pub enum Op {
 }
 
 /// A trigger rule.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub enum Rule {
+    #[default]
     AllSuccess,
     AllDone,
     OneSuccess,
@@ -62,12 +63,6 @@ pub enum Rule {
     AllOf(Vec<Rule>),
     AnyOf(Vec<Rule>),
     Not(Box<Rule>),
-}
-
-impl Default for Rule {
-    fn default() -> Self {
-        Rule::AllSuccess
-    }
 }
 
 /// What a rule looks at: the direct dependencies' outcomes, any named upstream task's

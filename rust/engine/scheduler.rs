@@ -335,7 +335,7 @@ impl Scheduler {
                     error: None,
                     traceback: None,
                 });
-                if let Some(def) = &def {
+                if let Some(def) = def.as_ref().filter(|d| d.body.has_hook(HookKind::Success)) {
                     let base = run.tasks[position as usize]
                         .input
                         .clone()
@@ -357,7 +357,8 @@ impl Scheduler {
                 traceback,
                 hint,
             } => {
-                let policy = def.as_ref().map(|d| d.policy.clone()).unwrap_or_default();
+                let default_policy = TaskPolicy::default();
+                let policy = def.as_ref().map_or(&default_policy, |d| &d.policy);
                 let budget = policy.may_retry_after(attempt);
                 let retry_in = match hint {
                     RetryHint::Never => None,
@@ -409,7 +410,7 @@ impl Scheduler {
                             },
                         ));
                     }
-                    if let Some(def) = &def {
+                    if let Some(def) = def.as_ref().filter(|d| d.body.has_hook(HookKind::Retry)) {
                         effects.hooks.push(HookCall {
                             kind: HookKind::Retry,
                             run_id: run_id.clone(),
@@ -435,7 +436,7 @@ impl Scheduler {
                     error: Some(error.clone()),
                     traceback,
                 });
-                if let Some(def) = &def {
+                if let Some(def) = def.as_ref().filter(|d| d.body.has_hook(HookKind::Failure)) {
                     effects.hooks.push(HookCall {
                         kind: HookKind::Failure,
                         run_id: run_id.clone(),
@@ -471,19 +472,19 @@ impl Scheduler {
         effects: &mut Effects,
     ) -> bool {
         let task_id = run.tasks[position as usize].id.clone();
-        let policy = registry::task(&task_id)
-            .map(|d| d.policy.clone())
-            .unwrap_or_else(TaskPolicy::default);
+        let def = registry::task(&task_id);
+        let default_policy = TaskPolicy::default();
+        let trigger = &def.as_ref().map_or(&default_policy, |d| &d.policy).trigger;
         let input = run.input_for(position);
         let facts = RuleFacts {
             run,
             position,
             context: &input,
         };
-        let verdict = if policy.trigger.holds(&facts) {
+        let verdict = if trigger.holds(&facts) {
             None
         } else {
-            Some(policy.trigger.explain(&facts))
+            Some(trigger.explain(&facts))
         };
         let task = &mut run.tasks[position as usize];
         match verdict {

@@ -40,10 +40,7 @@ impl Executor for RustExecutor {
                 .expect("no panic")
             {
                 Ok(delta) => Outcome::Completed(delta),
-                Err(error) => Outcome::Failed {
-                    error,
-                    traceback: None,
-                },
+                Err(error) => Outcome::failed(error),
             }
         })
     }
@@ -54,11 +51,20 @@ fn define(
     deps: &[&str],
     f: impl Fn(&Map) -> Result<Map, String> + Send + Sync + 'static,
 ) -> TaskSpec {
+    define_with(id, deps, json!({}), f)
+}
+
+fn define_with(
+    id: &str,
+    deps: &[&str],
+    policy: Value,
+    f: impl Fn(&Map) -> Result<Map, String> + Send + Sync + 'static,
+) -> TaskSpec {
     registry::register_task(TaskDef {
         id: id.into(),
         dependencies: deps.iter().map(|d| d.to_string()).collect(),
         fingerprint: id.into(),
-        policy: Default::default(),
+        policy: crate::policy::TaskPolicy::parse(id, &policy).unwrap(),
         body: Arc::new(RustBody(Arc::new(f))),
     });
     TaskSpec {
@@ -189,5 +195,88 @@ async fn many_concurrent_runs_all_complete() {
         .unwrap();
     assert_eq!(runs.len(), 200);
     assert!(runs.iter().all(|r| r.context().get("x") == Some(&json!(5))));
+    engine.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retries_until_success_and_records_every_attempt() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = engine(&dir).await;
+    let calls = Arc::new(std::sync::atomic::AtomicU32::new(0));
+    let c = calls.clone();
+    let specs = vec![define_with(
+        "rr_flaky",
+        &[],
+        json!({"retries": 3, "retry_delay": 0.01}),
+        move |_| {
+            if c.fetch_add(1, std::sync::atomic::Ordering::SeqCst) < 2 {
+                Err("not yet".into())
+            } else {
+                Ok(obj(json!({"ok": true})))
+            }
+        },
+    )];
+    let wf = registry::register_workflow("rt_retry", None, &specs, None).unwrap();
+    let run = run(&engine, &wf, json!({})).await;
+    assert_eq!(run.status, "completed");
+    let task = &run.tasks[0];
+    assert_eq!(task.attempts, 3);
+    let statuses: Vec<&str> = task.history.iter().map(|a| a.status.as_str()).collect();
+    assert_eq!(statuses, ["failed", "failed", "completed"]);
+    engine.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn all_done_rule_runs_cleanup_after_a_failure() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = engine(&dir).await;
+    let specs = vec![
+        define("rd_bad", &[], |_| Err("boom".into())),
+        define("rd_next", &["rd_bad"], add_one("x")),
+        define_with(
+            "rd_cleanup",
+            &["rd_next"],
+            json!({"trigger": {"rule": "all_done"}}),
+            add_one("c"),
+        ),
+    ];
+    let wf = registry::register_workflow("rt_rules", None, &specs, None).unwrap();
+    let run = run(&engine, &wf, json!({})).await;
+    let status = |id: &str| {
+        run.tasks
+            .iter()
+            .find(|t| t.task_id == id)
+            .unwrap()
+            .status
+            .clone()
+    };
+    assert_eq!(status("rd_next"), "skipped");
+    assert_eq!(status("rd_cleanup"), "completed");
+    assert_eq!(run.status, "failed");
+    engine.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancel_ends_the_run_and_its_pending_tasks() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = engine(&dir).await;
+    let specs = vec![
+        define("rk_slow", &[], |_| {
+            std::thread::sleep(std::time::Duration::from_millis(300));
+            Ok(Map::new())
+        }),
+        define("rk_after", &["rk_slow"], add_one("x")),
+    ];
+    let wf = registry::register_workflow("rt_cancel", None, &specs, None).unwrap();
+    let id = engine.submit(wf, obj(json!({}))).await.unwrap();
+    assert!(engine.cancel(&id).await.unwrap());
+    engine.wait(&id).await.unwrap();
+    let run = engine.get_run(&id).await.unwrap().unwrap();
+    assert_eq!(run.status, "cancelled");
+    assert!(run.tasks.iter().all(|t| t.status == "cancelled"));
+    assert!(
+        !engine.cancel(&id).await.unwrap(),
+        "a final run cannot be cancelled again"
+    );
     engine.close().await;
 }

@@ -31,6 +31,14 @@ impl TaskBody for PyTaskBody {
     fn as_any(&self) -> &dyn Any {
         self
     }
+
+    fn has_hook(&self, kind: HookKind) -> bool {
+        match kind {
+            HookKind::Success => self.on_success.is_some(),
+            HookKind::Failure => self.on_failure.is_some(),
+            HookKind::Retry => self.on_retry.is_some(),
+        }
+    }
 }
 
 /// The Python-side helpers a runner hands to its engine (see `cloacina._invoke`).
@@ -116,12 +124,7 @@ impl Executor for Arc<PythonExecutor> {
     fn run_hook(&self, hook: HookCall) -> BoxFuture<'static, Result<(), String>> {
         let this = self.clone();
         Box::pin(async move {
-            let has_hook = body_of(&hook.body).is_some_and(|b| match hook.kind {
-                HookKind::Success => b.on_success.is_some(),
-                HookKind::Failure => b.on_failure.is_some(),
-                HookKind::Retry => b.on_retry.is_some(),
-            });
-            if !has_hook {
+            if !hook.body.has_hook(hook.kind) {
                 return Ok(());
             }
             let call = tokio::task::spawn_blocking(move || {

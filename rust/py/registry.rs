@@ -15,6 +15,9 @@ use crate::registry::{self, TaskDef};
 use crate::rules::Rule;
 use crate::store::sqlite_library;
 
+/// `(on_success, on_failure, on_retry)`, each optional.
+type Hooks = (Option<Py<PyAny>>, Option<Py<PyAny>>, Option<Py<PyAny>>);
+
 /// Registers (or replaces) task `id` with body `func`. `policy` holds the execution
 /// options as JSON data (retries, backoff, timeout, trigger rule...); `hooks` is
 /// `(on_success, on_failure, on_retry)`; `retry_on` a tuple of exception types.
@@ -29,7 +32,7 @@ pub fn register_task(
     fingerprint: String,
     policy: Option<&Bound<'_, PyAny>>,
     retry_on: Option<Py<PyAny>>,
-    hooks: (Option<Py<PyAny>>, Option<Py<PyAny>>, Option<Py<PyAny>>),
+    hooks: Hooks,
 ) -> PyResult<()> {
     let policy = match policy {
         Some(p) => {
