@@ -49,9 +49,6 @@ mod tests {
         let d1 = map(json!({"b": 3, "c": 4}));
         let d2 = map(json!({"c": 5}));
         let out = fold(&input, [&d1, &d2]);
-        assert_eq!(
-            serde_json::Value::Object(out),
-            json!({"a": 1, "b": 3, "c": 5})
-        );
+        assert_eq!(serde_json::Value::Object(out), json!({"a": 1, "b": 3, "c": 5}));
     }
 }

@@ -40,9 +40,7 @@ impl Graph {
         let mut listed: HashMap<&str, usize> = HashMap::with_capacity(tasks.len());
         for (i, t) in tasks.iter().enumerate() {
             if t.id.is_empty() {
-                return Err(Error::Workflow(format!(
-                    "workflow '{name}' has a task with an empty id"
-                )));
+                return Err(Error::Workflow(format!("workflow '{name}' has a task with an empty id")));
             }
             if listed.insert(t.id.as_str(), i).is_some() {
                 return Err(Error::Workflow(format!(
@@ -120,19 +118,9 @@ impl Graph {
                 succs[d as usize].push(p as u32);
             }
         }
-        let index = ids
-            .iter()
-            .enumerate()
-            .map(|(p, id)| (id.clone(), p as u32))
-            .collect();
+        let index = ids.iter().enumerate().map(|(p, id)| (id.clone(), p as u32)).collect();
         let version = fingerprint(tasks);
-        Ok(Graph {
-            ids,
-            deps,
-            succs,
-            index,
-            version,
-        })
+        Ok(Graph { ids, deps, succs, index, version })
     }
 
     /// Number of tasks.
@@ -290,11 +278,7 @@ mod tests {
 
     #[test]
     fn cycle_message_names_the_path() {
-        let err = Graph::build(
-            "c",
-            &[spec("a", &["c"]), spec("b", &["a"]), spec("c", &["b"])],
-        )
-        .unwrap_err();
+        let err = Graph::build("c", &[spec("a", &["c"]), spec("b", &["a"]), spec("c", &["b"])]).unwrap_err();
         let msg = err.to_string();
         assert!(msg.contains("cycle"), "{msg}");
         assert!(
@@ -313,10 +297,7 @@ mod tests {
 
     #[test]
     fn validation_errors() {
-        assert!(Graph::build("e", &[])
-            .unwrap_err()
-            .to_string()
-            .contains("no tasks"));
+        assert!(Graph::build("e", &[]).unwrap_err().to_string().contains("no tasks"));
         assert!(Graph::build("u", &[spec("a", &["zz"])])
             .unwrap_err()
             .to_string()
@@ -329,24 +310,12 @@ mod tests {
 
     #[test]
     fn version_tracks_edges_and_code_but_not_listing_order() {
-        let v1 = Graph::build("v", &[spec("a", &[]), spec("b", &["a"])])
-            .unwrap()
-            .version()
-            .to_string();
-        let v2 = Graph::build("v", &[spec("b", &["a"]), spec("a", &[])])
-            .unwrap()
-            .version()
-            .to_string();
-        let v3 = Graph::build("v", &[spec("a", &[]), spec("b", &[])])
-            .unwrap()
-            .version()
-            .to_string();
+        let v1 = Graph::build("v", &[spec("a", &[]), spec("b", &["a"])]).unwrap().version().to_string();
+        let v2 = Graph::build("v", &[spec("b", &["a"]), spec("a", &[])]).unwrap().version().to_string();
+        let v3 = Graph::build("v", &[spec("a", &[]), spec("b", &[])]).unwrap().version().to_string();
         let mut changed = spec("a", &[]);
         changed.fingerprint = "new code".into();
-        let v4 = Graph::build("v", &[changed, spec("b", &["a"])])
-            .unwrap()
-            .version()
-            .to_string();
+        let v4 = Graph::build("v", &[changed, spec("b", &["a"])]).unwrap().version().to_string();
         assert_eq!(v1, v2);
         assert_ne!(v1, v3);
         assert_ne!(v1, v4);
@@ -356,13 +325,7 @@ mod tests {
     fn long_chain_is_linear() {
         let n = 5000;
         let tasks: Vec<TaskSpec> = (0..n)
-            .map(|i| {
-                if i == 0 {
-                    spec("t0", &[])
-                } else {
-                    spec(&format!("t{i}"), &[&format!("t{}", i - 1)])
-                }
-            })
+            .map(|i| if i == 0 { spec("t0", &[]) } else { spec(&format!("t{i}"), &[&format!("t{}", i - 1)]) })
             .collect();
         let g = Graph::build("chain", &tasks).unwrap();
         assert_eq!(g.len(), n);

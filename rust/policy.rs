@@ -63,9 +63,7 @@ impl TaskPolicy {
                 None | Some(Value::Null) => Ok(None),
                 Some(x) => match x.as_f64() {
                     Some(s) if s.is_finite() && s >= 0.0 => Ok(Some(s)),
-                    _ => Err(bad(format!(
-                        "{key} must be a non-negative number of seconds, not {x}"
-                    ))),
+                    _ => Err(bad(format!("{key} must be a non-negative number of seconds, not {x}"))),
                 },
             }
         };
@@ -97,16 +95,13 @@ impl TaskPolicy {
             };
         }
         if let Some(j) = obj.get("jitter") {
-            p.jitter = j
-                .as_bool()
-                .ok_or_else(|| bad(format!("jitter must be a bool, not {j}")))?;
+            p.jitter = j.as_bool().ok_or_else(|| bad(format!("jitter must be a bool, not {j}")))?;
         }
         if let Some(j) = obj.get("retry_on_timeout") {
             p.retry_on_timeout = j.as_bool().unwrap_or(true);
         }
         if let Some(rule) = obj.get("trigger").filter(|r| !r.is_null()) {
-            p.trigger =
-                Rule::parse(rule).map_err(|e| Error::Workflow(format!("task '{task}': {e}")))?;
+            p.trigger = Rule::parse(rule).map_err(|e| Error::Workflow(format!("task '{task}': {e}")))?;
         }
         Ok(p)
     }
@@ -156,8 +151,7 @@ mod tests {
         assert_eq!(delays(&p("fixed")), [2.0, 2.0, 2.0, 2.0]);
         assert_eq!(delays(&p("linear")), [2.0, 4.0, 6.0, 8.0]);
         assert_eq!(delays(&p("exponential")), [2.0, 4.0, 8.0, 10.0]);
-        let jittered =
-            TaskPolicy::parse("t", &json!({"retry_delay": 1.0, "jitter": true})).unwrap();
+        let jittered = TaskPolicy::parse("t", &json!({"retry_delay": 1.0, "jitter": true})).unwrap();
         for _ in 0..100 {
             assert!(jittered.delay(1) <= Duration::from_secs(1));
         }

@@ -48,15 +48,11 @@ struct Registry {
 static REGISTRY: LazyLock<RwLock<Registry>> = LazyLock::new(Default::default);
 
 fn read() -> std::sync::RwLockReadGuard<'static, Registry> {
-    REGISTRY
-        .read()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
+    REGISTRY.read().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 fn write() -> std::sync::RwLockWriteGuard<'static, Registry> {
-    REGISTRY
-        .write()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
+    REGISTRY.write().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// Registers (or replaces) a task definition.
@@ -99,9 +95,7 @@ pub fn register_workflow(
         };
         let ancestors = graph.ancestors(position);
         for named in def.policy.trigger.named_tasks() {
-            let upstream = graph
-                .position(named)
-                .is_some_and(|p| ancestors.contains(&p));
+            let upstream = graph.position(named).is_some_and(|p| ancestors.contains(&p));
             if !upstream {
                 return Err(Error::Workflow(format!(
                     "in workflow '{name}', the trigger rule of task '{}' names '{named}', which is not upstream of it",
@@ -110,12 +104,7 @@ pub fn register_workflow(
             }
         }
     }
-    let def = Arc::new(WorkflowDef {
-        name: name.to_string(),
-        description,
-        graph,
-        timeout,
-    });
+    let def = Arc::new(WorkflowDef { name: name.to_string(), description, graph, timeout });
     write().workflows.insert(name.to_string(), def.clone());
     Ok(def)
 }

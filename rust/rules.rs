@@ -77,13 +77,8 @@ impl Rule {
     /// Parses a rule from its JSON form, e.g. `{"rule": "all_of", "rules": [...]}`.
     pub fn parse(v: &Value) -> Result<Rule> {
         let bad = |msg: String| Error::Workflow(format!("invalid trigger rule {v}: {msg}"));
-        let obj = v
-            .as_object()
-            .ok_or_else(|| bad("a rule is an object".into()))?;
-        let name = obj
-            .get("rule")
-            .and_then(Value::as_str)
-            .ok_or_else(|| bad("missing \"rule\"".into()))?;
+        let obj = v.as_object().ok_or_else(|| bad("a rule is an object".into()))?;
+        let name = obj.get("rule").and_then(Value::as_str).ok_or_else(|| bad("missing \"rule\"".into()))?;
         let task = || {
             obj.get("task")
                 .and_then(Value::as_str)
@@ -92,10 +87,8 @@ impl Rule {
                 .ok_or_else(|| bad("needs a \"task\" id".into()))
         };
         let list = || -> Result<Vec<Rule>> {
-            let rules = obj
-                .get("rules")
-                .and_then(Value::as_array)
-                .ok_or_else(|| bad("needs \"rules\"".into()))?;
+            let rules =
+                obj.get("rules").and_then(Value::as_array).ok_or_else(|| bad("needs \"rules\"".into()))?;
             if rules.is_empty() {
                 return Err(bad("needs at least one rule".into()));
             }
@@ -108,18 +101,9 @@ impl Rule {
             "one_failed" => Rule::OneFailed,
             "all_failed" => Rule::AllFailed,
             "none_failed" => Rule::NoneFailed,
-            "task_succeeded" => Rule::TaskIs {
-                task: task()?,
-                status: Upstream::Completed,
-            },
-            "task_failed" => Rule::TaskIs {
-                task: task()?,
-                status: Upstream::Failed,
-            },
-            "task_skipped" => Rule::TaskIs {
-                task: task()?,
-                status: Upstream::Skipped,
-            },
+            "task_succeeded" => Rule::TaskIs { task: task()?, status: Upstream::Completed },
+            "task_failed" => Rule::TaskIs { task: task()?, status: Upstream::Failed },
+            "task_skipped" => Rule::TaskIs { task: task()?, status: Upstream::Skipped },
             "context_value" => {
                 let key = obj
                     .get("key")
@@ -150,9 +134,9 @@ impl Rule {
             }
             "all_of" => Rule::AllOf(list()?),
             "any_of" => Rule::AnyOf(list()?),
-            "not" => Rule::Not(Box::new(Rule::parse(
-                obj.get("of").ok_or_else(|| bad("needs \"of\"".into()))?,
-            )?)),
+            "not" => {
+                Rule::Not(Box::new(Rule::parse(obj.get("of").ok_or_else(|| bad("needs \"of\"".into()))?)?))
+            }
             other => return Err(bad(format!("unknown rule {other:?}"))),
         })
     }
@@ -188,22 +172,18 @@ impl Rule {
     /// Why the rule is false, for the skipped task's record.
     pub fn explain(&self, facts: &dyn Facts) -> String {
         match self {
-            Rule::AllSuccess => match facts
-                .dependencies()
-                .into_iter()
-                .find(|(_, s)| *s != Upstream::Completed)
-            {
-                Some((id, s)) => format!("upstream task '{id}' {}", s.word()),
-                None => "trigger rule all_success is false".into(),
-            },
-            Rule::NoneFailed => match facts
-                .dependencies()
-                .into_iter()
-                .find(|(_, s)| *s == Upstream::Failed)
-            {
-                Some((id, _)) => format!("trigger rule none_failed: upstream task '{id}' failed"),
-                None => "trigger rule none_failed is false".into(),
-            },
+            Rule::AllSuccess => {
+                match facts.dependencies().into_iter().find(|(_, s)| *s != Upstream::Completed) {
+                    Some((id, s)) => format!("upstream task '{id}' {}", s.word()),
+                    None => "trigger rule all_success is false".into(),
+                }
+            }
+            Rule::NoneFailed => {
+                match facts.dependencies().into_iter().find(|(_, s)| *s == Upstream::Failed) {
+                    Some((id, _)) => format!("trigger rule none_failed: upstream task '{id}' failed"),
+                    None => "trigger rule none_failed is false".into(),
+                }
+            }
             other => format!("trigger rule {} is false", other.describe()),
         }
     }
@@ -228,14 +208,12 @@ impl Rule {
             Rule::ContextValue { key, op, value } => {
                 format!("context_value({key:?}, {op:?}, {value})")
             }
-            Rule::AllOf(rs) => format!(
-                "all_of({})",
-                rs.iter().map(Rule::describe).collect::<Vec<_>>().join(", ")
-            ),
-            Rule::AnyOf(rs) => format!(
-                "any_of({})",
-                rs.iter().map(Rule::describe).collect::<Vec<_>>().join(", ")
-            ),
+            Rule::AllOf(rs) => {
+                format!("all_of({})", rs.iter().map(Rule::describe).collect::<Vec<_>>().join(", "))
+            }
+            Rule::AnyOf(rs) => {
+                format!("any_of({})", rs.iter().map(Rule::describe).collect::<Vec<_>>().join(", "))
+            }
             Rule::Not(r) => format!("not_({})", r.describe()),
         }
     }
@@ -248,18 +226,13 @@ fn compare(actual: Option<&Value>, op: Op, expected: &Value) -> bool {
         Op::Exists => true,
         Op::Eq => json_eq(actual, expected),
         Op::Ne => !json_eq(actual, expected),
-        Op::In => expected
-            .as_array()
-            .is_some_and(|xs| xs.iter().any(|x| json_eq(actual, x))),
-        Op::NotIn => expected
-            .as_array()
-            .is_some_and(|xs| !xs.iter().any(|x| json_eq(actual, x))),
+        Op::In => expected.as_array().is_some_and(|xs| xs.iter().any(|x| json_eq(actual, x))),
+        Op::NotIn => expected.as_array().is_some_and(|xs| !xs.iter().any(|x| json_eq(actual, x))),
         Op::Gt | Op::Ge | Op::Lt | Op::Le => {
             let ord = match (actual, expected) {
-                (Value::Number(a), Value::Number(b)) => a
-                    .as_f64()
-                    .zip(b.as_f64())
-                    .and_then(|(a, b)| a.partial_cmp(&b)),
+                (Value::Number(a), Value::Number(b)) => {
+                    a.as_f64().zip(b.as_f64()).and_then(|(a, b)| a.partial_cmp(&b))
+                }
                 (Value::String(a), Value::String(b)) => Some(a.cmp(b)),
                 _ => None,
             };
@@ -298,10 +271,7 @@ mod tests {
             self.deps.clone()
         }
         fn status_of(&self, task: &str) -> Option<Upstream> {
-            self.deps
-                .iter()
-                .find(|(id, _)| *id == task)
-                .map(|(_, s)| *s)
+            self.deps.iter().find(|(id, _)| *id == task).map(|(_, s)| *s)
         }
         fn context(&self) -> &Map {
             &self.ctx
@@ -309,10 +279,7 @@ mod tests {
     }
 
     fn facts(deps: &[(&'static str, Upstream)], ctx: Value) -> F {
-        F {
-            deps: deps.to_vec(),
-            ctx: ctx.as_object().cloned().unwrap(),
-        }
+        F { deps: deps.to_vec(), ctx: ctx.as_object().cloned().unwrap() }
     }
 
     #[test]
@@ -326,8 +293,7 @@ mod tests {
         assert!(!Rule::AllFailed.holds(&f));
         assert!(!Rule::NoneFailed.holds(&f));
         assert_eq!(Rule::AllSuccess.explain(&f), "upstream task 'b' failed");
-        let r = Rule::parse(&json!({"rule": "not", "of": {"rule": "task_failed", "task": "b"}}))
-            .unwrap();
+        let r = Rule::parse(&json!({"rule": "not", "of": {"rule": "task_failed", "task": "b"}})).unwrap();
         assert!(!r.holds(&f));
     }
 
@@ -335,16 +301,14 @@ mod tests {
     fn context_rules() {
         let f = facts(&[], json!({"n": 5, "mode": "fast"}));
         let rule = |op: &str, v: Value| {
-            Rule::parse(&json!({"rule": "context_value", "key": "n", "op": op, "value": v}))
-                .unwrap()
+            Rule::parse(&json!({"rule": "context_value", "key": "n", "op": op, "value": v})).unwrap()
         };
         assert!(rule(">", json!(4)).holds(&f));
         assert!(rule("==", json!(5.0)).holds(&f));
         assert!(!rule("<", json!(5)).holds(&f));
         assert!(rule("in", json!([1, 5])).holds(&f));
         assert!(rule("exists", Value::Null).holds(&f));
-        let missing =
-            Rule::parse(&json!({"rule": "context_value", "key": "zz", "op": "exists"})).unwrap();
+        let missing = Rule::parse(&json!({"rule": "context_value", "key": "zz", "op": "exists"})).unwrap();
         assert!(!missing.holds(&f));
     }
 

@@ -84,6 +84,10 @@ class RunResult:
     error: str | None
     version: str = ""
     created_at: datetime | None = field(default=None, repr=False)
+    events: list[dict[str, Any]] = field(default_factory=list, repr=False)
+    """What happened to the run beyond its tasks: ``{"at", "kind", "detail"}`` each, with
+    kind ``recovered``, ``resumed``, ``interrupted`` or ``version_mismatch``."""
+    idempotency_key: str | None = field(default=None, repr=False)
 
     @classmethod
     def _from_native(cls, raw: Mapping[str, Any]) -> RunResult:
@@ -128,6 +132,8 @@ class RunResult:
             error=raw["error"],
             version=raw["version"],
             created_at=_time(raw["created_at"]),
+            events=[{**e, "at": _time(e["at"])} for e in raw["events"]],
+            idempotency_key=raw["idempotency_key"],
         )
 
     @property
@@ -212,7 +218,10 @@ class Runner:
 
     ``url`` defaults to ``$CLOACINA_DATABASE_URL``, else ``sqlite:///cloacina.db``.
     ``durability="normal"`` survives a process crash; ``"full"`` also survives power
-    loss, at a cost per commit. Use as a context manager, or call :meth:`close`.
+    loss, at a cost per commit. With ``recover=True`` (the default), runs left behind by a
+    process that died are continued when their workflow is defined in this process;
+    ``lease`` is how long (seconds) a run stays owned by a runner that stopped
+    heartbeating. Use as a context manager, or call :meth:`close`.
     """
 
     def __init__(
@@ -221,6 +230,8 @@ class Runner:
         *,
         max_concurrency: int = DEFAULT_MAX_CONCURRENCY,
         durability: str = "normal",
+        recover: bool = True,
+        lease: float = 30.0,
     ) -> None:
         url = backends.default_url() if url is None else url
         self.url = backends.mask(url) if isinstance(url, str) else repr(url)
@@ -245,6 +256,8 @@ class Runner:
                 submit_async=self._loop.submit,
                 interrupt=self._interrupt,
                 call_hook=_invoke.call_hook,
+                recover=bool(recover),
+                lease=float(lease),
             )
         except ConfigurationError as exc:
             raise ConfigurationError(f"{self.url}: {exc}") from None
@@ -280,11 +293,39 @@ class Runner:
             raise TypeError(f"a run's input must be a dict, not {type(context).__name__}")
         return dict(context)
 
-    def start(self, workflow: Workflow, context: Mapping[str, Any] | None = None) -> RunHandle:
-        """Starts a run and returns at once with its :class:`RunHandle`."""
+    def start(
+        self,
+        workflow: Workflow,
+        context: Mapping[str, Any] | None = None,
+        *,
+        idempotency_key: str | None = None,
+    ) -> RunHandle:
+        """Starts a run and returns at once with its :class:`RunHandle`.
+
+        With ``idempotency_key``, a run already started with the same key (by any runner
+        or process on this database) is returned instead of starting a second one.
+        """
         data = self._prepare(workflow, context)
-        run_id = self._engine_or_raise().submit(workflow.name, data)
+        if idempotency_key is not None and not isinstance(idempotency_key, str):
+            raise TypeError("idempotency_key must be a str")
+        run_id = self._engine_or_raise().submit(workflow.name, data, idempotency_key)
         return RunHandle(self, run_id)
+
+    def resume(self, run_id: str) -> RunHandle:
+        """Runs ``run_id`` again from where it stopped, with the current definitions.
+
+        An interrupted run (its process died) continues; a failed or cancelled run runs
+        its failed, skipped and cancelled tasks again, keeping every completed task's
+        output as it was. The run's history keeps both passes.
+        """
+        self._engine_or_raise().resume(run_id)
+        return RunHandle(self, run_id)
+
+    def recover(self) -> list[str]:
+        """Takes over runs whose owner is gone and whose workflow is defined here (done
+        automatically at start and every few seconds when ``recover=True``); returns
+        their ids."""
+        return self._engine_or_raise().recover()
 
     def run(self, workflow: Workflow, context: Mapping[str, Any] | None = None) -> RunResult:
         """Runs a workflow to the end and returns its :class:`RunResult`.

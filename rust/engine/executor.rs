@@ -36,21 +36,13 @@ pub enum Outcome {
     /// The task's writes (its delta).
     Completed(Map),
     /// The attempt failed; `traceback` is the language's own traceback text, if any.
-    Failed {
-        error: String,
-        traceback: Option<String>,
-        hint: RetryHint,
-    },
+    Failed { error: String, traceback: Option<String>, hint: RetryHint },
 }
 
 impl Outcome {
     /// A failure that the policy may retry.
     pub fn failed(error: String) -> Outcome {
-        Outcome::Failed {
-            error,
-            traceback: None,
-            hint: RetryHint::Policy,
-        }
+        Outcome::Failed { error, traceback: None, hint: RetryHint::Policy }
     }
 }
 

@@ -13,6 +13,7 @@ use crate::registry::WorkflowDef;
 use crate::store::{is_final_run_status, RunFilter, RunRecord, SqliteStore};
 
 pub mod executor;
+mod owner;
 mod scheduler;
 mod state;
 
@@ -23,12 +24,46 @@ pub use executor::{Executor, HookCall, HookKind, Interrupt, Job, Outcome, RetryH
 pub struct EngineConfig {
     /// How many task attempts may run at once, across all runs of this engine.
     pub max_concurrency: usize,
+    /// How long a run stays owned without a heartbeat; renewed every third of it.
+    pub lease: Duration,
+    /// Continue runs whose owner died, when their workflow is defined here.
+    pub recover: bool,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig { max_concurrency: 8, lease: Duration::from_secs(30), recover: true }
+    }
+}
+
+/// How `Adopt` takes over a run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum AdoptMode {
+    /// Its owner died: continue it.
+    Recover,
+    /// Explicit `resume`: also run failed, skipped and cancelled tasks again.
+    Resume,
+}
+
+/// Engines alive in this process (a run owned by this pid but by none of these is
+/// orphaned: its runner was closed or dropped).
+static LIVE_OWNERS: std::sync::LazyLock<Mutex<std::collections::HashSet<String>>> =
+    std::sync::LazyLock::new(Default::default);
+
+/// Whether the owner of a run is gone (Some(true)), alive (Some(false)), or unknown.
+fn owner_gone(owner: &str) -> Option<bool> {
+    let mine = owner.split(':').nth(1) == Some(&std::process::id().to_string());
+    if mine {
+        return Some(!lock(&LIVE_OWNERS).contains(owner));
+    }
+    owner::is_alive(owner).map(|alive| !alive)
 }
 
 /// State shared by the engine handle and its scheduler.
 pub(crate) struct Shared {
     pub store: Arc<SqliteStore>,
     pub owner: Arc<str>,
+    pub lease: Duration,
     /// Runs this engine drives, each with a flag that turns true once it is final and
     /// committed. A run absent from the map is not driven here: ask the store.
     pub watches: Mutex<HashMap<Arc<str>, watch::Receiver<bool>>>,
@@ -47,7 +82,16 @@ pub(crate) enum Command {
     Submit {
         workflow: Arc<WorkflowDef>,
         input: Map,
+        idempotency_key: Option<String>,
         reply: oneshot::Sender<Result<Arc<str>>>,
+    },
+    /// Renew the leases of the runs this engine drives.
+    Heartbeat,
+    /// Drive a run read from the store and already claimed for this engine.
+    Adopt {
+        record: Box<RunRecord>,
+        mode: AdoptMode,
+        reply: Option<oneshot::Sender<Result<()>>>,
     },
     Finished {
         run_id: Arc<str>,
@@ -104,29 +148,21 @@ pub struct Engine {
 impl Engine {
     /// Starts an engine on `store`; must be called inside the tokio runtime.
     pub fn start(store: SqliteStore, executor: Arc<dyn Executor>, config: EngineConfig) -> Engine {
-        let owner: Arc<str> = format!(
-            "{}:{}",
-            std::process::id(),
-            &uuid::Uuid::now_v7().simple().to_string()[20..]
-        )
-        .into();
+        let owner: Arc<str> = owner::new_owner_id().into();
+        lock(&LIVE_OWNERS).insert(owner.to_string());
         let shared = Arc::new(Shared {
             store: Arc::new(store),
             owner,
+            lease: config.lease,
             watches: Mutex::new(HashMap::new()),
             failure: Mutex::new(None),
         });
         let (tx, rx) = mpsc::unbounded_channel();
+        let recover = config.recover;
         let scheduler = scheduler::Scheduler::new(shared.clone(), tx.clone(), rx, executor, config);
         tokio::spawn(scheduler.run());
-        tokio::spawn(watch_cancel_requests(
-            Arc::downgrade(&shared),
-            tx.downgrade(),
-        ));
-        Engine {
-            shared,
-            commands: tx,
-        }
+        tokio::spawn(watch_store(Arc::downgrade(&shared), tx.downgrade(), recover));
+        Engine { shared, commands: tx }
     }
 
     /// The store's label (file path or ":memory:").
@@ -135,21 +171,27 @@ impl Engine {
     }
 
     /// Starts a run of `workflow` with `input`; returns its id once it is committed.
-    pub async fn submit(&self, workflow: Arc<WorkflowDef>, input: Map) -> Result<String> {
+    /// With an `idempotency_key`, a run already submitted with it (by any runner or
+    /// process on the store) is returned instead of starting another.
+    pub async fn submit(
+        &self,
+        workflow: Arc<WorkflowDef>,
+        input: Map,
+        idempotency_key: Option<String>,
+    ) -> Result<String> {
         if let Some(e) = self.shared.failure() {
             return Err(e);
         }
+        if let Some(key) = &idempotency_key {
+            if let Some(existing) = self.shared.store.run_by_key(key).await? {
+                return Ok(existing);
+            }
+        }
         let (reply, rx) = oneshot::channel();
         self.commands
-            .send(Command::Submit {
-                workflow,
-                input,
-                reply,
-            })
+            .send(Command::Submit { workflow, input, idempotency_key, reply })
             .map_err(|_| closed())?;
-        let run_id = rx
-            .await
-            .map_err(|_| self.shared.failure().unwrap_or_else(closed))??;
+        let run_id = rx.await.map_err(|_| self.shared.failure().unwrap_or_else(closed))??;
         Ok(run_id.to_string())
     }
 
@@ -163,9 +205,7 @@ impl Engine {
                 return match rx.wait_for(|done| *done).await {
                     Ok(_) => Ok(()),
                     Err(_) => Err(self.shared.failure().unwrap_or_else(|| {
-                        Error::Closed(format!(
-                            "the runner was closed before run {run_id} finished"
-                        ))
+                        Error::Closed(format!("the runner was closed before run {run_id} finished"))
                     })),
                 };
             }
@@ -188,18 +228,12 @@ impl Engine {
         let driven_here = lock(&self.shared.watches).contains_key(run_id);
         if driven_here {
             let (reply, rx) = oneshot::channel();
-            let cmd = Command::Cancel {
-                run_id: run_id.into(),
-                reason: CancelReason::User,
-                reply: Some(reply),
-            };
+            let cmd =
+                Command::Cancel { run_id: run_id.into(), reason: CancelReason::User, reply: Some(reply) };
             self.commands.send(cmd).map_err(|_| closed())?;
             return rx.await.map_err(|_| closed());
         }
-        self.shared
-            .store
-            .request_cancel(run_id, crate::store::now_micros())
-            .await
+        self.shared.store.request_cancel(run_id, crate::store::now_micros()).await
     }
 
     /// Run `run_id` as stored, if it exists.
@@ -219,7 +253,54 @@ impl Engine {
         if self.commands.send(Command::Shutdown { reply }).is_ok() {
             let _ = rx.await;
         }
+        lock(&LIVE_OWNERS).remove(&*self.shared.owner);
         self.shared.store.close().await;
+    }
+
+    /// Takes over every run whose owner is gone (its lease expired, or its process
+    /// provably no longer exists) and whose workflow is defined in this process; runs
+    /// of workflows not defined here are marked `interrupted` and left alone. Returns
+    /// the ids of the runs taken over.
+    pub async fn recover_orphans(&self) -> Result<Vec<String>> {
+        recover_orphans(&self.shared, &self.commands).await
+    }
+
+    /// Runs `run_id` again from where it stopped: an interrupted run continues; a
+    /// failed or cancelled one runs its failed, skipped and cancelled tasks again with
+    /// the current definitions, keeping every completed task's output.
+    pub async fn resume(&self, run_id: &str) -> Result<()> {
+        if lock(&self.shared.watches).contains_key(run_id) {
+            return Err(Error::Task(format!("run {run_id} is already running in this runner")));
+        }
+        let record = self
+            .shared
+            .store
+            .run(run_id)
+            .await?
+            .ok_or_else(|| Error::Task(format!("no run with id '{run_id}'")))?;
+        let mode = match record.status.as_str() {
+            "completed" => return Err(Error::Task(format!("run {run_id} already completed"))),
+            "failed" | "cancelled" => AdoptMode::Resume,
+            _ => {
+                if record.owner.as_deref().and_then(owner_gone) == Some(false)
+                    && record.lease_expires_at.is_some_and(|l| l > crate::store::now_micros())
+                {
+                    return Err(Error::Task(format!(
+                        "run {run_id} is still being run by {}",
+                        record.owner.as_deref().unwrap_or("another runner")
+                    )));
+                }
+                AdoptMode::Recover
+            }
+        };
+        let until = crate::store::now_micros() + self.shared.lease.as_micros() as i64;
+        if !self.shared.store.claim_run(run_id, record.owner.as_deref(), &self.shared.owner, until).await? {
+            return Err(Error::Task(format!("run {run_id} was taken over by another runner meanwhile")));
+        }
+        let (reply, rx) = oneshot::channel();
+        let cmd = Command::Adopt { record: Box::new(record), mode, reply: Some(reply) };
+        self.commands.send(cmd).map_err(|_| closed())?;
+        rx.await.map_err(|_| closed())?
     }
 
     /// Asks the scheduler to stop without waiting (used when the handle is dropped).
@@ -229,41 +310,91 @@ impl Engine {
     }
 }
 
-/// How often an engine driving runs looks for cancellation requests from elsewhere.
+/// How often an engine looks for cancellation requests for the runs it drives.
 const CANCEL_CHECK: Duration = Duration::from_millis(200);
 
-/// Carries out cancellation requests written by other runners or processes for runs
-/// this engine drives. (Not on the scheduling path: a cheap indexed read, only while
-/// the engine drives runs.)
-async fn watch_cancel_requests(
+/// How often an engine looks for orphaned runs it could continue.
+const RECOVERY_CHECK: Duration = Duration::from_secs(2);
+
+/// The engine's background duties against the store, none on the scheduling path:
+/// carry out cancellation requests written by other runners or processes (a cheap
+/// indexed read, only while runs are driven here), renew leases (a third of the lease),
+/// and take over orphaned runs (when `recover` is on).
+async fn watch_store(
     shared: std::sync::Weak<Shared>,
     commands: mpsc::WeakUnboundedSender<Command>,
+    recover: bool,
 ) {
+    let mut last_heartbeat = std::time::Instant::now();
+    let mut last_recovery = std::time::Instant::now();
     loop {
         tokio::time::sleep(CANCEL_CHECK).await;
-        let (Some(shared), Some(commands)) = (shared.upgrade(), commands.upgrade()) else {
-            return;
-        };
+        let (Some(shared), Some(commands)) = (shared.upgrade(), commands.upgrade()) else { return };
         if commands.is_closed() {
             return;
         }
-        if lock(&shared.watches).is_empty() {
+        let driving = !lock(&shared.watches).is_empty();
+        if driving && last_heartbeat.elapsed() >= shared.lease / 3 {
+            last_heartbeat = std::time::Instant::now();
+            if commands.send(Command::Heartbeat).is_err() {
+                return;
+            }
+        }
+        if recover && last_recovery.elapsed() >= RECOVERY_CHECK {
+            last_recovery = std::time::Instant::now();
+            if let Err(e) = recover_orphans(&shared, &commands).await {
+                log::debug!("looking for runs to recover failed: {e}");
+            }
+        }
+        if !driving {
             continue;
         }
-        let Ok(requested) = shared.store.cancel_requests(&shared.owner).await else {
-            continue;
-        };
+        let Ok(requested) = shared.store.cancel_requests(&shared.owner).await else { continue };
         for run_id in requested {
-            let cmd = Command::Cancel {
-                run_id: run_id.into(),
-                reason: CancelReason::User,
-                reply: None,
-            };
+            let cmd = Command::Cancel { run_id: run_id.into(), reason: CancelReason::User, reply: None };
             if commands.send(cmd).is_err() {
                 return;
             }
         }
     }
+}
+
+async fn recover_orphans(shared: &Shared, commands: &mpsc::UnboundedSender<Command>) -> Result<Vec<String>> {
+    let now = crate::store::now_micros();
+    let mut taken = Vec::new();
+    for candidate in shared.store.orphan_candidates(&shared.owner).await? {
+        let expired = candidate.lease_expires_at.is_none_or(|l| l < now);
+        let gone = match candidate.owner.as_deref() {
+            None => true,
+            Some(owner) => owner_gone(owner).unwrap_or(expired),
+        };
+        if !gone {
+            continue;
+        }
+        if crate::registry::workflow(&candidate.workflow).is_none() {
+            if candidate.status == "running" {
+                shared.store.mark_interrupted(&candidate.run_id, candidate.owner.as_deref(), now).await?;
+            }
+            continue;
+        }
+        let until = now + shared.lease.as_micros() as i64;
+        if !shared
+            .store
+            .claim_run(&candidate.run_id, candidate.owner.as_deref(), &shared.owner, until)
+            .await?
+        {
+            continue; // another runner got there first
+        }
+        let Some(record) = shared.store.run(&candidate.run_id).await? else { continue };
+        let (reply, rx) = oneshot::channel();
+        let cmd = Command::Adopt { record: Box::new(record), mode: AdoptMode::Recover, reply: Some(reply) };
+        commands.send(cmd).map_err(|_| closed())?;
+        match rx.await.map_err(|_| closed())? {
+            Ok(()) => taken.push(candidate.run_id),
+            Err(e) => log::warn!("could not recover run {}: {e}", candidate.run_id),
+        }
+    }
+    Ok(taken)
 }
 
 fn closed() -> Error {

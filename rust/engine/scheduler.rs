@@ -15,12 +15,13 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use super::executor::{HookCall, HookKind, Interrupt, RetryHint};
 use super::state::{RuleFacts, RunState, TaskStatus};
-use super::{lock, CancelReason, Command, EngineConfig, Executor, Job, Outcome, Shared};
+use super::{lock, AdoptMode, CancelReason, Command, EngineConfig, Executor, Job, Outcome, Shared};
 use crate::context::{self, Map};
 use crate::errors::{Error, Result};
+use crate::graph::{Graph, TaskSpec};
 use crate::policy::TaskPolicy;
 use crate::registry::{self, WorkflowDef};
-use crate::store::{now_micros, Op};
+use crate::store::{now_micros, Op, RunRecord, TaskRecord};
 
 /// Most messages folded into one transaction.
 const MAX_BATCH: usize = 4096;
@@ -109,11 +110,17 @@ impl Scheduler {
                     }
                 }
             }
-            if let Err(e) = self.commit(&ops).await {
-                self.fail(e, effects);
-                return;
-            }
+            let duplicates = match self.commit(&ops).await {
+                Ok(duplicates) => duplicates,
+                Err(e) => {
+                    self.fail(e, effects);
+                    return;
+                }
+            };
             ops.clear();
+            if !duplicates.is_empty() {
+                self.drop_duplicates(&duplicates, &mut effects);
+            }
             self.deliver(effects);
             if !self.closing.is_empty() && self.slots.is_empty() {
                 break;
@@ -129,45 +136,29 @@ impl Scheduler {
 
     fn handle(&mut self, cmd: Command, ops: &mut Vec<Op>, effects: &mut Effects) {
         match cmd {
-            Command::Submit {
-                workflow,
-                input,
-                reply,
-            } => {
+            Command::Submit { workflow, input, idempotency_key, reply } => {
                 if !self.closing.is_empty() {
                     let _ = reply.send(Err(Error::Closed("the runner is closed".into())));
                     return;
                 }
-                match self.submit(workflow, input, ops, effects) {
+                match self.submit(workflow, input, idempotency_key, ops, effects) {
                     Ok(run_id) => effects.accepted.push((reply, run_id)),
                     Err(e) => {
                         let _ = reply.send(Err(e));
                     }
                 }
             }
-            Command::Finished {
-                run_id,
-                position,
-                attempt,
-                started_at,
-                outcome,
-            } => {
+            Command::Finished { run_id, position, attempt, started_at, outcome } => {
                 let held = self.slots.remove(&(run_id.clone(), position, attempt));
                 if self.is_current(&run_id, position, attempt) {
-                    self.record(
-                        &run_id, position, attempt, started_at, outcome, ops, effects,
-                    );
+                    self.record(&run_id, position, attempt, started_at, outcome, ops, effects);
                 } else if held {
-                    log::debug!("discarding the result of a stale attempt {attempt} of a task of run {run_id}");
+                    log::debug!(
+                        "discarding the result of a stale attempt {attempt} of a task of run {run_id}"
+                    );
                 }
             }
-            Command::TimedOut {
-                run_id,
-                position,
-                attempt,
-                started_at,
-                seconds,
-            } => {
+            Command::TimedOut { run_id, position, attempt, started_at, seconds } => {
                 if !self.is_current(&run_id, position, attempt) {
                     return;
                 }
@@ -176,26 +167,17 @@ impl Scheduler {
                     return;
                 };
                 let task_id = run.tasks[position as usize].id.clone();
-                let retry_on_timeout =
-                    registry::task(&task_id).is_none_or(|d| d.policy.retry_on_timeout);
-                effects
-                    .interrupts
-                    .push((token(&run_id, &task_id, attempt), Interrupt::Timeout));
+                let retry_on_timeout = registry::task(&task_id).is_none_or(|d| d.policy.retry_on_timeout);
+                effects.interrupts.push((token(&run_id, &task_id, attempt), Interrupt::Timeout));
                 let outcome = Outcome::Failed {
                     error: format!(
                         "TaskTimeout: task '{task_id}' timed out after {} s",
                         trim_seconds(seconds)
                     ),
                     traceback: None,
-                    hint: if retry_on_timeout {
-                        RetryHint::Policy
-                    } else {
-                        RetryHint::Never
-                    },
+                    hint: if retry_on_timeout { RetryHint::Policy } else { RetryHint::Never },
                 };
-                self.record(
-                    &run_id, position, attempt, started_at, outcome, ops, effects,
-                );
+                self.record(&run_id, position, attempt, started_at, outcome, ops, effects);
             }
             Command::Wake { run_id, position } => {
                 if let Some(run) = self.runs.get_mut(&run_id) {
@@ -205,34 +187,30 @@ impl Scheduler {
                     }
                 }
             }
-            Command::Cancel {
-                run_id,
-                reason,
-                reply,
-            } => {
+            Command::Cancel { run_id, reason, reply } => {
                 let found = self.cancel(&run_id, reason, ops, effects);
                 if let Some(reply) = reply {
                     effects.cancel_replies.push((reply, found));
                 }
             }
-            Command::HookFailed {
-                run_id,
-                task_id,
-                kind,
-                attempt,
-                error,
-            } => {
-                log::warn!(
-                    "the {} hook of task '{task_id}' (run {run_id}) raised: {error}",
-                    kind.name()
-                );
-                let entry =
-                    serde_json::json!({"hook": kind.name(), "attempt": attempt, "error": error});
-                ops.push(Op::AddHookError {
-                    run_id,
-                    task_id,
-                    entry: entry.to_string(),
-                });
+            Command::HookFailed { run_id, task_id, kind, attempt, error } => {
+                log::warn!("the {} hook of task '{task_id}' (run {run_id}) raised: {error}", kind.name());
+                let entry = serde_json::json!({"hook": kind.name(), "attempt": attempt, "error": error});
+                ops.push(Op::AddHookError { run_id, task_id, entry: entry.to_string() });
+            }
+            Command::Heartbeat => {
+                if !self.runs.is_empty() {
+                    let until = now_micros() + self.shared.lease.as_micros() as i64;
+                    ops.push(Op::RenewLeases { owner: self.shared.owner.clone(), until });
+                }
+            }
+            Command::Adopt { record, mode, reply } => {
+                let result = self.adopt(*record, mode, ops, effects);
+                if let Some(reply) = reply {
+                    let _ = reply.send(result);
+                } else if let Err(e) = result {
+                    log::warn!("recovering a run failed: {e}");
+                }
             }
             Command::Shutdown { reply } => self.closing.push(reply),
         }
@@ -249,6 +227,7 @@ impl Scheduler {
         &mut self,
         workflow: Arc<WorkflowDef>,
         input: Map,
+        idempotency_key: Option<String>,
         ops: &mut Vec<Op>,
         effects: &mut Effects,
     ) -> Result<Arc<str>> {
@@ -262,15 +241,13 @@ impl Scheduler {
             input: serde_json::to_string(&input).map_err(|e| Error::Internal(e.to_string()))?,
             owner: self.shared.owner.clone(),
             at: now,
+            lease_until: now + self.shared.lease.as_micros() as i64,
+            idempotency_key,
         });
         let (done, watch) = watch::channel(false);
         let mut run = RunState::new(run_id.clone(), workflow.clone(), input, done);
         for (position, task) in run.tasks.iter().enumerate() {
-            let deps: Vec<&str> = graph
-                .dependencies(position as u32)
-                .iter()
-                .map(|&d| graph.id(d))
-                .collect();
+            let deps: Vec<&str> = graph.dependencies(position as u32).iter().map(|&d| graph.id(d)).collect();
             ops.push(Op::InsertTask {
                 run_id: run_id.clone(),
                 task_id: task.id.clone(),
@@ -279,11 +256,9 @@ impl Scheduler {
                 status: "pending",
             });
         }
-        let roots: Vec<u32> = (0..graph.len() as u32)
-            .filter(|&p| graph.dependencies(p).is_empty())
-            .collect();
+        let roots: Vec<u32> = (0..graph.len() as u32).filter(|&p| graph.dependencies(p).is_empty()).collect();
         for position in roots {
-            Self::decide(&mut run, position, now, ops, &mut self.queue, effects);
+            Self::settle(&mut run, position, now, ops, &mut self.queue, effects);
         }
         if let Some(seconds) = workflow.timeout {
             let cmd = Command::Cancel {
@@ -336,10 +311,8 @@ impl Scheduler {
                     traceback: None,
                 });
                 if let Some(def) = def.as_ref().filter(|d| d.body.has_hook(HookKind::Success)) {
-                    let base = run.tasks[position as usize]
-                        .input
-                        .clone()
-                        .unwrap_or_else(|| run.input.clone());
+                    let base =
+                        run.tasks[position as usize].input.clone().unwrap_or_else(|| run.input.clone());
                     effects.hooks.push(HookCall {
                         kind: HookKind::Success,
                         run_id: run_id.clone(),
@@ -352,11 +325,7 @@ impl Scheduler {
                 }
                 run.complete(position, delta);
             }
-            Outcome::Failed {
-                error,
-                traceback,
-                hint,
-            } => {
+            Outcome::Failed { error, traceback, hint } => {
                 let default_policy = TaskPolicy::default();
                 let policy = def.as_ref().map_or(&default_policy, |d| &d.policy);
                 let budget = policy.may_retry_after(attempt);
@@ -378,10 +347,7 @@ impl Scheduler {
                     }
                     _ => error,
                 };
-                let input = run.tasks[position as usize]
-                    .input
-                    .clone()
-                    .unwrap_or_else(|| run.input.clone());
+                let input = run.tasks[position as usize].input.clone().unwrap_or_else(|| run.input.clone());
                 if let Some(delay) = retry_in {
                     log::debug!("task '{task_id}' of run {run_id} failed (attempt {attempt}), retrying in {delay:?}: {error}");
                     let ready_at = now + delay.as_micros() as i64;
@@ -402,13 +368,7 @@ impl Scheduler {
                         self.queue.push_back((run_id.clone(), position));
                     } else {
                         task.not_before = Some(ready_at);
-                        effects.timers.push((
-                            delay,
-                            Command::Wake {
-                                run_id: run_id.clone(),
-                                position,
-                            },
-                        ));
+                        effects.timers.push((delay, Command::Wake { run_id: run_id.clone(), position }));
                     }
                     if let Some(def) = def.as_ref().filter(|d| d.body.has_hook(HookKind::Retry)) {
                         effects.hooks.push(HookCall {
@@ -476,16 +436,8 @@ impl Scheduler {
         let default_policy = TaskPolicy::default();
         let trigger = &def.as_ref().map_or(&default_policy, |d| &d.policy).trigger;
         let input = run.input_for(position);
-        let facts = RuleFacts {
-            run,
-            position,
-            context: &input,
-        };
-        let verdict = if trigger.holds(&facts) {
-            None
-        } else {
-            Some(trigger.explain(&facts))
-        };
+        let facts = RuleFacts { run, position, context: &input };
+        let verdict = if trigger.holds(&facts) { None } else { Some(trigger.explain(&facts)) };
         let task = &mut run.tasks[position as usize];
         match verdict {
             None => {
@@ -507,6 +459,21 @@ impl Scheduler {
                 run.unfinished -= 1;
                 false
             }
+        }
+    }
+
+    /// Decides a task whose dependencies are all final and, if it is skipped, goes on
+    /// down the graph.
+    fn settle(
+        run: &mut RunState,
+        position: u32,
+        now: i64,
+        ops: &mut Vec<Op>,
+        queue: &mut VecDeque<(Arc<str>, u32)>,
+        effects: &mut Effects,
+    ) {
+        if !Self::decide(run, position, now, ops, queue, effects) {
+            Self::release_successors(run, position, now, ops, queue, effects);
         }
     }
 
@@ -545,20 +512,11 @@ impl Scheduler {
         let (status, error) = match failed {
             Some(t) => (
                 "failed",
-                Some(format!(
-                    "task '{}' failed: {}",
-                    t.id,
-                    t.error.as_deref().unwrap_or("unknown error")
-                )),
+                Some(format!("task '{}' failed: {}", t.id, t.error.as_deref().unwrap_or("unknown error"))),
             ),
             None => ("completed", None),
         };
-        ops.push(Op::FinishRun {
-            run_id: run.run_id.clone(),
-            status,
-            error,
-            at: now,
-        });
+        ops.push(Op::FinishRun { run_id: run.run_id.clone(), status, error, at: now });
     }
 
     /// Cancels a run this engine drives: pending and ready tasks become `cancelled`,
@@ -583,9 +541,7 @@ impl Scheduler {
             match task.status {
                 TaskStatus::Pending | TaskStatus::Ready | TaskStatus::Running => {
                     if task.status == TaskStatus::Running {
-                        effects
-                            .interrupts
-                            .push((token(run_id, &task.id, task.attempts), Interrupt::Cancel));
+                        effects.interrupts.push((token(run_id, &task.id, task.attempts), Interrupt::Cancel));
                     }
                     task.status = TaskStatus::Cancelled;
                     ops.push(Op::MarkTask {
@@ -603,12 +559,7 @@ impl Scheduler {
             CancelReason::User => ("cancelled", None),
             CancelReason::Timeout(_) => ("failed", Some(why)),
         };
-        ops.push(Op::FinishRun {
-            run_id: run_id.clone(),
-            status,
-            error,
-            at: now,
-        });
+        ops.push(Op::FinishRun { run_id: run_id.clone(), status, error, at: now });
         run.unfinished = 0;
         effects.finished_runs.push(run_id.clone());
         true
@@ -633,20 +584,8 @@ impl Scheduler {
                 run.tasks[position as usize].attempts = attempt;
                 run.tasks[position as usize].status = TaskStatus::Running;
                 let error = format!("task '{task_id}' is not defined in this process");
-                let outcome = Outcome::Failed {
-                    error,
-                    traceback: None,
-                    hint: RetryHint::Never,
-                };
-                self.record(
-                    &run_id,
-                    position,
-                    attempt,
-                    now_micros(),
-                    outcome,
-                    ops,
-                    effects,
-                );
+                let outcome = Outcome::Failed { error, traceback: None, hint: RetryHint::Never };
+                self.record(&run_id, position, attempt, now_micros(), outcome, ops, effects);
                 continue;
             };
             let input = match &run.tasks[position as usize].input {
@@ -682,12 +621,12 @@ impl Scheduler {
         }
     }
 
-    async fn commit(&self, ops: &[Op]) -> Result<()> {
+    async fn commit(&self, ops: &[Op]) -> Result<Vec<(Arc<str>, String)>> {
         let mut delay = Duration::from_millis(20);
         let mut attempt = 0;
         loop {
             match self.shared.store.commit(ops).await {
-                Ok(()) => return Ok(()),
+                Ok(duplicates) => return Ok(duplicates),
                 Err(e) if attempt < 5 => {
                     log::warn!("committing {} changes failed, retrying: {e}", ops.len());
                     attempt += 1;
@@ -697,6 +636,232 @@ impl Scheduler {
                 Err(e) => return Err(e),
             }
         }
+    }
+
+    /// Runs whose idempotency key was already taken were not inserted: forget them,
+    /// give back their slots, and answer their submitters with the existing run.
+    fn drop_duplicates(&mut self, duplicates: &[(Arc<str>, String)], effects: &mut Effects) {
+        for (run_id, existing) in duplicates {
+            self.runs.remove(run_id);
+            lock(&self.shared.watches).remove(run_id);
+            self.slots.retain(|(r, _, _)| r != run_id);
+            effects.jobs.retain(|(job, ..)| &job.run_id != run_id);
+            effects.finished_runs.retain(|r| r != run_id);
+            effects.hooks.retain(|h| &h.run_id != run_id);
+            for (_, accepted) in effects.accepted.iter_mut() {
+                if accepted == run_id {
+                    *accepted = existing.as_str().into();
+                }
+            }
+        }
+    }
+
+    /// Takes over a run read from the store (already claimed for this engine):
+    /// `Recover` continues it after its owner died (an attempt that was running is
+    /// recorded as interrupted and tried again); `Resume` also runs its failed, skipped
+    /// and cancelled tasks again. Completed tasks keep their outputs and never run again.
+    fn adopt(
+        &mut self,
+        record: RunRecord,
+        mode: AdoptMode,
+        ops: &mut Vec<Op>,
+        effects: &mut Effects,
+    ) -> Result<()> {
+        let run_id: Arc<str> = record.run_id.as_str().into();
+        if self.runs.contains_key(&run_id) {
+            return Err(Error::Task(format!("run {run_id} is already being driven by this runner")));
+        }
+        let now = now_micros();
+        let specs: Vec<TaskSpec> = record
+            .tasks
+            .iter()
+            .map(|t| TaskSpec {
+                id: t.task_id.clone(),
+                dependencies: t.dependencies.clone(),
+                fingerprint: String::new(),
+            })
+            .collect();
+        let graph = Graph::build(&record.workflow, &specs)?;
+        if graph.ids().iter().zip(&record.tasks).any(|(id, t)| *id != t.task_id) {
+            return Err(Error::Database(format!(
+                "run {run_id}: its stored tasks are not in a consistent order"
+            )));
+        }
+        let current = registry::workflow(&record.workflow);
+        let workflow = Arc::new(WorkflowDef {
+            name: record.workflow.clone(),
+            description: None,
+            graph,
+            timeout: current.as_ref().and_then(|w| w.timeout),
+        });
+        let (done, watch) = watch::channel(false);
+        let mut run = RunState::new(run_id.clone(), workflow.clone(), record.input.clone(), done);
+        let reopen = matches!(mode, AdoptMode::Resume);
+        let mut interrupted = Vec::new();
+        let mut reset = Vec::new();
+        for (position, t) in record.tasks.iter().enumerate() {
+            let task = &mut run.tasks[position];
+            task.attempts = t.attempts;
+            task.status = match t.status.as_str() {
+                "completed" => {
+                    task.delta = Some(Arc::new(t.output.clone().unwrap_or_default()));
+                    TaskStatus::Completed
+                }
+                "failed" | "skipped" | "cancelled" if reopen => {
+                    reset.push(position as u32);
+                    ops.push(Op::ResetTask { run_id: run_id.clone(), task_id: task.id.clone() });
+                    TaskStatus::Pending
+                }
+                "failed" => {
+                    task.error = t.error.clone();
+                    TaskStatus::Failed
+                }
+                "skipped" => TaskStatus::Skipped,
+                "cancelled" => TaskStatus::Cancelled,
+                "running" => {
+                    interrupted.push(t.task_id.clone());
+                    ops.push(Op::RetryTask {
+                        run_id: run_id.clone(),
+                        task_id: task.id.clone(),
+                        attempt: t.attempts.max(1),
+                        owner: t.owner_or(&record),
+                        started_at: t.started_at.unwrap_or(now),
+                        at: now,
+                        ready_at: now,
+                        error: "interrupted: the process running this attempt stopped".into(),
+                        traceback: None,
+                    });
+                    TaskStatus::Ready
+                }
+                "ready" => {
+                    if let Some(at) = t.ready_at.filter(|&at| at > now) {
+                        task.not_before = Some(at);
+                        let delay = Duration::from_micros((at - now) as u64);
+                        effects.timers.push((
+                            delay,
+                            Command::Wake { run_id: run_id.clone(), position: position as u32 },
+                        ));
+                    }
+                    TaskStatus::Ready
+                }
+                _ => TaskStatus::Pending,
+            };
+        }
+        // What is left must still be defined here; a changed workflow is fine if so.
+        let missing: Vec<String> = run
+            .tasks
+            .iter()
+            .filter(|t| {
+                !matches!(
+                    t.status,
+                    TaskStatus::Completed | TaskStatus::Failed | TaskStatus::Skipped | TaskStatus::Cancelled
+                )
+            })
+            .filter(|t| registry::task(&t.id).is_none())
+            .map(|t| t.id.to_string())
+            .collect();
+        let current_version = current.as_ref().map(|w| w.graph.version().to_string());
+        if current_version.as_deref() != Some(record.version.as_str()) {
+            let detail =
+                serde_json::json!({"from": record.version, "to": current_version, "missing_tasks": missing});
+            ops.push(Op::AddEvent {
+                run_id: run_id.clone(),
+                kind: "version_mismatch",
+                detail: detail.to_string(),
+                at: now,
+            });
+        }
+        if !missing.is_empty() {
+            let error = format!(
+                "cannot continue run {run_id}: workflow '{}' changed (version {} -> {}) and no longer defines task(s) {}",
+                record.workflow,
+                record.version,
+                current_version.as_deref().unwrap_or("none"),
+                missing.join(", ")
+            );
+            for task in run.tasks.iter_mut() {
+                if matches!(task.status, TaskStatus::Pending | TaskStatus::Ready) {
+                    task.status = TaskStatus::Cancelled;
+                    ops.push(Op::MarkTask {
+                        run_id: run_id.clone(),
+                        task_id: task.id.clone(),
+                        status: "cancelled",
+                        reason: Some("the workflow no longer defines what is left".into()),
+                        at: Some(now),
+                    });
+                }
+            }
+            if reopen {
+                ops.push(Op::ReopenRun {
+                    run_id: run_id.clone(),
+                    owner: self.shared.owner.clone(),
+                    lease_until: now,
+                });
+            }
+            ops.push(Op::FinishRun {
+                run_id: run_id.clone(),
+                status: "failed",
+                error: Some(error.clone()),
+                at: now,
+            });
+            return Err(Error::Workflow(error));
+        }
+        let kind = if reopen { "resumed" } else { "recovered" };
+        let detail = serde_json::json!({
+            "owner": self.shared.owner.as_ref(),
+            "previous_owner": record.owner,
+            "interrupted_tasks": interrupted,
+            "rerun_tasks": reset.iter().map(|&p| run.tasks[p as usize].id.to_string()).collect::<Vec<_>>(),
+        });
+        ops.push(Op::AddEvent { run_id: run_id.clone(), kind, detail: detail.to_string(), at: now });
+        if reopen {
+            let lease_until = now + self.shared.lease.as_micros() as i64;
+            ops.push(Op::ReopenRun { run_id: run_id.clone(), owner: self.shared.owner.clone(), lease_until });
+        }
+        // Count what is left, queue what is ready, then decide tasks whose inputs are final.
+        let graph = &workflow.graph;
+        run.unfinished = 0;
+        for position in 0..graph.len() as u32 {
+            let status = run.tasks[position as usize].status;
+            match status {
+                TaskStatus::Completed | TaskStatus::Failed | TaskStatus::Skipped | TaskStatus::Cancelled => {
+                    continue
+                }
+                _ => run.unfinished += 1,
+            }
+            let remaining = graph
+                .dependencies(position)
+                .iter()
+                .filter(|&&d| run.tasks[d as usize].status.upstream().is_none())
+                .count() as u32;
+            run.tasks[position as usize].remaining = remaining;
+            if status == TaskStatus::Ready && run.tasks[position as usize].not_before.is_none() {
+                self.queue.push_back((run_id.clone(), position));
+            }
+        }
+        for position in 0..graph.len() as u32 {
+            let task = &run.tasks[position as usize];
+            if task.status == TaskStatus::Pending && task.remaining == 0 {
+                Self::settle(&mut run, position, now, ops, &mut self.queue, effects);
+            }
+        }
+        if let (Some(seconds), Some(started)) = (workflow.timeout, record.started_at) {
+            let left = (seconds - (now - started) as f64 / 1e6).max(0.0);
+            let cmd = Command::Cancel {
+                run_id: run_id.clone(),
+                reason: CancelReason::Timeout(seconds),
+                reply: None,
+            };
+            effects.timers.push((Duration::from_secs_f64(left), cmd));
+        }
+        lock(&self.shared.watches).insert(run_id.clone(), watch);
+        if run.unfinished == 0 {
+            Self::finalize(&mut run, now, ops);
+            effects.finished_runs.push(run_id.clone());
+        }
+        log::info!("{kind} run {run_id} of workflow '{}'", record.workflow);
+        self.runs.insert(run_id, run);
+        Ok(())
     }
 
     /// After a commit: answer submitters, start attempts and timers, interrupt, wake
@@ -735,12 +900,8 @@ impl Scheduler {
         }
         for hook in effects.hooks {
             let commands = self.commands.clone();
-            let (run_id, task_id, kind, attempt) = (
-                hook.run_id.clone(),
-                hook.task_id.clone(),
-                hook.kind,
-                hook.attempt,
-            );
+            let (run_id, task_id, kind, attempt) =
+                (hook.run_id.clone(), hook.task_id.clone(), hook.kind, hook.attempt);
             let call = self.executor.run_hook(hook);
             tokio::spawn(async move {
                 let result = match AssertUnwindSafe(call).catch_unwind().await {
@@ -748,13 +909,7 @@ impl Scheduler {
                     Err(panic) => Err(format!("internal error: {}", panic_message(&panic))),
                 };
                 if let Err(error) = result {
-                    let _ = commands.send(Command::HookFailed {
-                        run_id,
-                        task_id,
-                        kind,
-                        attempt,
-                        error,
-                    });
+                    let _ = commands.send(Command::HookFailed { run_id, task_id, kind, attempt, error });
                 }
             });
         }
@@ -779,13 +934,7 @@ impl Scheduler {
                 Ok(outcome) => outcome,
                 Err(panic) => Outcome::failed(format!("internal error: {}", panic_message(&panic))),
             };
-            let _ = commands.send(Command::Finished {
-                run_id,
-                position,
-                attempt,
-                started_at,
-                outcome,
-            });
+            let _ = commands.send(Command::Finished { run_id, position, attempt, started_at, outcome });
         });
     }
 
@@ -823,5 +972,12 @@ pub(crate) fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
         format!("panic: {s}")
     } else {
         "panic".to_string()
+    }
+}
+
+impl TaskRecord {
+    /// Who ran the task's last attempt (the run's owner if the row does not say).
+    fn owner_or(&self, run: &RunRecord) -> Arc<str> {
+        run.owner.as_deref().unwrap_or("unknown").into()
     }
 }

@@ -81,11 +81,7 @@ impl RunState {
                 let remaining = graph.dependencies(p).len() as u32;
                 TaskState {
                     id: Arc::from(graph.id(p)),
-                    status: if remaining == 0 {
-                        TaskStatus::Ready
-                    } else {
-                        TaskStatus::Pending
-                    },
+                    status: if remaining == 0 { TaskStatus::Ready } else { TaskStatus::Pending },
                     remaining,
                     attempts: 0,
                     not_before: None,
@@ -97,14 +93,7 @@ impl RunState {
                 }
             })
             .collect();
-        RunState {
-            run_id,
-            unfinished: graph.len(),
-            workflow,
-            input: Arc::new(input),
-            tasks,
-            done,
-        }
+        RunState { run_id, unfinished: graph.len(), workflow, input: Arc::new(input), tasks, done }
     }
 
     /// What the task at `position` sees: the input plus its ancestors' writes in order.
@@ -130,20 +119,15 @@ impl RunState {
         let ancestors = self.workflow.graph.ancestors(position);
         Arc::new(context::fold(
             &self.input,
-            ancestors
-                .iter()
-                .filter_map(|&a| self.tasks[a as usize].delta.as_deref()),
+            ancestors.iter().filter_map(|&a| self.tasks[a as usize].delta.as_deref()),
         ))
     }
 
     /// Records the writes of the completed task at `position`.
     pub fn complete(&mut self, position: u32, delta: Map) {
         let graph = &self.workflow.graph;
-        let users = graph
-            .successors(position)
-            .iter()
-            .filter(|&&s| graph.dependencies(s).len() == 1)
-            .count() as u32;
+        let users =
+            graph.successors(position).iter().filter(|&&s| graph.dependencies(s).len() == 1).count() as u32;
         let task = &mut self.tasks[position as usize];
         let input = task.input.take();
         if users > 0 {
@@ -172,10 +156,7 @@ impl Facts for RuleFacts<'_> {
             .dependencies(self.position)
             .iter()
             .map(|&d| {
-                let status = self.run.tasks[d as usize]
-                    .status
-                    .upstream()
-                    .unwrap_or(Upstream::Skipped);
+                let status = self.run.tasks[d as usize].status.upstream().unwrap_or(Upstream::Skipped);
                 (graph.id(d), status)
             })
             .collect()

@@ -27,18 +27,9 @@ struct RustExecutor;
 impl Executor for RustExecutor {
     fn execute(&self, job: Job) -> BoxFuture<'static, Outcome> {
         Box::pin(async move {
-            let body = job
-                .body
-                .as_any()
-                .downcast_ref::<RustBody>()
-                .expect("a Rust body")
-                .0
-                .clone();
+            let body = job.body.as_any().downcast_ref::<RustBody>().expect("a Rust body").0.clone();
             let input = job.input.clone();
-            match tokio::task::spawn_blocking(move || body(&input))
-                .await
-                .expect("no panic")
-            {
+            match tokio::task::spawn_blocking(move || body(&input)).await.expect("no panic") {
                 Ok(delta) => Outcome::Completed(delta),
                 Err(error) => Outcome::failed(error),
             }
@@ -79,27 +70,17 @@ fn obj(v: Value) -> Map {
 }
 
 fn add_one(key: &'static str) -> impl Fn(&Map) -> Result<Map, String> + Send + Sync {
-    move |ctx| {
-        Ok(obj(
-            json!({ key: ctx.get("x").and_then(Value::as_i64).unwrap_or(0) + 1 }),
-        ))
-    }
+    move |ctx| Ok(obj(json!({ key: ctx.get("x").and_then(Value::as_i64).unwrap_or(0) + 1 })))
 }
 
 async fn engine(dir: &tempfile::TempDir) -> Engine {
     sqlite_library::bind(None).expect("a SQLite library");
-    let store = SqliteStore::open(&SqliteConfig::new(Some(dir.path().join("t.db"))))
-        .await
-        .unwrap();
-    Engine::start(
-        store,
-        Arc::new(RustExecutor),
-        EngineConfig { max_concurrency: 4 },
-    )
+    let store = SqliteStore::open(&SqliteConfig::new(Some(dir.path().join("t.db")))).await.unwrap();
+    Engine::start(store, Arc::new(RustExecutor), EngineConfig { max_concurrency: 4, ..Default::default() })
 }
 
 async fn run(engine: &Engine, wf: &Arc<WorkflowDef>, input: Value) -> crate::store::RunRecord {
-    let id = engine.submit(wf.clone(), obj(input)).await.unwrap();
+    let id = engine.submit(wf.clone(), obj(input), None).await.unwrap();
     engine.wait(&id).await.unwrap();
     engine.get_run(&id).await.unwrap().unwrap()
 }
@@ -120,11 +101,7 @@ async fn chain_runs_in_order_and_persists_deltas() {
     for t in &run.tasks {
         assert_eq!(t.status, "completed");
         assert_eq!(t.attempts, 1);
-        assert_eq!(
-            t.output.as_ref().unwrap().len(),
-            1,
-            "only the task's own writes are stored"
-        );
+        assert_eq!(t.output.as_ref().unwrap().len(), 1, "only the task's own writes are stored");
     }
     engine.close().await;
 }
@@ -141,14 +118,7 @@ async fn failure_skips_downstream_and_independent_branch_completes() {
     ];
     let wf = registry::register_workflow("rt_fail", None, &specs, None).unwrap();
     let run = run(&engine, &wf, json!({})).await;
-    let status = |id: &str| {
-        run.tasks
-            .iter()
-            .find(|t| t.task_id == id)
-            .unwrap()
-            .status
-            .clone()
-    };
+    let status = |id: &str| run.tasks.iter().find(|t| t.task_id == id).unwrap().status.clone();
     assert_eq!(run.status, "failed");
     assert_eq!(status("rf_bad"), "failed");
     assert_eq!(status("rf_after_bad"), "skipped");
@@ -163,11 +133,7 @@ async fn many_concurrent_runs_all_complete() {
     let engine = Arc::new(engine(&dir).await);
     let specs: Vec<TaskSpec> = (0..5)
         .map(|i| {
-            let deps: Vec<String> = if i == 0 {
-                vec![]
-            } else {
-                vec![format!("rc_{}", i - 1)]
-            };
+            let deps: Vec<String> = if i == 0 { vec![] } else { vec![format!("rc_{}", i - 1)] };
             let deps: Vec<&str> = deps.iter().map(String::as_str).collect();
             define(&format!("rc_{i}"), &deps, add_one("x"))
         })
@@ -175,12 +141,7 @@ async fn many_concurrent_runs_all_complete() {
     let wf = registry::register_workflow("rt_many", None, &specs, None).unwrap();
     let mut ids = Vec::new();
     for _ in 0..200 {
-        ids.push(
-            engine
-                .submit(wf.clone(), obj(json!({"x": 0})))
-                .await
-                .unwrap(),
-        );
+        ids.push(engine.submit(wf.clone(), obj(json!({"x": 0})), None).await.unwrap());
     }
     for id in &ids {
         engine.wait(id).await.unwrap();
@@ -204,18 +165,13 @@ async fn retries_until_success_and_records_every_attempt() {
     let engine = engine(&dir).await;
     let calls = Arc::new(std::sync::atomic::AtomicU32::new(0));
     let c = calls.clone();
-    let specs = vec![define_with(
-        "rr_flaky",
-        &[],
-        json!({"retries": 3, "retry_delay": 0.01}),
-        move |_| {
-            if c.fetch_add(1, std::sync::atomic::Ordering::SeqCst) < 2 {
-                Err("not yet".into())
-            } else {
-                Ok(obj(json!({"ok": true})))
-            }
-        },
-    )];
+    let specs = vec![define_with("rr_flaky", &[], json!({"retries": 3, "retry_delay": 0.01}), move |_| {
+        if c.fetch_add(1, std::sync::atomic::Ordering::SeqCst) < 2 {
+            Err("not yet".into())
+        } else {
+            Ok(obj(json!({"ok": true})))
+        }
+    })];
     let wf = registry::register_workflow("rt_retry", None, &specs, None).unwrap();
     let run = run(&engine, &wf, json!({})).await;
     assert_eq!(run.status, "completed");
@@ -233,23 +189,11 @@ async fn all_done_rule_runs_cleanup_after_a_failure() {
     let specs = vec![
         define("rd_bad", &[], |_| Err("boom".into())),
         define("rd_next", &["rd_bad"], add_one("x")),
-        define_with(
-            "rd_cleanup",
-            &["rd_next"],
-            json!({"trigger": {"rule": "all_done"}}),
-            add_one("c"),
-        ),
+        define_with("rd_cleanup", &["rd_next"], json!({"trigger": {"rule": "all_done"}}), add_one("c")),
     ];
     let wf = registry::register_workflow("rt_rules", None, &specs, None).unwrap();
     let run = run(&engine, &wf, json!({})).await;
-    let status = |id: &str| {
-        run.tasks
-            .iter()
-            .find(|t| t.task_id == id)
-            .unwrap()
-            .status
-            .clone()
-    };
+    let status = |id: &str| run.tasks.iter().find(|t| t.task_id == id).unwrap().status.clone();
     assert_eq!(status("rd_next"), "skipped");
     assert_eq!(status("rd_cleanup"), "completed");
     assert_eq!(run.status, "failed");
@@ -268,15 +212,34 @@ async fn cancel_ends_the_run_and_its_pending_tasks() {
         define("rk_after", &["rk_slow"], add_one("x")),
     ];
     let wf = registry::register_workflow("rt_cancel", None, &specs, None).unwrap();
-    let id = engine.submit(wf, obj(json!({}))).await.unwrap();
+    let id = engine.submit(wf, obj(json!({})), None).await.unwrap();
     assert!(engine.cancel(&id).await.unwrap());
     engine.wait(&id).await.unwrap();
     let run = engine.get_run(&id).await.unwrap().unwrap();
     assert_eq!(run.status, "cancelled");
     assert!(run.tasks.iter().all(|t| t.status == "cancelled"));
-    assert!(
-        !engine.cancel(&id).await.unwrap(),
-        "a final run cannot be cancelled again"
-    );
+    assert!(!engine.cancel(&id).await.unwrap(), "a final run cannot be cancelled again");
+    engine.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_skipped_root_skips_its_successors_and_the_run_ends() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = engine(&dir).await;
+    let never = json!({"trigger": {"rule": "context_value", "key": "absent", "op": "exists"}});
+    let specs = vec![
+        define_with("rs_root", &[], never, add_one("x")),
+        define("rs_next", &["rs_root"], add_one("y")),
+        define_with("rs_last", &["rs_next"], json!({"trigger": {"rule": "all_done"}}), add_one("z")),
+    ];
+    let wf = registry::register_workflow("rt_skip_root", None, &specs, None).unwrap();
+    let run = tokio::time::timeout(std::time::Duration::from_secs(10), run(&engine, &wf, json!({})))
+        .await
+        .expect("the run must end");
+    let status = |id: &str| run.tasks.iter().find(|t| t.task_id == id).unwrap().status.clone();
+    assert_eq!(status("rs_root"), "skipped");
+    assert_eq!(status("rs_next"), "skipped");
+    assert_eq!(status("rs_last"), "completed");
+    assert_eq!(run.status, "completed");
     engine.close().await;
 }

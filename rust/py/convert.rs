@@ -24,15 +24,9 @@ pub fn value_from_py(value: &Bound<'_, PyAny>) -> Result<Value, String> {
 
 const MAX_DEPTH: usize = 512;
 
-fn json_from_py(
-    value: &Bound<'_, PyAny>,
-    path: &mut String,
-    depth: usize,
-) -> Result<Value, String> {
+fn json_from_py(value: &Bound<'_, PyAny>, path: &mut String, depth: usize) -> Result<Value, String> {
     if depth > MAX_DEPTH {
-        return Err(format!(
-            "the value is nested more than {MAX_DEPTH} levels deep (at {path})"
-        ));
+        return Err(format!("the value is nested more than {MAX_DEPTH} levels deep (at {path})"));
     }
     if value.is_none() {
         return Ok(Value::Null);
@@ -47,10 +41,7 @@ fn json_from_py(
         if let Ok(v) = i.extract::<u64>() {
             return Ok(Value::from(v));
         }
-        return Err(format!(
-            "{}the integer {i} does not fit in 64 bits",
-            at(path)
-        ));
+        return Err(format!("{}the integer {i} does not fit in 64 bits", at(path)));
     }
     if let Ok(f) = value.cast::<PyFloat>() {
         let v = f.value();
@@ -59,22 +50,14 @@ fn json_from_py(
             .ok_or_else(|| format!("{}the float {v} is not a JSON number", at(path)));
     }
     if let Ok(s) = value.cast::<PyString>() {
-        return Ok(Value::String(
-            s.to_str().map_err(|e| e.to_string())?.to_owned(),
-        ));
+        return Ok(Value::String(s.to_str().map_err(|e| e.to_string())?.to_owned()));
     }
     if let Ok(dict) = value.cast::<PyDict>() {
         let mut map = Map::with_capacity(dict.len());
         for (k, v) in dict.iter() {
             let key = match k.cast::<PyString>() {
                 Ok(k) => k.to_str().map_err(|e| e.to_string())?.to_owned(),
-                Err(_) => {
-                    return Err(format!(
-                        "{}a dict key must be a str, not {}",
-                        at(path),
-                        type_name(&k)
-                    ))
-                }
+                Err(_) => return Err(format!("{}a dict key must be a str, not {}", at(path), type_name(&k))),
             };
             let len = path.len();
             path.push_str(&format!("[{key:?}]"));
@@ -95,11 +78,7 @@ fn json_from_py(
         }
         return Ok(Value::Array(items));
     }
-    Err(format!(
-        "{}a value of type '{}' is not JSON-serializable",
-        at(path),
-        type_name(value)
-    ))
+    Err(format!("{}a value of type '{}' is not JSON-serializable", at(path), type_name(value)))
 }
 
 fn at(path: &str) -> String {
@@ -111,26 +90,20 @@ fn at(path: &str) -> String {
 }
 
 fn type_name(value: &Bound<'_, PyAny>) -> String {
-    value
-        .get_type()
-        .qualname()
-        .map(|n| n.to_string())
-        .unwrap_or_else(|_| "?".into())
+    value.get_type().qualname().map(|n| n.to_string()).unwrap_or_else(|_| "?".into())
 }
 
 /// A dict of str keys to JSON values; `what` names the dict in errors.
 pub fn map_from_py(dict: &Bound<'_, PyAny>, what: &str) -> PyResult<Map> {
-    let dict = dict
-        .cast::<PyDict>()
-        .map_err(|_| PyTypeError::new_err(format!("{what} must be a dict")))?;
+    let dict = dict.cast::<PyDict>().map_err(|_| PyTypeError::new_err(format!("{what} must be a dict")))?;
     let mut map = Map::with_capacity(dict.len());
     for (key, value) in dict.iter() {
         let key = key
             .cast::<PyString>()
             .map_err(|_| PyTypeError::new_err(format!("{what}: keys must be str, not {key:?}")))?
             .to_string();
-        let value = value_from_py(&value)
-            .map_err(|e| PyTypeError::new_err(format!("{what}, key '{key}': {e}")))?;
+        let value =
+            value_from_py(&value).map_err(|e| PyTypeError::new_err(format!("{what}, key '{key}': {e}")))?;
         map.insert(key, value);
     }
     Ok(map)
@@ -175,6 +148,13 @@ pub fn run_to_py<'py>(py: Python<'py>, run: &RunRecord) -> PyResult<Bound<'py, P
         "started_at": run.started_at,
         "finished_at": run.finished_at,
         "context": Value::Object(run.context()),
+        "owner": run.owner,
+        "idempotency_key": run.idempotency_key,
+        "events": run.events.iter().map(|(at, kind, detail)| json!({
+            "at": at,
+            "kind": kind,
+            "detail": detail.as_deref().and_then(|d| serde_json::from_str::<Value>(d).ok()),
+        })).collect::<Vec<_>>(),
         "tasks": tasks,
     });
     pythonize::pythonize(py, &view).map_err(|e| PyTypeError::new_err(e.to_string()))

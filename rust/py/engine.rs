@@ -23,16 +23,15 @@ pub struct PyEngine {
 }
 
 fn workflow_def(name: &str) -> PyResult<Arc<registry::WorkflowDef>> {
-    registry::workflow(name).ok_or_else(|| {
-        Error::Workflow(format!("workflow '{name}' is not defined in this process")).into()
-    })
+    registry::workflow(name)
+        .ok_or_else(|| Error::Workflow(format!("workflow '{name}' is not defined in this process")).into())
 }
 
 #[pymethods]
 impl PyEngine {
     /// Opens the SQLite database at `path` (None: in memory) and starts the engine.
     #[new]
-    #[pyo3(signature = (path, *, durability, max_concurrency, call_sync, submit_async, interrupt, call_hook))]
+    #[pyo3(signature = (path, *, durability, max_concurrency, call_sync, submit_async, interrupt, call_hook, recover = true, lease = 30.0))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
@@ -43,57 +42,84 @@ impl PyEngine {
         submit_async: Py<PyAny>,
         interrupt: Py<PyAny>,
         call_hook: Py<PyAny>,
+        recover: bool,
+        lease: f64,
     ) -> PyResult<Self> {
+        if !(lease.is_finite() && lease >= 1.0) {
+            return Err(PyValueError::new_err("lease must be at least 1 second"));
+        }
         if max_concurrency == 0 {
             return Err(PyValueError::new_err("max_concurrency must be at least 1"));
         }
         let mut config = SqliteConfig::new(path);
         config.durability = durability.parse::<Durability>()?;
-        let executor = Arc::new(PythonExecutor::new(
-            call_sync,
-            submit_async,
-            interrupt,
-            call_hook,
-        ));
+        let executor = Arc::new(PythonExecutor::new(call_sync, submit_async, interrupt, call_hook));
         let engine = wait(
             py,
             async move {
                 let store = SqliteStore::open(&config).await?;
-                Ok(Engine::start(
-                    store,
-                    Arc::new(executor),
-                    EngineConfig { max_concurrency },
-                ))
+                let engine_config =
+                    EngineConfig { max_concurrency, lease: Duration::from_secs_f64(lease), recover };
+                let engine = Engine::start(store, Arc::new(executor), engine_config);
+                if recover {
+                    // Runs interrupted by a crash continue now, not after the first check.
+                    if let Err(e) = engine.recover_orphans().await {
+                        log::warn!("recovering interrupted runs failed: {e}");
+                    }
+                }
+                Ok(engine)
             },
             None,
         )?
         .expect("no timeout");
-        Ok(PyEngine {
-            engine: Arc::new(engine),
-        })
+        Ok(PyEngine { engine: Arc::new(engine) })
     }
 
-    /// Starts a run of the registered workflow `workflow`; returns the run id.
-    fn submit(&self, py: Python<'_>, workflow: &str, input: &Bound<'_, PyAny>) -> PyResult<String> {
+    /// Starts a run of the registered workflow `workflow`; returns the run id (of the
+    /// existing run, if `idempotency_key` was used before).
+    #[pyo3(signature = (workflow, input, idempotency_key = None))]
+    fn submit(
+        &self,
+        py: Python<'_>,
+        workflow: &str,
+        input: &Bound<'_, PyAny>,
+        idempotency_key: Option<String>,
+    ) -> PyResult<String> {
         let def = workflow_def(workflow)?;
         let input = map_from_py(input, "the run's input")?;
         let engine = self.engine.clone();
-        Ok(wait(py, async move { engine.submit(def, input).await }, None)?.expect("no timeout"))
+        let submit = async move { engine.submit(def, input, idempotency_key).await };
+        Ok(wait(py, submit, None)?.expect("no timeout"))
+    }
+
+    /// Continues an interrupted run, or re-executes a failed or cancelled one.
+    fn resume(&self, py: Python<'_>, run_id: String) -> PyResult<()> {
+        let engine = self.engine.clone();
+        wait(py, async move { engine.resume(&run_id).await }, None)?;
+        Ok(())
+    }
+
+    /// Takes over runs whose owner is gone; returns their ids.
+    fn recover(&self, py: Python<'_>) -> PyResult<Vec<String>> {
+        let engine = self.engine.clone();
+        Ok(wait(py, async move { engine.recover_orphans().await }, None)?.expect("no timeout"))
     }
 
     /// Awaitable twin of `submit`.
+    #[pyo3(signature = (workflow, input, idempotency_key = None))]
     fn submit_async<'py>(
         &self,
         py: Python<'py>,
         workflow: &str,
         input: &Bound<'_, PyAny>,
+        idempotency_key: Option<String>,
     ) -> PyResult<Bound<'py, PyAny>> {
         let def = workflow_def(workflow)?;
         let input = map_from_py(input, "the run's input")?;
         let engine = self.engine.clone();
         runtime()?;
         pyo3_async_runtimes::tokio::future_into_py(py, async move {
-            Ok(engine.submit(def, input).await?)
+            Ok(engine.submit(def, input, idempotency_key).await?)
         })
     }
 
@@ -102,9 +128,7 @@ impl PyEngine {
     fn wait(&self, py: Python<'_>, run_id: String, timeout: Option<f64>) -> PyResult<bool> {
         let timeout = match timeout {
             Some(t) if !(t >= 0.0 && t.is_finite()) => {
-                return Err(PyValueError::new_err(
-                    "timeout must be a non-negative number of seconds",
-                ))
+                return Err(PyValueError::new_err("timeout must be a non-negative number of seconds"))
             }
             Some(t) => Some(Duration::from_secs_f64(t)),
             None => None,
@@ -117,10 +141,7 @@ impl PyEngine {
     fn wait_async<'py>(&self, py: Python<'py>, run_id: String) -> PyResult<Bound<'py, PyAny>> {
         let engine = self.engine.clone();
         runtime()?;
-        pyo3_async_runtimes::tokio::future_into_py(
-            py,
-            async move { Ok(engine.wait(&run_id).await?) },
-        )
+        pyo3_async_runtimes::tokio::future_into_py(py, async move { Ok(engine.wait(&run_id).await?) })
     }
 
     /// Cancels run `run_id` (here, or by asking its owner); False if unknown or final.
@@ -133,19 +154,14 @@ impl PyEngine {
     fn cancel_async<'py>(&self, py: Python<'py>, run_id: String) -> PyResult<Bound<'py, PyAny>> {
         let engine = self.engine.clone();
         runtime()?;
-        pyo3_async_runtimes::tokio::future_into_py(
-            py,
-            async move { Ok(engine.cancel(&run_id).await?) },
-        )
+        pyo3_async_runtimes::tokio::future_into_py(py, async move { Ok(engine.cancel(&run_id).await?) })
     }
 
     /// Run `run_id` as a dict, or None.
     fn get_run(&self, py: Python<'_>, run_id: String) -> PyResult<Option<Py<PyAny>>> {
         let engine = self.engine.clone();
-        let run =
-            wait(py, async move { engine.get_run(&run_id).await }, None)?.expect("no timeout");
-        run.map(|r| run_to_py(py, &r).map(Bound::unbind))
-            .transpose()
+        let run = wait(py, async move { engine.get_run(&run_id).await }, None)?.expect("no timeout");
+        run.map(|r| run_to_py(py, &r).map(Bound::unbind)).transpose()
     }
 
     /// Awaitable twin of `get_run`.
@@ -154,10 +170,7 @@ impl PyEngine {
         runtime()?;
         pyo3_async_runtimes::tokio::future_into_py(py, async move {
             let run = engine.get_run(&run_id).await?;
-            Python::attach(|py| {
-                run.map(|r| run_to_py(py, &r).map(Bound::unbind))
-                    .transpose()
-            })
+            Python::attach(|py| run.map(|r| run_to_py(py, &r).map(Bound::unbind)).transpose())
         })
     }
 
@@ -171,17 +184,9 @@ impl PyEngine {
         limit: u32,
     ) -> PyResult<Bound<'py, PyList>> {
         let engine = self.engine.clone();
-        let filter = RunFilter {
-            workflow,
-            status,
-            limit,
-        };
-        let runs =
-            wait(py, async move { engine.list_runs(&filter).await }, None)?.expect("no timeout");
-        let items = runs
-            .iter()
-            .map(|r| run_to_py(py, r))
-            .collect::<PyResult<Vec<_>>>()?;
+        let filter = RunFilter { workflow, status, limit };
+        let runs = wait(py, async move { engine.list_runs(&filter).await }, None)?.expect("no timeout");
+        let items = runs.iter().map(|r| run_to_py(py, r)).collect::<PyResult<Vec<_>>>()?;
         PyList::new(py, items)
     }
 

@@ -6,36 +6,16 @@ use pyo3::prelude::*;
 
 use crate::errors::Error;
 
-create_exception!(
-    cloacina,
-    CloacinaError,
-    PyException,
-    "Base class of every cloacina error."
-);
-create_exception!(
-    cloacina,
-    WorkflowError,
-    CloacinaError,
-    "A workflow definition is invalid."
-);
+create_exception!(cloacina, CloacinaError, PyException, "Base class of every cloacina error.");
+create_exception!(cloacina, WorkflowError, CloacinaError, "A workflow definition is invalid.");
 create_exception!(
     cloacina,
     WorkflowFailed,
     CloacinaError,
     "A run ended failed (raised by RunResult.raise_for_status)."
 );
-create_exception!(
-    cloacina,
-    TaskError,
-    CloacinaError,
-    "A task is invalid or produced something unusable."
-);
-create_exception!(
-    cloacina,
-    DatabaseError,
-    CloacinaError,
-    "The database failed or holds unreadable data."
-);
+create_exception!(cloacina, TaskError, CloacinaError, "A task is invalid or produced something unusable.");
+create_exception!(cloacina, DatabaseError, CloacinaError, "The database failed or holds unreadable data.");
 create_exception!(
     cloacina,
     ConfigurationError,
@@ -51,9 +31,7 @@ impl From<Error> for PyErr {
             Error::Workflow(_) => WorkflowError::new_err(message),
             Error::Task(_) => TaskError::new_err(message),
             Error::Database(_) => DatabaseError::new_err(message),
-            Error::Closed(_) | Error::Forked { .. } | Error::Internal(_) => {
-                CloacinaError::new_err(message)
-            }
+            Error::Closed(_) | Error::Forked { .. } | Error::Internal(_) => CloacinaError::new_err(message),
         }
     }
 }

@@ -60,12 +60,7 @@ impl PythonExecutor {
         interrupt: Py<PyAny>,
         call_hook: Py<PyAny>,
     ) -> Self {
-        PythonExecutor {
-            call_sync,
-            submit_async,
-            interrupt,
-            call_hook,
-        }
+        PythonExecutor { call_sync, submit_async, interrupt, call_hook }
     }
 }
 
@@ -79,22 +74,15 @@ impl Executor for Arc<PythonExecutor> {
         Box::pin(async move {
             let is_async = match body_of(&job.body) {
                 Some(body) => body.is_async,
-                None => {
-                    return Outcome::failed(format!("task '{}' has no Python body", job.task_id))
-                }
+                None => return Outcome::failed(format!("task '{}' has no Python body", job.task_id)),
             };
             if !is_async {
-                let run = tokio::task::spawn_blocking(move || {
-                    Python::attach(|py| this.run_sync(py, &job))
-                });
-                return run
-                    .await
-                    .unwrap_or_else(|e| Outcome::failed(format!("internal error: {e}")));
+                let run = tokio::task::spawn_blocking(move || Python::attach(|py| this.run_sync(py, &job)));
+                return run.await.unwrap_or_else(|e| Outcome::failed(format!("internal error: {e}")));
             }
             let (tx, rx) = oneshot::channel();
-            let scheduled = tokio::task::spawn_blocking(move || {
-                Python::attach(|py| this.schedule_async(py, job, tx))
-            });
+            let scheduled =
+                tokio::task::spawn_blocking(move || Python::attach(|py| this.schedule_async(py, job, tx)));
             match scheduled.await {
                 Ok(Ok(())) => {}
                 Ok(Err(outcome)) => return outcome,
@@ -127,11 +115,9 @@ impl Executor for Arc<PythonExecutor> {
             if !hook.body.has_hook(hook.kind) {
                 return Ok(());
             }
-            let call = tokio::task::spawn_blocking(move || {
-                Python::attach(|py| this.call_hook_now(py, &hook))
-            });
-            call.await
-                .unwrap_or_else(|e| Err(format!("internal error: {e}")))
+            let call =
+                tokio::task::spawn_blocking(move || Python::attach(|py| this.call_hook_now(py, &hook)));
+            call.await.unwrap_or_else(|e| Err(format!("internal error: {e}")))
         })
     }
 }
@@ -142,35 +128,19 @@ impl PythonExecutor {
         let data = match map_to_py(py, &job.input) {
             Ok(d) => d,
             Err(e) => {
-                return Outcome::failed(format!(
-                    "task '{}': cannot build its context: {e}",
-                    job.task_id
-                ))
+                return Outcome::failed(format!("task '{}': cannot build its context: {e}", job.task_id))
             }
         };
-        match self
-            .call_sync
-            .bind(py)
-            .call1((body.func.bind(py), &*job.task_id, data, &*job.token))
-        {
+        match self.call_sync.bind(py).call1((body.func.bind(py), &*job.task_id, data, &*job.token)) {
             Ok(result) => delta_from_py(&job.task_id, &job.input, &result),
             Err(err) => failure_from_pyerr(py, &err, body.retry_on.as_ref()),
         }
     }
 
-    fn schedule_async(
-        &self,
-        py: Python<'_>,
-        job: Job,
-        tx: oneshot::Sender<Outcome>,
-    ) -> Result<(), Outcome> {
+    fn schedule_async(&self, py: Python<'_>, job: Job, tx: oneshot::Sender<Outcome>) -> Result<(), Outcome> {
         let body = body_of(&job.body).expect("checked by execute");
-        let data = map_to_py(py, &job.input).map_err(|e| {
-            Outcome::failed(format!(
-                "task '{}': cannot build its context: {e}",
-                job.task_id
-            ))
-        })?;
+        let data = map_to_py(py, &job.input)
+            .map_err(|e| Outcome::failed(format!("task '{}': cannot build its context: {e}", job.task_id)))?;
         let completion = Completion {
             task_id: job.task_id.clone(),
             input: job.input.clone(),
@@ -179,13 +149,7 @@ impl PythonExecutor {
         };
         self.submit_async
             .bind(py)
-            .call1((
-                body.func.bind(py),
-                &*job.task_id,
-                data,
-                &*job.token,
-                completion,
-            ))
+            .call1((body.func.bind(py), &*job.task_id, data, &*job.token, completion))
             .map(drop)
             .map_err(|err| failure_from_pyerr(py, &err, body.retry_on.as_ref()))
     }
@@ -204,13 +168,9 @@ impl PythonExecutor {
         let error = hook.error.as_deref().unwrap_or("");
         let result = (|| -> PyResult<()> {
             let args = match hook.kind {
-                HookKind::Success => PyTuple::new(
-                    py,
-                    [
-                        task_id.into_pyobject(py)?.into_any(),
-                        map_to_py(py, &hook.context)?,
-                    ],
-                )?,
+                HookKind::Success => {
+                    PyTuple::new(py, [task_id.into_pyobject(py)?.into_any(), map_to_py(py, &hook.context)?])?
+                }
                 HookKind::Failure => PyTuple::new(
                     py,
                     [
@@ -276,25 +236,19 @@ fn delta_from_py(task_id: &str, input: &Map, result: &Bound<'_, PyAny>) -> Outco
     let pair = match result.cast::<PyTuple>() {
         Ok(t) if t.len() == 2 => t.clone(),
         _ => {
-            return Outcome::failed(format!(
-                "internal error: task '{task_id}' returned an unexpected shape"
-            ))
+            return Outcome::failed(format!("internal error: task '{task_id}' returned an unexpected shape"))
         }
     };
     let mut delta = Map::new();
     for (i, dict) in pair.iter().enumerate() {
         let Ok(dict) = dict.cast::<PyDict>().cloned() else {
-            return Outcome::failed(format!(
-                "internal error: task '{task_id}' returned an unexpected shape"
-            ));
+            return Outcome::failed(format!("internal error: task '{task_id}' returned an unexpected shape"));
         };
         for (key, value) in dict.iter() {
             let key = match key.cast::<PyString>() {
                 Ok(k) => k.to_string(),
                 Err(_) => {
-                    return never(format!(
-                        "task '{task_id}' wrote a context key that is not a str: {key:?}"
-                    ))
+                    return never(format!("task '{task_id}' wrote a context key that is not a str: {key:?}"))
                 }
             };
             let value = match value_from_py(&value) {
@@ -312,11 +266,7 @@ fn delta_from_py(task_id: &str, input: &Map, result: &Bound<'_, PyAny>) -> Outco
 
 /// A failure that retrying cannot fix (the task produced something unusable).
 fn never(error: String) -> Outcome {
-    Outcome::Failed {
-        error,
-        traceback: None,
-        hint: RetryHint::Never,
-    }
+    Outcome::Failed { error, traceback: None, hint: RetryHint::Never }
 }
 
 /// An exception as `"Type: message"`, its formatted traceback (engine frames removed),
@@ -327,9 +277,7 @@ fn failure_from_pyerr(py: Python<'_>, err: &PyErr, retry_on: Option<&Py<PyAny>>)
     if let Some(tb) = err.traceback(py) {
         let _ = value.setattr("__traceback__", tb);
     }
-    let retry_on = retry_on
-        .map(|r| r.bind(py).clone())
-        .unwrap_or_else(|| py.None().into_bound(py));
+    let retry_on = retry_on.map(|r| r.bind(py).clone()).unwrap_or_else(|| py.None().into_bound(py));
     let described = py
         .import("cloacina._invoke")
         .and_then(|m| m.call_method1("describe_failure", (value, retry_on)))
@@ -341,11 +289,7 @@ fn failure_from_pyerr(py: Python<'_>, err: &PyErr, retry_on: Option<&Py<PyAny>>)
                 "retry" => RetryHint::Requested(delay),
                 _ => RetryHint::Policy,
             };
-            Outcome::Failed {
-                error,
-                traceback: Some(traceback),
-                hint,
-            }
+            Outcome::Failed { error, traceback: Some(traceback), hint }
         }
         Err(_) => Outcome::failed(err.to_string()),
     }

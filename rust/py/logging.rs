@@ -14,9 +14,7 @@ pub fn install(py: Python<'_>) {
     let Ok(logger) = Logger::new(py, Caching::LoggersAndLevels) else {
         return;
     };
-    let logger = logger
-        .filter(LevelFilter::Off)
-        .filter_target("cloacina".to_owned(), LevelFilter::Trace);
+    let logger = logger.filter(LevelFilter::Off).filter_target("cloacina".to_owned(), LevelFilter::Trace);
     if let Ok(handle) = logger.install() {
         let _ = RESET.set(handle);
     }

@@ -36,8 +36,7 @@ pub fn register_task(
 ) -> PyResult<()> {
     let policy = match policy {
         Some(p) => {
-            let value =
-                value_from_py(p).map_err(|e| Error::Task(format!("task '{id}': options: {e}")))?;
+            let value = value_from_py(p).map_err(|e| Error::Task(format!("task '{id}': options: {e}")))?;
             TaskPolicy::parse(&id, &value)?
         }
         None => TaskPolicy::default(),
@@ -48,14 +47,7 @@ pub fn register_task(
         dependencies,
         fingerprint,
         policy,
-        body: Arc::new(PyTaskBody {
-            func,
-            is_async,
-            retry_on,
-            on_success,
-            on_failure,
-            on_retry,
-        }),
+        body: Arc::new(PyTaskBody { func, is_async, retry_on, on_success, on_failure, on_retry }),
     });
     Ok(())
 }
@@ -63,8 +55,7 @@ pub fn register_task(
 /// Validates a trigger rule given as JSON data; raises WorkflowError if it is invalid.
 #[pyfunction]
 pub fn validate_rule(rule: &Bound<'_, PyAny>) -> PyResult<()> {
-    let value =
-        value_from_py(rule).map_err(|e| Error::Workflow(format!("invalid trigger rule: {e}")))?;
+    let value = value_from_py(rule).map_err(|e| Error::Workflow(format!("invalid trigger rule: {e}")))?;
     Rule::parse(&value)?;
     Ok(())
 }
@@ -81,11 +72,7 @@ pub fn register_workflow(
 ) -> PyResult<(Vec<String>, String)> {
     let specs: Vec<TaskSpec> = tasks
         .into_iter()
-        .map(|(id, dependencies, fingerprint)| TaskSpec {
-            id,
-            dependencies,
-            fingerprint,
-        })
+        .map(|(id, dependencies, fingerprint)| TaskSpec { id, dependencies, fingerprint })
         .collect();
     let def = registry::register_workflow(name, description, &specs, timeout)?;
     Ok((def.graph.ids().to_vec(), def.graph.version().to_string()))

@@ -27,17 +27,11 @@ pub fn runtime() -> Result<&'static Runtime> {
             .thread_name("cloacina-worker")
             .build()
             .expect("building the tokio runtime");
-        Owned {
-            runtime,
-            pid: std::process::id(),
-        }
+        Owned { runtime, pid: std::process::id() }
     });
     let pid = std::process::id();
     if owned.pid != pid {
-        return Err(Error::Forked {
-            parent: owned.pid,
-            child: pid,
-        });
+        return Err(Error::Forked { parent: owned.pid, child: pid });
     }
     // Only the first call installs it; later ones find it in place.
     let _ = pyo3_async_runtimes::tokio::init_with_runtime(&owned.runtime);
@@ -86,10 +80,9 @@ where
                 }
             }
             Err(mpsc::RecvTimeoutError::Disconnected) => {
-                return Err(Error::Internal(
-                    "the engine task ended without an answer (it panicked)".into(),
+                return Err(
+                    Error::Internal("the engine task ended without an answer (it panicked)".into()).into()
                 )
-                .into())
             }
         }
     }

@@ -30,7 +30,19 @@ pub enum Op {
         input: String,
         owner: Arc<str>,
         at: i64,
+        lease_until: i64,
+        /// With a key, a run already holding it wins: this run and its rows are dropped
+        /// and `commit` reports the existing run's id.
+        idempotency_key: Option<String>,
     },
+    /// Extends the lease of every running run of `owner`.
+    RenewLeases { owner: Arc<str>, until: i64 },
+    /// Appends to the run's event log.
+    AddEvent { run_id: Arc<str>, kind: &'static str, detail: String, at: i64 },
+    /// A final run runs again (resume): status running, owned by `owner`.
+    ReopenRun { run_id: Arc<str>, owner: Arc<str>, lease_until: i64 },
+    /// A task goes back to `pending` to run again (resume).
+    ResetTask { run_id: Arc<str>, task_id: Arc<str> },
     /// One task row of a new run.
     InsertTask {
         run_id: Arc<str>,
@@ -40,13 +52,7 @@ pub enum Op {
         status: &'static str,
     },
     /// An attempt starts: the task is `running`, owned by `owner`.
-    StartTask {
-        run_id: Arc<str>,
-        task_id: Arc<str>,
-        attempt: u32,
-        owner: Arc<str>,
-        at: i64,
-    },
+    StartTask { run_id: Arc<str>, task_id: Arc<str>, attempt: u32, owner: Arc<str>, at: i64 },
     /// An attempt ended: the task row takes its outcome and the attempt is recorded.
     FinishTask {
         run_id: Arc<str>,
@@ -73,11 +79,7 @@ pub enum Op {
         traceback: Option<String>,
     },
     /// A hook raised: `entry` is a JSON object appended to the task's `hook_errors`.
-    AddHookError {
-        run_id: Arc<str>,
-        task_id: Arc<str>,
-        entry: String,
-    },
+    AddHookError { run_id: Arc<str>, task_id: Arc<str>, entry: String },
     /// A task changes status without running (ready, skipped, cancelled).
     MarkTask {
         run_id: Arc<str>,
@@ -87,12 +89,27 @@ pub enum Op {
         at: Option<i64>,
     },
     /// The run reached a final status.
-    FinishRun {
-        run_id: Arc<str>,
-        status: &'static str,
-        error: Option<String>,
-        at: i64,
-    },
+    FinishRun { run_id: Arc<str>, status: &'static str, error: Option<String>, at: i64 },
+}
+
+impl Op {
+    /// The run the op writes to, if it is about one run.
+    pub fn run_id(&self) -> Option<&str> {
+        match self {
+            Op::InsertRun { run_id, .. }
+            | Op::InsertTask { run_id, .. }
+            | Op::StartTask { run_id, .. }
+            | Op::FinishTask { run_id, .. }
+            | Op::RetryTask { run_id, .. }
+            | Op::AddHookError { run_id, .. }
+            | Op::MarkTask { run_id, .. }
+            | Op::FinishRun { run_id, .. }
+            | Op::AddEvent { run_id, .. }
+            | Op::ReopenRun { run_id, .. }
+            | Op::ResetTask { run_id, .. } => Some(run_id),
+            Op::RenewLeases { .. } => None,
+        }
+    }
 }
 
 /// A task of a run, as stored.
@@ -100,6 +117,8 @@ pub enum Op {
 pub struct TaskRecord {
     pub task_id: String,
     pub position: u32,
+    /// The ids it depends on, as the run was planned.
+    pub dependencies: Vec<String>,
     pub status: String,
     pub attempts: u32,
     pub started_at: Option<i64>,
@@ -139,7 +158,12 @@ pub struct RunRecord {
     pub created_at: i64,
     pub started_at: Option<i64>,
     pub finished_at: Option<i64>,
+    pub owner: Option<String>,
+    pub lease_expires_at: Option<i64>,
+    pub idempotency_key: Option<String>,
     pub tasks: Vec<TaskRecord>,
+    /// The run's event log: `(at, kind, detail JSON)`, oldest first.
+    pub events: Vec<(i64, String, Option<String>)>,
 }
 
 impl RunRecord {
@@ -147,12 +171,19 @@ impl RunRecord {
     pub fn context(&self) -> Map {
         context::fold(
             &self.input,
-            self.tasks
-                .iter()
-                .filter(|t| t.status == "completed")
-                .filter_map(|t| t.output.as_ref()),
+            self.tasks.iter().filter(|t| t.status == "completed").filter_map(|t| t.output.as_ref()),
         )
     }
+}
+
+/// A run that may need recovering: not final, not driven by the asking engine.
+#[derive(Debug, Clone)]
+pub struct OrphanCandidate {
+    pub run_id: String,
+    pub workflow: String,
+    pub status: String,
+    pub owner: Option<String>,
+    pub lease_expires_at: Option<i64>,
 }
 
 /// Which runs `list_runs` returns.

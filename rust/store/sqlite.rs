@@ -15,11 +15,10 @@ use std::time::Duration;
 
 use sqlx::{ConnectOptions, Connection, Row};
 use sqlx_sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
-    SqliteSynchronous,
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
 };
 
-use super::{AttemptRecord, Op, RunFilter, RunRecord, TaskRecord};
+use super::{AttemptRecord, Op, OrphanCandidate, RunFilter, RunRecord, TaskRecord};
 use crate::context::Map;
 use crate::errors::{Error, Result};
 
@@ -41,9 +40,9 @@ impl FromStr for Durability {
         match s {
             "normal" => Ok(Durability::Normal),
             "full" => Ok(Durability::Full),
-            other => Err(Error::Configuration(format!(
-                "durability must be \"normal\" or \"full\", not {other:?}"
-            ))),
+            other => {
+                Err(Error::Configuration(format!("durability must be \"normal\" or \"full\", not {other:?}")))
+            }
         }
     }
 }
@@ -109,15 +108,9 @@ impl SqliteStore {
                     .busy_timeout(config.busy_timeout)
                     .synchronous(sync)
                     .disable_statement_logging();
-                let write_opts = base
-                    .clone()
-                    .create_if_missing(true)
-                    .journal_mode(SqliteJournalMode::Wal);
+                let write_opts = base.clone().create_if_missing(true).journal_mode(SqliteJournalMode::Wal);
                 let writer = single_pool().connect_with(write_opts).await.map_err(|e| {
-                    Error::Configuration(format!(
-                        "cannot open the database {}: {e}",
-                        path.display()
-                    ))
+                    Error::Configuration(format!("cannot open the database {}: {e}", path.display()))
                 })?;
                 let reader = SqlitePoolOptions::new()
                     .max_connections(config.readers.max(1))
@@ -127,11 +120,7 @@ impl SqliteStore {
             }
         };
         migrate(&writer).await?;
-        Ok(SqliteStore {
-            writer,
-            reader,
-            label,
-        })
+        Ok(SqliteStore { writer, reader, label })
     }
 
     /// What the store is (the file path, or ":memory:"), for messages.
@@ -140,17 +129,110 @@ impl SqliteStore {
     }
 
     /// Commits `ops` as one `BEGIN IMMEDIATE` transaction.
-    pub async fn commit(&self, ops: &[Op]) -> Result<()> {
+    /// Returns the runs not inserted because their idempotency key was taken, each
+    /// with the id of the run that holds the key.
+    pub async fn commit(&self, ops: &[Op]) -> Result<Vec<(Arc<str>, String)>> {
         if ops.is_empty() {
-            return Ok(());
+            return Ok(Vec::new());
         }
         let mut conn = self.writer.acquire().await?;
         let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
+        let mut duplicates: Vec<(Arc<str>, String)> = Vec::new();
         for op in ops {
-            apply(&mut tx, op).await?;
+            if !duplicates.is_empty() && duplicates.iter().any(|(id, _)| op.run_id() == Some(&**id)) {
+                continue;
+            }
+            if let Some(existing) = apply(&mut tx, op).await? {
+                if let Some(run_id) = op.run_id() {
+                    duplicates.push((run_id.into(), existing));
+                }
+            }
+        }
+        tx.commit().await?;
+        Ok(duplicates)
+    }
+
+    /// Takes over run `run_id` if its owner is still `expected_owner` (compare and
+    /// set, in its own transaction); with `reopen`, a final run becomes `running`.
+    pub async fn claim_run(
+        &self,
+        run_id: &str,
+        expected_owner: Option<&str>,
+        owner: &str,
+        lease_until: i64,
+    ) -> Result<bool> {
+        let mut conn = self.writer.acquire().await?;
+        let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
+        let done = sqlx::query(
+            "UPDATE runs SET owner = ?, lease_expires_at = ?, \
+             status = CASE WHEN status = 'interrupted' THEN 'running' ELSE status END \
+             WHERE run_id = ? AND owner IS ?",
+        )
+        .bind(owner)
+        .bind(lease_until)
+        .bind(run_id)
+        .bind(expected_owner)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        tx.commit().await?;
+        Ok(done > 0)
+    }
+
+    /// Runs not final and not owned by `me`: candidates for recovery.
+    pub async fn orphan_candidates(&self, me: &str) -> Result<Vec<OrphanCandidate>> {
+        let rows = sqlx::query(
+            "SELECT run_id, workflow, status, owner, lease_expires_at FROM runs \
+             WHERE status IN ('running', 'interrupted') AND (owner IS NULL OR owner != ?)",
+        )
+        .bind(me)
+        .fetch_all(&self.reader)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(OrphanCandidate {
+                    run_id: r.try_get(0)?,
+                    workflow: r.try_get(1)?,
+                    status: r.try_get(2)?,
+                    owner: r.try_get(3)?,
+                    lease_expires_at: r.try_get(4)?,
+                })
+            })
+            .collect()
+    }
+
+    /// Marks a running run whose owner is gone, and that nobody here can continue, as
+    /// `interrupted` (once), recording the event.
+    pub async fn mark_interrupted(&self, run_id: &str, owner: Option<&str>, at: i64) -> Result<()> {
+        let mut conn = self.writer.acquire().await?;
+        let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
+        let done = sqlx::query(
+            "UPDATE runs SET status = 'interrupted' WHERE run_id = ? AND owner IS ? AND status = 'running'",
+        )
+        .bind(run_id)
+        .bind(owner)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if done > 0 {
+            sqlx::query("INSERT INTO run_events (run_id, at, kind, detail) VALUES (?, ?, 'interrupted', ?)")
+                .bind(run_id)
+                .bind(at)
+                .bind(serde_json::json!({"owner": owner}).to_string())
+                .execute(&mut *tx)
+                .await?;
         }
         tx.commit().await?;
         Ok(())
+    }
+
+    /// The run holding idempotency key `key`, if any.
+    pub async fn run_by_key(&self, key: &str) -> Result<Option<String>> {
+        let row = sqlx::query("SELECT run_id FROM runs WHERE idempotency_key = ?")
+            .bind(key)
+            .fetch_optional(&self.reader)
+            .await?;
+        Ok(row.map(|r| r.get::<String, _>(0)))
     }
 
     /// The status of run `run_id`, if it exists.
@@ -164,32 +246,34 @@ impl SqliteStore {
 
     /// Run `run_id` with its tasks and their attempts, if it exists.
     pub async fn run(&self, run_id: &str) -> Result<Option<RunRecord>> {
+        // One read transaction: the run, its tasks and attempts from a single snapshot.
         let mut conn = self.reader.acquire().await?;
-        let row = sqlx::query(RUN_COLUMNS_BY_ID)
-            .bind(run_id)
-            .fetch_optional(&mut *conn)
-            .await?;
+        let mut tx = conn.begin().await?;
+        let row = sqlx::query(RUN_COLUMNS_BY_ID).bind(run_id).fetch_optional(&mut *tx).await?;
         let Some(row) = row else { return Ok(None) };
         let mut run = run_from_row(&row)?;
-        load_tasks(&mut conn, &mut run).await?;
+        load_tasks(&mut tx, &mut run).await?;
+        tx.commit().await?;
         Ok(Some(run))
     }
 
-    /// Runs matching `filter`, newest first, with their tasks.
+    /// Runs matching `filter`, newest first, with their tasks (one snapshot).
     pub async fn runs(&self, filter: &RunFilter) -> Result<Vec<RunRecord>> {
         let mut conn = self.reader.acquire().await?;
+        let mut tx = conn.begin().await?;
         let rows = sqlx::query(LIST_RUNS)
             .bind(filter.workflow.as_deref())
             .bind(filter.status.as_deref())
             .bind(filter.limit as i64)
-            .fetch_all(&mut *conn)
+            .fetch_all(&mut *tx)
             .await?;
         let mut runs = Vec::with_capacity(rows.len());
         for row in &rows {
             let mut run = run_from_row(row)?;
-            load_tasks(&mut conn, &mut run).await?;
+            load_tasks(&mut tx, &mut run).await?;
             runs.push(run);
         }
+        tx.commit().await?;
         Ok(runs)
     }
 
@@ -252,24 +336,17 @@ async fn migrate(pool: &SqlitePool) -> Result<()> {
             }
         }
     }
-    Err(last
-        .map(Error::from)
-        .unwrap_or_else(|| Error::Database("migration failed".into())))
+    Err(last.map(Error::from).unwrap_or_else(|| Error::Database("migration failed".into())))
 }
 
-async fn apply(conn: &mut sqlx_sqlite::SqliteConnection, op: &Op) -> Result<()> {
+/// Applies one op; Some(existing run id) when an insert lost to an idempotency key.
+async fn apply(conn: &mut sqlx_sqlite::SqliteConnection, op: &Op) -> Result<Option<String>> {
     match op {
-        Op::InsertRun {
-            run_id,
-            workflow,
-            version,
-            input,
-            owner,
-            at,
-        } => {
-            sqlx::query(
-                "INSERT INTO runs (run_id, workflow, version, status, input, owner, created_at, started_at) \
-                 VALUES (?, ?, ?, 'running', ?, ?, ?, ?)",
+        Op::InsertRun { run_id, workflow, version, input, owner, at, lease_until, idempotency_key } => {
+            let inserted = sqlx::query(
+                "INSERT INTO runs (run_id, workflow, version, status, input, owner, created_at, started_at, \
+                 lease_expires_at, idempotency_key) VALUES (?, ?, ?, 'running', ?, ?, ?, ?, ?, ?) \
+                 ON CONFLICT (idempotency_key) DO NOTHING",
             )
             .bind(&**run_id)
             .bind(&**workflow)
@@ -278,16 +355,57 @@ async fn apply(conn: &mut sqlx_sqlite::SqliteConnection, op: &Op) -> Result<()> 
             .bind(&**owner)
             .bind(at)
             .bind(at)
+            .bind(lease_until)
+            .bind(idempotency_key.as_deref())
+            .execute(&mut *conn)
+            .await?
+            .rows_affected();
+            if inserted == 0 {
+                let existing = sqlx::query("SELECT run_id FROM runs WHERE idempotency_key = ?")
+                    .bind(idempotency_key.as_deref())
+                    .fetch_one(&mut *conn)
+                    .await?;
+                return Ok(Some(existing.try_get(0)?));
+            }
+        }
+        Op::RenewLeases { owner, until } => {
+            sqlx::query("UPDATE runs SET lease_expires_at = ? WHERE owner = ? AND status = 'running'")
+                .bind(until)
+                .bind(&**owner)
+                .execute(&mut *conn)
+                .await?;
+        }
+        Op::AddEvent { run_id, kind, detail, at } => {
+            sqlx::query("INSERT INTO run_events (run_id, at, kind, detail) VALUES (?, ?, ?, ?)")
+                .bind(&**run_id)
+                .bind(at)
+                .bind(*kind)
+                .bind(detail)
+                .execute(&mut *conn)
+                .await?;
+        }
+        Op::ReopenRun { run_id, owner, lease_until } => {
+            sqlx::query(
+                "UPDATE runs SET status = 'running', error = NULL, finished_at = NULL, owner = ?, \
+                 lease_expires_at = ?, cancel_requested_at = NULL WHERE run_id = ?",
+            )
+            .bind(&**owner)
+            .bind(lease_until)
+            .bind(&**run_id)
             .execute(&mut *conn)
             .await?;
         }
-        Op::InsertTask {
-            run_id,
-            task_id,
-            position,
-            dependencies,
-            status,
-        } => {
+        Op::ResetTask { run_id, task_id } => {
+            sqlx::query(
+                "UPDATE run_tasks SET status = 'pending', reason = NULL, error = NULL, traceback = NULL, \
+                 output = NULL, finished_at = NULL, ready_at = NULL WHERE run_id = ? AND task_id = ?",
+            )
+            .bind(&**run_id)
+            .bind(&**task_id)
+            .execute(&mut *conn)
+            .await?;
+        }
+        Op::InsertTask { run_id, task_id, position, dependencies, status } => {
             sqlx::query(
                 "INSERT INTO run_tasks (run_id, task_id, position, dependencies, status) VALUES (?, ?, ?, ?, ?)",
             )
@@ -299,13 +417,7 @@ async fn apply(conn: &mut sqlx_sqlite::SqliteConnection, op: &Op) -> Result<()> 
             .execute(&mut *conn)
             .await?;
         }
-        Op::StartTask {
-            run_id,
-            task_id,
-            attempt,
-            owner,
-            at,
-        } => {
+        Op::StartTask { run_id, task_id, attempt, owner, at } => {
             sqlx::query(
                 "UPDATE run_tasks SET status = 'running', attempts = ?, owner = ?, started_at = ?, \
                  finished_at = NULL, ready_at = NULL WHERE run_id = ? AND task_id = ?",
@@ -359,17 +471,7 @@ async fn apply(conn: &mut sqlx_sqlite::SqliteConnection, op: &Op) -> Result<()> 
             .execute(&mut *conn)
             .await?;
         }
-        Op::RetryTask {
-            run_id,
-            task_id,
-            attempt,
-            owner,
-            started_at,
-            at,
-            ready_at,
-            error,
-            traceback,
-        } => {
+        Op::RetryTask { run_id, task_id, attempt, owner, started_at, at, ready_at, error, traceback } => {
             sqlx::query(
                 "UPDATE run_tasks SET status = 'ready', ready_at = ?, error = ?, traceback = ?, finished_at = ?, \
                  owner = NULL WHERE run_id = ? AND task_id = ?",
@@ -397,11 +499,7 @@ async fn apply(conn: &mut sqlx_sqlite::SqliteConnection, op: &Op) -> Result<()> 
             .execute(&mut *conn)
             .await?;
         }
-        Op::AddHookError {
-            run_id,
-            task_id,
-            entry,
-        } => {
+        Op::AddHookError { run_id, task_id, entry } => {
             sqlx::query(
                 "UPDATE run_tasks SET hook_errors = json_insert(COALESCE(hook_errors, '[]'), '$[#]', json(?)) \
                  WHERE run_id = ? AND task_id = ?",
@@ -412,13 +510,7 @@ async fn apply(conn: &mut sqlx_sqlite::SqliteConnection, op: &Op) -> Result<()> 
             .execute(&mut *conn)
             .await?;
         }
-        Op::MarkTask {
-            run_id,
-            task_id,
-            status,
-            reason,
-            at,
-        } => {
+        Op::MarkTask { run_id, task_id, status, reason, at } => {
             sqlx::query(
                 "UPDATE run_tasks SET status = ?, reason = ?, finished_at = COALESCE(?, finished_at) \
                  WHERE run_id = ? AND task_id = ?",
@@ -431,57 +523,43 @@ async fn apply(conn: &mut sqlx_sqlite::SqliteConnection, op: &Op) -> Result<()> 
             .execute(&mut *conn)
             .await?;
         }
-        Op::FinishRun {
-            run_id,
-            status,
-            error,
-            at,
-        } => {
-            sqlx::query("UPDATE runs SET status = ?, error = ?, finished_at = ?, owner = NULL WHERE run_id = ?")
-                .bind(*status)
-                .bind(error.as_deref())
-                .bind(at)
-                .bind(&**run_id)
-                .execute(&mut *conn)
-                .await?;
+        Op::FinishRun { run_id, status, error, at } => {
+            sqlx::query(
+                "UPDATE runs SET status = ?, error = ?, finished_at = ?, owner = NULL WHERE run_id = ?",
+            )
+            .bind(*status)
+            .bind(error.as_deref())
+            .bind(at)
+            .bind(&**run_id)
+            .execute(&mut *conn)
+            .await?;
         }
     }
-    Ok(())
+    Ok(None)
 }
 
 const RUN_COLUMNS_BY_ID: &str =
     "SELECT run_id, workflow, version, status, input, error, created_at, started_at, \
-     finished_at FROM runs WHERE run_id = ?";
+     finished_at, owner, lease_expires_at, idempotency_key FROM runs WHERE run_id = ?";
 
 const LIST_RUNS: &str =
     "SELECT run_id, workflow, version, status, input, error, created_at, started_at, \
-     finished_at FROM runs WHERE (?1 IS NULL OR workflow = ?1) AND (?2 IS NULL OR status = ?2) \
+     finished_at, owner, lease_expires_at, idempotency_key FROM runs WHERE (?1 IS NULL OR workflow = ?1) AND (?2 IS NULL OR status = ?2) \
      ORDER BY created_at DESC, run_id DESC LIMIT ?3";
 
 const TASKS_OF_RUN: &str =
     "SELECT task_id, position, status, attempts, started_at, finished_at, output, error, \
-     traceback, reason, ready_at, hook_errors FROM run_tasks WHERE run_id = ? ORDER BY position";
+     traceback, reason, ready_at, hook_errors, dependencies FROM run_tasks WHERE run_id = ? ORDER BY position";
 
-const ATTEMPTS_OF_RUN: &str =
-    "SELECT task_id, attempt, status, started_at, finished_at, error, traceback \
+const ATTEMPTS_OF_RUN: &str = "SELECT task_id, attempt, status, started_at, finished_at, error, traceback \
      FROM task_attempts WHERE run_id = ? ORDER BY task_id, attempt";
 
 async fn load_tasks(conn: &mut sqlx_sqlite::SqliteConnection, run: &mut RunRecord) -> Result<()> {
-    let rows = sqlx::query(TASKS_OF_RUN)
-        .bind(&run.run_id)
-        .fetch_all(&mut *conn)
-        .await?;
+    let rows = sqlx::query(TASKS_OF_RUN).bind(&run.run_id).fetch_all(&mut *conn).await?;
     run.tasks = rows.iter().map(task_from_row).collect::<Result<_>>()?;
-    let attempts = sqlx::query(ATTEMPTS_OF_RUN)
-        .bind(&run.run_id)
-        .fetch_all(&mut *conn)
-        .await?;
-    let index: std::collections::HashMap<String, usize> = run
-        .tasks
-        .iter()
-        .enumerate()
-        .map(|(i, t)| (t.task_id.clone(), i))
-        .collect();
+    let attempts = sqlx::query(ATTEMPTS_OF_RUN).bind(&run.run_id).fetch_all(&mut *conn).await?;
+    let index: std::collections::HashMap<String, usize> =
+        run.tasks.iter().enumerate().map(|(i, t)| (t.task_id.clone(), i)).collect();
     for row in &attempts {
         let task_id: String = row.try_get(0)?;
         if let Some(&i) = index.get(&task_id) {
@@ -495,6 +573,12 @@ async fn load_tasks(conn: &mut sqlx_sqlite::SqliteConnection, run: &mut RunRecor
             });
         }
     }
+    let events = sqlx::query("SELECT at, kind, detail FROM run_events WHERE run_id = ? ORDER BY event_id")
+        .bind(&run.run_id)
+        .fetch_all(&mut *conn)
+        .await?;
+    run.events =
+        events.iter().map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?))).collect::<Result<_>>()?;
     Ok(())
 }
 
@@ -518,7 +602,11 @@ fn run_from_row(row: &SqliteRow) -> Result<RunRecord> {
         created_at: row.try_get(6)?,
         started_at: row.try_get(7)?,
         finished_at: row.try_get(8)?,
+        owner: row.try_get(9)?,
+        lease_expires_at: row.try_get(10)?,
+        idempotency_key: row.try_get(11)?,
         tasks: Vec::new(),
+        events: Vec::new(),
     })
 }
 
@@ -541,6 +629,7 @@ fn task_from_row(row: &SqliteRow) -> Result<TaskRecord> {
         reason: row.try_get(9)?,
         ready_at: row.try_get(10)?,
         hook_errors: row.try_get(11)?,
+        dependencies: serde_json::from_str(&row.try_get::<String, _>(12)?)?,
         history: Vec::new(),
     })
 }

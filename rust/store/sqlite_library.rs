@@ -80,11 +80,7 @@ fn bind_once(python_module: Option<PathBuf>) -> Result<SqliteLibrary> {
 }
 
 /// Fills the function table from `lib`. Ok(None) when `lib` has no SQLite in it.
-fn install(
-    lib: libloading::Library,
-    source: String,
-    shared: bool,
-) -> Result<Option<SqliteLibrary>> {
+fn install(lib: libloading::Library, source: String, shared: bool) -> Result<Option<SqliteLibrary>> {
     let lookup = |symbol: &[u8]| -> Option<*mut c_void> {
         // SAFETY: we only read the address of the symbol.
         unsafe { lib.get::<*mut c_void>(symbol).ok().map(|s| *s) }.filter(|p| !p.is_null())
@@ -110,9 +106,7 @@ fn install(
     let api: &'static mut ffi::sqlite3_api_routines = Box::leak(api);
     // SAFETY: the table is complete for this library and lives for the whole process.
     if let Err(e) = unsafe { ffi::rusqlite_extension_init2(api) } {
-        return Err(Error::Configuration(format!(
-            "the SQLite library {source} cannot be used: {e}"
-        )));
+        return Err(Error::Configuration(format!("the SQLite library {source} cannot be used: {e}")));
     }
     if threadsafe == 0 {
         return Err(Error::Configuration(format!(
@@ -120,17 +114,12 @@ fn install(
         )));
     }
     // SAFETY: the table is initialised; sqlite3_libversion returns a static string.
-    let version = unsafe { std::ffi::CStr::from_ptr(ffi::sqlite3_libversion()) }
-        .to_string_lossy()
-        .into_owned();
+    let version =
+        unsafe { std::ffi::CStr::from_ptr(ffi::sqlite3_libversion()) }.to_string_lossy().into_owned();
     // The library must outlive every connection: keep it loaded for the process.
     std::mem::forget(lib);
     log::debug!("bound to SQLite {version} from {source}");
-    Ok(Some(SqliteLibrary {
-        version,
-        source,
-        shared_with_python: shared,
-    }))
+    Ok(Some(SqliteLibrary { version, source, shared_with_python: shared }))
 }
 
 enum Candidate {
