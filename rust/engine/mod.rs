@@ -282,9 +282,8 @@ impl Engine {
             "completed" => return Err(Error::Task(format!("run {run_id} already completed"))),
             "failed" | "cancelled" => AdoptMode::Resume,
             _ => {
-                if record.owner.as_deref().and_then(owner_gone) == Some(false)
-                    && record.lease_expires_at.is_some_and(|l| l > crate::store::now_micros())
-                {
+                let leased = record.lease_expires_at.is_some_and(|l| l > crate::store::now_micros());
+                if leased && record.owner.as_deref().is_some_and(|o| owner_gone(o) != Some(true)) {
                     return Err(Error::Task(format!(
                         "run {run_id} is still being run by {}",
                         record.owner.as_deref().unwrap_or("another runner")
@@ -305,6 +304,7 @@ impl Engine {
 
     /// Asks the scheduler to stop without waiting (used when the handle is dropped).
     pub fn request_close(&self) {
+        lock(&LIVE_OWNERS).remove(&*self.shared.owner);
         let (reply, _rx) = oneshot::channel();
         let _ = self.commands.send(Command::Shutdown { reply });
     }
@@ -364,10 +364,8 @@ async fn recover_orphans(shared: &Shared, commands: &mpsc::UnboundedSender<Comma
     let mut taken = Vec::new();
     for candidate in shared.store.orphan_candidates(&shared.owner).await? {
         let expired = candidate.lease_expires_at.is_none_or(|l| l < now);
-        let gone = match candidate.owner.as_deref() {
-            None => true,
-            Some(owner) => owner_gone(owner).unwrap_or(expired),
-        };
+        // Recoverable: the lease expired, or the owner provably no longer exists.
+        let gone = expired || candidate.owner.as_deref().is_none_or(|o| owner_gone(o) == Some(true));
         if !gone {
             continue;
         }
@@ -385,7 +383,9 @@ async fn recover_orphans(shared: &Shared, commands: &mpsc::UnboundedSender<Comma
         {
             continue; // another runner got there first
         }
-        let Some(record) = shared.store.run(&candidate.run_id).await? else { continue };
+        let Some(mut record) = shared.store.run(&candidate.run_id).await? else { continue };
+        record.owner = candidate.owner.clone(); // read after the claim: keep who had it
+
         let (reply, rx) = oneshot::channel();
         let cmd = Command::Adopt { record: Box::new(record), mode: AdoptMode::Recover, reply: Some(reply) };
         commands.send(cmd).map_err(|_| closed())?;
