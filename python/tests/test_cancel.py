@@ -368,5 +368,37 @@ async def test_cancelling_run_async_cancels_the_run(runner):
     job.cancel()
     with pytest.raises(asyncio.CancelledError):
         await job
-    result = eventually(lambda: runner.get_run(run_id), lambda r: r.status != "running")
+    result = eventually(
+        lambda: runner.get_run(run_id), lambda r: r.status in ("completed", "failed", "cancelled")
+    )
     assert_cancelled(result)
+
+
+def test_cancel_a_run_still_waiting_for_a_slot(db_url):
+    ran = []
+
+    @task(id="hog")
+    async def hog(ctx):
+        await asyncio.sleep(30)
+
+    @task(id="queued")
+    def queued(ctx):
+        ran.append(1)
+        return {"queued": True}
+
+    with Runner(db_url, max_concurrency=1) as one_slot:
+        hogging = one_slot.start(Workflow("hog_wf", [hog]), {})
+        wait_running(one_slot, hogging.run_id, "hog")
+        waiting = one_slot.start(Workflow("queued_wf", [queued]), {})
+        time.sleep(0.1)
+        assert one_slot.get_run(waiting.run_id).tasks["queued"].status in ("pending", "ready")
+        assert waiting.cancel() is True
+        result = waiting.wait(timeout=10)
+        assert result.status == "cancelled"
+        assert result.tasks["queued"].status == "cancelled"
+        assert result.tasks["queued"].attempts == 0
+        assert hogging.cancel() is True
+        assert hogging.wait(timeout=10).status == "cancelled"
+        # The freed slot is not given to the cancelled run's task.
+        time.sleep(0.2)
+        assert ran == []

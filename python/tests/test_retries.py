@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import threading
 import time
 from datetime import timedelta
 
@@ -554,3 +555,47 @@ def test_one_retry_waits_retry_delay_whatever_the_backoff(runner, backoff):
 
     t = runner.run(Workflow(f"first_wait_{backoff}_wf", [body]), {}).tasks[body.id]
     assert_gaps(t.history, [0.2])
+
+
+def test_next_attempt_at_follows_the_requested_delay(runner):
+    @task(id="asks_for_later", retries=1, retry_delay=0.05)
+    def asks_for_later(ctx):
+        raise Retry("later", delay=1.0)
+
+    handle = runner.start(Workflow("asks_for_later_wf", [asks_for_later]), {})
+    waiting = eventually(
+        lambda: runner.get_run(handle.run_id),
+        lambda r: (
+            r.tasks["asks_for_later"].status == "ready" and r.tasks["asks_for_later"].attempts == 1
+        ),
+    )
+    t = waiting.tasks["asks_for_later"]
+    due = (t.next_attempt_at - t.history[0].finished_at).total_seconds()
+    assert 0.95 <= due <= 1.05, due
+    assert handle.cancel() is True
+    assert handle.wait(timeout=10).status == "cancelled"
+
+
+def test_many_tasks_retrying_at_once(runner):
+    counts: dict[str, int] = {}
+    lock = threading.Lock()
+
+    def flaky(i):
+        @task(id=f"many_{i}", retries=2, retry_delay=0.05, backoff="linear", jitter=True)
+        def body(ctx):
+            with lock:
+                counts[f"many_{i}"] = counts.get(f"many_{i}", 0) + 1
+                n = counts[f"many_{i}"]
+            if n < 3:
+                raise ConnectionError(f"{i} attempt {n}")
+            return {f"many_{i}": n}
+
+        return body
+
+    tasks = [flaky(i) for i in range(24)]
+    result = runner.run(Workflow("many_retries_wf", tasks), {})
+    assert result.status == "completed"
+    for t in result.tasks.values():
+        assert t.attempts == 3, (t.task_id, t.attempts, t.error)
+        assert [a.status for a in t.history] == ["failed", "failed", "completed"]
+    assert result.context == {f"many_{i}": 3 for i in range(24)}

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import threading
+import time
 
 import pytest
 from cloacina import Fail, Workflow, WorkflowError, rules, task
+from helpers import eventually, query
 
 PROBE_ID = "probe"
 
@@ -368,17 +369,18 @@ def test_context_value_sees_ancestor_writes(runner):
     assert result.status == "completed"
 
 
-def test_context_value_sees_the_task_input_not_sibling_writes(runner):
-    sibling_done = threading.Event()
-
+def test_context_value_sees_the_task_input_not_sibling_writes(runner, db_path):
     @task(id="sibling")
     def sibling(ctx):
-        sibling_done.set()
         return {"from_sibling": 1}
 
     @task(id="parent_of_probe")
     def parent_of_probe(ctx):
-        assert sibling_done.wait(10)
+        # Waits until the sibling's completion is recorded.
+        eventually(
+            lambda: query(db_path, "SELECT status FROM run_tasks WHERE task_id = 'sibling'"),
+            lambda r: r and r[0]["status"] == "completed",
+        )
         return {"from_parent": 1}
 
     @task(
@@ -684,3 +686,31 @@ def test_trigger_must_be_a_rule():
         @task(id="string_rule_task", trigger="all_success")
         def string_rule_task(ctx):
             return None
+
+
+def test_rules_wait_for_every_direct_dependency(runner):
+    @task(id="quick_ok")
+    def quick_ok(ctx):
+        return {"quick": True}
+
+    @task(id="slow_bad")
+    def slow_bad(ctx):
+        time.sleep(0.3)
+        raise Fail("slow failure")
+
+    @task(id="first_success", dependencies=[quick_ok, slow_bad], trigger=rules.one_success())
+    def first_success(ctx):
+        return {"first_success": True}
+
+    result = runner.run(Workflow("waits_for_all_wf", [first_success]), {})
+    probe = result.tasks["first_success"]
+    assert probe.status == "completed"
+    # one_success held as soon as quick_ok completed, but the rule is only evaluated once
+    # slow_bad is final too.
+    assert probe.started_at >= result.tasks["slow_bad"].finished_at
+
+
+def test_writes_of_a_failed_task_are_invisible_to_rules(runner):
+    rule = rules.all_of(rules.all_done(), rules.context_value("bad_partial", "exists"))
+    result, seen = run_probe(runner, ["bad"], rule)
+    assert_skipped(result, seen, "trigger rule")

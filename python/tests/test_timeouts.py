@@ -467,3 +467,47 @@ def test_run_times_in_history_for_a_timeout(runner):
     gap = (second.started_at - first.finished_at).total_seconds()
     assert 0.09 <= gap < 1.0
     assert result.tasks["hist_timeout"].status == "failed"
+
+
+def test_result_of_an_async_task_that_swallows_its_cancellation_is_discarded(runner):
+    swallowed = threading.Event()
+    returned = threading.Event()
+
+    @task(id="stubborn", timeout=0.15)
+    async def stubborn(ctx):
+        try:
+            await asyncio.sleep(5)
+        except asyncio.CancelledError:
+            swallowed.set()
+            await asyncio.sleep(0.2)
+        returned.set()
+        return {"stubborn": True}
+
+    result = runner.run(Workflow("stubborn_wf", [stubborn]), {})
+    t = result.tasks["stubborn"]
+    assert t.status == "failed"
+    assert t.error.startswith("TaskTimeout")
+    assert t.history[0].duration.total_seconds() < 0.15 + 0.6
+    assert swallowed.wait(5)
+    assert returned.wait(5)
+    time.sleep(0.3)
+    again = runner.get_run(result.run_id)
+    assert again.tasks["stubborn"].status == "failed"
+    assert again.tasks["stubborn"].attempts == 1
+    assert again.context == {}
+
+
+def test_timed_out_attempt_duration_is_the_timeout(runner):
+    release = threading.Event()
+
+    @task(id="blocked_duration", timeout=0.2)
+    def blocked_duration(ctx):
+        release.wait(1.5)  # blocked in C well past the timeout
+
+    try:
+        result = runner.run(Workflow("blocked_duration_wf", [blocked_duration]), {})
+    finally:
+        release.set()
+    [attempt] = result.tasks["blocked_duration"].history
+    # The attempt ends when it times out, not when its thread gives up.
+    assert 0.19 <= attempt.duration.total_seconds() < 0.2 + 0.6, attempt.duration

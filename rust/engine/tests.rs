@@ -243,3 +243,36 @@ async fn a_skipped_root_skips_its_successors_and_the_run_ends() {
     assert_eq!(run.status, "completed");
     engine.close().await;
 }
+
+/// Not a test of behaviour: prints the engine's per-task cost on a chain without Python
+/// (`cargo test --release -- --ignored --nocapture chain_cost`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore]
+async fn chain_cost() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = engine(&dir).await;
+    let specs: Vec<TaskSpec> = (0..100)
+        .map(|i| {
+            let deps: Vec<String> = if i == 0 { vec![] } else { vec![format!("cc_{}", i - 1)] };
+            let deps: Vec<&str> = deps.iter().map(String::as_str).collect();
+            define(&format!("cc_{i}"), &deps, add_one("x"))
+        })
+        .collect();
+    let wf = registry::register_workflow("rt_cost", None, &specs, None).unwrap();
+    run(&engine, &wf, json!({"x": 0})).await;
+    let t = std::time::Instant::now();
+    for _ in 0..20 {
+        run(&engine, &wf, json!({"x": 0})).await;
+    }
+    println!("chain: {:.1} us/task", t.elapsed().as_micros() as f64 / 2000.0);
+    let store = &engine.shared.store;
+    let op = crate::store::Op::RenewLeases { owner: "nobody".into(), until: 0 };
+    for round in 0..2 {
+        let t = std::time::Instant::now();
+        for _ in 0..200 {
+            store.commit(std::slice::from_ref(&op)).await.unwrap();
+        }
+        println!("one-statement commit (round {round}): {:.1} us", t.elapsed().as_micros() as f64 / 200.0);
+    }
+    engine.close().await;
+}

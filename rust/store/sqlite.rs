@@ -113,6 +113,7 @@ impl SqliteStore {
                     Error::Configuration(format!("cannot open the database {}: {e}", path.display()))
                 })?;
                 let reader = SqlitePoolOptions::new()
+                    .test_before_acquire(false)
                     .max_connections(config.readers.max(1))
                     .min_connections(0)
                     .connect_lazy_with(base.read_only(true));
@@ -321,6 +322,7 @@ fn single_pool() -> SqlitePoolOptions {
         .idle_timeout(None)
         .max_lifetime(None)
         .acquire_timeout(Duration::from_secs(3600))
+        .test_before_acquire(false)
 }
 
 async fn migrate(pool: &SqlitePool) -> Result<()> {
