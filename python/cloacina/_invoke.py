@@ -17,6 +17,23 @@ from cloacina.errors import Fail, Retry, TaskError, TaskTimeout
 # Attempts of sync bodies now running: token -> [thread ident, interrupted?].
 _running: dict[str, list[Any]] = {}
 _running_lock = threading.Lock()
+# Interrupts ("timeout" or "cancel") that arrived before their attempt started: the
+# attempt checks here when it starts (sync in call_sync, async in the loop).
+_early: dict[str, str] = {}
+
+
+def take_early_interrupt(token: str) -> str | None:
+    """The interrupt that arrived for ``token`` before it started, if any (once)."""
+    with _running_lock:
+        return _early.pop(token, None)
+
+
+def note_early_interrupt(token: str, why: str) -> None:
+    """Remembers an interrupt for an attempt that has not started yet."""
+    with _running_lock:
+        if len(_early) > 10_000:  # attempts that finished just before their interrupt
+            _early.clear()
+        _early[token] = why
 
 
 def _set_async_exc(ident: int, exc: type[BaseException] | None) -> None:
@@ -32,7 +49,13 @@ def call_sync(
     ident = threading.get_ident()
     record = [ident, False]
     with _running_lock:
-        _running[token] = record
+        early = _early.pop(token, None)
+        if early is None:
+            _running[token] = record
+    if early == "timeout":
+        raise TaskTimeout(f"task '{task_id}' timed out before it started")
+    if early is not None:
+        raise TaskError(f"task '{task_id}' was cancelled before it started")
     try:
         ctx = Context._wrap(data)
         result = fn(ctx)
@@ -63,16 +86,15 @@ async def call_async(
 
 
 def interrupt_sync(token: str, why: str) -> bool:
-    """Raises TaskTimeout inside the thread running attempt ``token`` (timeouts only:
-    a cancelled sync attempt is left to finish). True if it was running."""
-    if why != "timeout":
-        return False
+    """Raises TaskTimeout inside the thread running the sync attempt ``token`` (timeouts
+    only: a cancelled sync attempt is left to finish). True if it was running."""
     with _running_lock:
         record = _running.get(token)
         if record is None:
             return False
-        record[1] = True
-        _set_async_exc(record[0], TaskTimeout)
+        if why == "timeout":
+            record[1] = True
+            _set_async_exc(record[0], TaskTimeout)
     return True
 
 

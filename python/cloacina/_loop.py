@@ -8,7 +8,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from cloacina._invoke import call_async
+from cloacina._invoke import call_async, note_early_interrupt, take_early_interrupt
 
 
 class BackgroundLoop:
@@ -64,20 +64,29 @@ class BackgroundLoop:
         token: str,
         completion: Any,
     ) -> None:
+        if take_early_interrupt(token) is not None:
+            # Timed out or cancelled before it could start: never start it.
+            completion.fail(asyncio.CancelledError())
+            return
         task = asyncio.get_running_loop().create_task(self._drive(fn, task_id, data, completion))
         self._tasks[token] = task
         task.add_done_callback(lambda _: self._tasks.pop(token, None))
 
-    def cancel(self, token: str) -> None:
-        """Cancels the async attempt ``token`` if it is running."""
+    def cancel(self, token: str, why: str = "cancel") -> None:
+        """Cancels the async attempt ``token``: now if it is running, as soon as it is
+        scheduled if it is not yet."""
         loop = self._loop
-        if loop is not None:
-            loop.call_soon_threadsafe(self._cancel, token)
+        if loop is None:
+            note_early_interrupt(token, why)
+        else:
+            loop.call_soon_threadsafe(self._cancel, token, why)
 
-    def _cancel(self, token: str) -> None:
+    def _cancel(self, token: str, why: str) -> None:
         task = self._tasks.get(token)
         if task is not None:
             task.cancel()
+        else:
+            note_early_interrupt(token, why)
 
     @staticmethod
     async def _drive(

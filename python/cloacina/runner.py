@@ -266,8 +266,10 @@ class Runner:
         _open_runners.add(self)
 
     def _interrupt(self, token: str, why: str) -> None:
+        # A sync attempt now running is interrupted in its thread; anything else is
+        # an async attempt, or one that has not started yet: both check on start.
         if not _invoke.interrupt_sync(token, why):
-            self._loop.cancel(token)
+            self._loop.cancel(token, why)
 
     def _engine_or_raise(self) -> _native.Engine:
         engine = self._engine

@@ -7,7 +7,7 @@ import sqlite3
 import subprocess
 import sys
 import time
-from contextlib import closing
+from contextlib import closing, contextmanager
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -79,3 +79,24 @@ def run_script(name: str, *args: str, cwd: Path, env: dict | None = None, timeou
         f"{name} exited {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
     )
     return proc
+
+
+@contextmanager
+def busy_thread():
+    """Runs a pure-Python busy loop on another thread meanwhile: it competes for the GIL,
+    as other work in the process would, which widens windows between engine threads."""
+    import threading
+
+    stop = threading.Event()
+
+    def spin():
+        while not stop.is_set():
+            sum(range(1000))
+
+    thread = threading.Thread(target=spin, name="busy-thread", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()

@@ -12,7 +12,7 @@ import time
 
 import pytest
 from cloacina import CloacinaError, Runner, Workflow, WorkflowFailed, rules, task
-from helpers import SCRIPTS, eventually, run_script
+from helpers import SCRIPTS, busy_thread, eventually, run_script
 
 
 def wait_running(runner, run_id: str, *task_ids: str, timeout: float = 10.0):
@@ -25,7 +25,7 @@ def wait_running(runner, run_id: str, *task_ids: str, timeout: float = 10.0):
 
 
 def long_async_workflow(name: str, cancelled: threading.Event | None = None) -> Workflow:
-    """first -> long (async, 30 s) -> after; plus cleanup (all_done) after long."""
+    """first -> long (async, 10 s) -> after; plus cleanup (all_done) after long."""
 
     @task(id="first")
     def first(ctx):
@@ -34,7 +34,7 @@ def long_async_workflow(name: str, cancelled: threading.Event | None = None) -> 
     @task(id="long", dependencies=[first])
     async def long(ctx):
         try:
-            await asyncio.sleep(30)
+            await asyncio.sleep(10)
         except asyncio.CancelledError:
             if cancelled is not None:
                 cancelled.set()
@@ -75,7 +75,7 @@ def test_cancel_from_the_handle(runner, rows):
     @task(id="long", dependencies=[first])
     async def long(ctx):
         try:
-            await asyncio.sleep(30)
+            await asyncio.sleep(10)
         except asyncio.CancelledError:
             async_cancelled.set()
             raise
@@ -142,10 +142,12 @@ def test_cancel_from_the_handle(runner, rows):
 
 
 def test_cancelled_run_raise_for_status(runner):
-    handle = runner.start(long_async_workflow("cancel_raise_wf"), {})
+    cancelled = threading.Event()
+    handle = runner.start(long_async_workflow("cancel_raise_wf", cancelled), {})
     wait_running(runner, handle.run_id, "long")
     handle.cancel()
     result = handle.wait(timeout=10)
+    assert cancelled.wait(5)
     with pytest.raises(CloacinaError) as exc:
         result.raise_for_status()
     assert not isinstance(exc.value, WorkflowFailed)
@@ -193,12 +195,14 @@ def test_cancel_from_a_second_runner_on_the_same_file(runner, db_url):
 
 
 def test_cancel_from_another_process(runner, db_url, tmp_path):
-    handle = runner.start(long_async_workflow("cancel_process_wf"), {})
+    cancelled = threading.Event()
+    handle = runner.start(long_async_workflow("cancel_process_wf", cancelled), {})
     wait_running(runner, handle.run_id, "long")
     proc = run_script("cancel_run.py", db_url, handle.run_id, cwd=tmp_path)
     assert json.loads(proc.stdout) == {"cancelled": True, "unknown": False}
     result = handle.wait(timeout=10)
     assert_cancelled(result)
+    assert cancelled.wait(5)
 
 
 def test_cancel_a_run_owned_by_another_process(runner, db_url, tmp_path, rows):
@@ -314,7 +318,8 @@ def test_cancel_a_run_waiting_for_a_retry(runner):
 
 
 def test_cancel_one_run_leaves_the_others(runner):
-    wf = long_async_workflow("cancel_one_wf")
+    cancelled = threading.Event()
+    wf = long_async_workflow("cancel_one_wf", cancelled)
 
     @task(id="short_one")
     async def short_one(ctx):
@@ -327,6 +332,7 @@ def test_cancel_one_run_leaves_the_others(runner):
     wait_running(runner, victim.run_id, "long")
     assert victim.cancel() is True
     assert victim.wait(timeout=10).status == "cancelled"
+    assert cancelled.wait(5)
     assert survivor.wait(timeout=10).status == "completed"
 
     # The runner goes on working after a cancellation.
@@ -351,11 +357,13 @@ async def test_cancel_async(runner):
     assert_cancelled(result)
     assert await runner.cancel_async(handle.run_id) is False
     assert await runner.cancel_async("no-such-run") is False
+    assert cancelled.wait(5)
 
 
 @pytest.mark.asyncio
 async def test_cancelling_run_async_cancels_the_run(runner):
-    wf = long_async_workflow("cancel_run_async_wf")
+    cancelled = threading.Event()
+    wf = long_async_workflow("cancel_run_async_wf", cancelled)
     job = asyncio.ensure_future(runner.run_async(wf, {}))
     run_id = None
     for _ in range(500):
@@ -372,14 +380,20 @@ async def test_cancelling_run_async_cancels_the_run(runner):
         lambda: runner.get_run(run_id), lambda r: r.status in ("completed", "failed", "cancelled")
     )
     assert_cancelled(result)
+    assert cancelled.wait(5)
 
 
 def test_cancel_a_run_still_waiting_for_a_slot(db_url):
     ran = []
+    hog_cancelled = threading.Event()
 
     @task(id="hog")
     async def hog(ctx):
-        await asyncio.sleep(30)
+        try:
+            await asyncio.sleep(10)
+        except asyncio.CancelledError:
+            hog_cancelled.set()
+            raise
 
     @task(id="queued")
     def queued(ctx):
@@ -399,6 +413,38 @@ def test_cancel_a_run_still_waiting_for_a_slot(db_url):
         assert result.tasks["queued"].attempts == 0
         assert hogging.cancel() is True
         assert hogging.wait(timeout=10).status == "cancelled"
+        assert hog_cancelled.wait(5)
         # The freed slot is not given to the cancelled run's task.
         time.sleep(0.2)
         assert ran == []
+
+
+def test_cancel_right_after_start_on_a_new_runner(tmp_path):
+    """The first async task of a new Runner, cancelled at once: its coroutine must be
+    cancelled (or never start), not run to its end after the run ended 'cancelled'."""
+    started: set[int] = set()
+    finished: set[int] = set()
+
+    @task(id="first_async")
+    async def first_async(ctx):
+        started.add(ctx["i"])
+        await asyncio.sleep(0.3)
+        finished.add(ctx["i"])
+        return {"finished": True}
+
+    wf = Workflow("first_async_wf", [first_async])
+    # Another busy Python thread competes for the GIL, as other work in the process would.
+    with busy_thread():
+        for i in range(12):
+            with Runner("sqlite:///" + str(tmp_path / f"new_runner_{i}.db")) as fresh:
+                handle = fresh.start(wf, {"i": i})
+                assert handle.cancel() is True
+                result = handle.wait(timeout=10)
+                assert result.status == "cancelled"
+                assert result.tasks["first_async"].status == "cancelled"
+        # close() has let every running attempt end: whatever is still uncancelled
+        # has run to its end by now.
+    assert finished == set(), (
+        f"{len(finished)} of {len(started)} started coroutines (of 12 cancelled runs) "
+        "were not cancelled and ran to their end"
+    )

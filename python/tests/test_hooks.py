@@ -8,7 +8,7 @@ import threading
 import time
 from datetime import datetime, timezone
 
-from cloacina import Context, Fail, Workflow, rules, task
+from cloacina import Context, Fail, Retry, Workflow, rules, task
 from helpers import eventually, loads, query
 
 
@@ -500,3 +500,25 @@ def test_hooks_after_a_timed_out_sync_task_see_no_stray_timeout(db_url):
     errors = {tid: t.hook_errors for tid, t in again.tasks.items() if t.hook_errors}
     assert errors == {}
     assert all(again.tasks[f"hooked_{i}"].status == "completed" for i in range(40))
+
+
+def test_hooks_for_retry_requests(runner):
+    rec = Recorder()
+    calls = []
+
+    @task(id="requests_retry", retries=1, **rec.hooks())
+    def requests_retry(ctx):
+        calls.append(1)
+        raise Retry("not ready", delay=0.05)
+
+    result = runner.run(Workflow("retry_request_hooks_wf", [requests_retry]), {})
+    t = result.tasks["requests_retry"]
+    assert t.attempts == 2
+    [(task_id, error, attempt)] = rec.wait_for("retry", 1)
+    assert (task_id, attempt) == ("requests_retry", 1)
+    assert error.startswith("Retry") and "not ready" in error
+    [(task_id, error, _ctx)] = rec.wait_for("failure", 1)
+    assert error == t.error
+    assert "no retries are left" in error
+    settle()
+    assert len(rec.of("retry")) == 1

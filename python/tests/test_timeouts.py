@@ -9,6 +9,7 @@ from datetime import datetime, timezone
 
 import pytest
 from cloacina import Runner, TaskError, TaskTimeout, Workflow, task
+from helpers import busy_thread
 
 
 def now_utc() -> datetime:
@@ -365,9 +366,15 @@ def test_workflow_timeout_fails_the_run_and_cancels_the_rest(runner):
     def fast(ctx):
         return {"fast": True}
 
+    endless_cancelled = threading.Event()
+
     @task(id="endless")
     async def endless(ctx):
-        await asyncio.sleep(30)
+        try:
+            await asyncio.sleep(10)
+        except asyncio.CancelledError:
+            endless_cancelled.set()
+            raise
 
     @task(id="after_endless", dependencies=[endless])
     def after_endless(ctx):
@@ -386,6 +393,8 @@ def test_workflow_timeout_fails_the_run_and_cancels_the_rest(runner):
     assert result.context == {"fast": True}
     assert 0.35 <= result.duration.total_seconds() < 2.5, result.duration
     assert elapsed < 3.0
+    # The async body was cancelled.
+    assert endless_cancelled.wait(5)
 
 
 def test_workflow_timeout_with_a_running_sync_task(runner):
@@ -511,3 +520,38 @@ def test_timed_out_attempt_duration_is_the_timeout(runner):
     [attempt] = result.tasks["blocked_duration"].history
     # The attempt ends when it times out, not when its thread gives up.
     assert 0.19 <= attempt.duration.total_seconds() < 0.2 + 0.6, attempt.duration
+
+
+def test_tiny_timeout_cancels_the_first_async_task_of_a_new_runner(tmp_path):
+    """Even when the timeout expires before the coroutine is under way (the first async
+    task of a new Runner), the coroutine is cancelled, not left to run to its end."""
+    started: set[int] = set()
+    cancelled: set[int] = set()
+    finished: set[int] = set()
+
+    @task(id="tiny_timeout", timeout=0.0001)
+    async def tiny_timeout(ctx):
+        i = ctx["i"]
+        started.add(i)
+        try:
+            await asyncio.sleep(0.2)
+        except asyncio.CancelledError:
+            cancelled.add(i)
+            raise
+        finished.add(i)
+
+    wf = Workflow("tiny_timeout_wf", [tiny_timeout])
+    # Another busy Python thread competes for the GIL, as other work in the process would.
+    with busy_thread():
+        for i in range(12):
+            with Runner("sqlite:///" + str(tmp_path / f"tiny_{i}.db")) as fresh:
+                result = fresh.run(wf, {"i": i})
+                assert result.tasks["tiny_timeout"].error.startswith("TaskTimeout")
+                # Wait for the coroutine, if it started, to be cancelled or to end.
+                deadline = time.monotonic() + 1.0
+                while i not in cancelled and i not in finished and time.monotonic() < deadline:
+                    time.sleep(0.01)
+    assert finished == set(), (
+        f"{len(finished)} of {len(started)} started coroutines (of 12 timed-out attempts) "
+        "were not cancelled and ran to their end"
+    )

@@ -130,6 +130,18 @@ pub(crate) enum Command {
     },
 }
 
+impl Command {
+    /// Whether the command is about run `run_id` (timers for a forgotten run are dropped).
+    pub(crate) fn is_about(&self, run_id: &str) -> bool {
+        match self {
+            Command::Wake { run_id: r, .. }
+            | Command::TimedOut { run_id: r, .. }
+            | Command::Cancel { run_id: r, .. } => &**r == run_id,
+            _ => false,
+        }
+    }
+}
+
 /// Why a run is cancelled.
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum CancelReason {
@@ -202,12 +214,17 @@ impl Engine {
         loop {
             let watch = lock(&self.shared.watches).get(run_id).cloned();
             if let Some(mut rx) = watch {
-                return match rx.wait_for(|done| *done).await {
-                    Ok(_) => Ok(()),
-                    Err(_) => Err(self.shared.failure().unwrap_or_else(|| {
-                        Error::Closed(format!("the runner was closed before run {run_id} finished"))
-                    })),
-                };
+                if rx.wait_for(|done| *done).await.is_ok() {
+                    return Ok(());
+                }
+                // The run is no longer driven here: the engine stopped, or another
+                // runner took it over; in the latter case follow it in the store.
+                if let Some(e) = self.shared.failure() {
+                    return Err(e);
+                }
+            }
+            if self.commands.is_closed() {
+                return Err(Error::Closed(format!("the runner was closed before run {run_id} finished")));
             }
             match self.shared.store.run_status(run_id).await? {
                 None => return Err(Error::Task(format!("no run with id '{run_id}'"))),

@@ -21,7 +21,7 @@ use crate::errors::{Error, Result};
 use crate::graph::{Graph, TaskSpec};
 use crate::policy::TaskPolicy;
 use crate::registry::{self, WorkflowDef};
-use crate::store::{now_micros, Op, RunRecord, TaskRecord};
+use crate::store::{now_micros, Committed, Op, RunRecord, TaskRecord};
 
 /// Most messages folded into one transaction.
 const MAX_BATCH: usize = 4096;
@@ -110,16 +110,19 @@ impl Scheduler {
                     }
                 }
             }
-            let duplicates = match self.commit(&ops).await {
-                Ok(duplicates) => duplicates,
+            let committed = match self.commit(&ops).await {
+                Ok(committed) => committed,
                 Err(e) => {
                     self.fail(e, effects);
                     return;
                 }
             };
             ops.clear();
-            if !duplicates.is_empty() {
-                self.drop_duplicates(&duplicates, &mut effects);
+            if !committed.duplicates.is_empty() {
+                self.drop_duplicates(&committed.duplicates, &mut effects);
+            }
+            if !committed.lost.is_empty() {
+                self.drop_lost(&committed.lost, &mut effects);
             }
             self.deliver(effects);
             if !self.closing.is_empty() && self.slots.is_empty() {
@@ -621,12 +624,12 @@ impl Scheduler {
         }
     }
 
-    async fn commit(&self, ops: &[Op]) -> Result<Vec<(Arc<str>, String)>> {
+    async fn commit(&self, ops: &[Op]) -> Result<Committed> {
         let mut delay = Duration::from_millis(20);
         let mut attempt = 0;
         loop {
-            match self.shared.store.commit(ops).await {
-                Ok(duplicates) => return Ok(duplicates),
+            match self.shared.store.commit(ops, &self.shared.owner).await {
+                Ok(committed) => return Ok(committed),
                 Err(e) if attempt < 5 => {
                     log::warn!("committing {} changes failed, retrying: {e}", ops.len());
                     attempt += 1;
@@ -653,6 +656,25 @@ impl Scheduler {
                     *accepted = existing.as_str().into();
                 }
             }
+        }
+    }
+
+    /// Runs another runner took over (this engine's lease had expired, say because the
+    /// process was paused): nothing of this batch was written for them. Forget them;
+    /// attempts still running here finish and are discarded. Waiters follow the run in
+    /// the store.
+    fn drop_lost(&mut self, lost: &[Arc<str>], effects: &mut Effects) {
+        for run_id in lost {
+            log::warn!("run {run_id} was taken over by another runner (this runner's lease expired)");
+            self.runs.remove(run_id);
+            lock(&self.shared.watches).remove(run_id);
+            for (job, position, ..) in effects.jobs.iter().filter(|(job, ..)| &job.run_id == run_id) {
+                self.slots.remove(&(run_id.clone(), *position, job.attempt));
+            }
+            effects.jobs.retain(|(job, ..)| &job.run_id != run_id);
+            effects.finished_runs.retain(|r| r != run_id);
+            effects.hooks.retain(|h| &h.run_id != run_id);
+            effects.timers.retain(|(_, cmd)| !cmd.is_about(run_id));
         }
     }
 

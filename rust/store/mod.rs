@@ -9,7 +9,7 @@ pub mod sqlite;
 mod sqlite_api_table;
 pub mod sqlite_library;
 
-pub use sqlite::{Durability, SqliteConfig, SqliteStore};
+pub use sqlite::{Committed, Durability, SqliteConfig, SqliteStore};
 
 /// Microseconds since the Unix epoch, the unit of every stored time.
 pub fn now_micros() -> i64 {
@@ -93,6 +93,15 @@ pub enum Op {
 }
 
 impl Op {
+    /// Whether the op may only be applied by the run's owner: everything that drives
+    /// a run (hook errors and events are records, harmless from anyone).
+    pub fn needs_ownership(&self) -> bool {
+        !matches!(
+            self,
+            Op::InsertRun { .. } | Op::AddHookError { .. } | Op::AddEvent { .. } | Op::RenewLeases { .. }
+        )
+    }
+
     /// The run the op writes to, if it is about one run.
     pub fn run_id(&self) -> Option<&str> {
         match self {

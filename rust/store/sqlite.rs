@@ -8,6 +8,7 @@
 //! waiting callers cannot starve each other. An in-memory database has a single
 //! connection shared by both roles, held only for the duration of one statement batch.
 
+use std::collections::HashSet;
 use std::path::PathBuf;
 use std::str::FromStr;
 use std::sync::Arc;
@@ -71,6 +72,15 @@ impl SqliteConfig {
     }
 }
 
+/// What a commit did besides applying its ops.
+#[derive(Debug, Default)]
+pub struct Committed {
+    /// Runs not inserted because their idempotency key was taken: (new id, existing id).
+    pub duplicates: Vec<(Arc<str>, String)>,
+    /// Runs whose ops were not applied because another runner owns them now.
+    pub lost: Vec<Arc<str>>,
+}
+
 /// A SQLite database holding runs.
 pub struct SqliteStore {
     writer: SqlitePool,
@@ -109,9 +119,23 @@ impl SqliteStore {
                     .synchronous(sync)
                     .disable_statement_logging();
                 let write_opts = base.clone().create_if_missing(true).journal_mode(SqliteJournalMode::Wal);
-                let writer = single_pool().connect_with(write_opts).await.map_err(|e| {
-                    Error::Configuration(format!("cannot open the database {}: {e}", path.display()))
-                })?;
+                // Switching a new file to WAL needs an exclusive lock, for which SQLite does
+                // not wait: while another process writes, retry until the busy timeout.
+                let deadline = std::time::Instant::now() + config.busy_timeout;
+                let writer = loop {
+                    match single_pool().connect_with(write_opts.clone()).await {
+                        Ok(pool) => break pool,
+                        Err(e) if is_busy(&e) && std::time::Instant::now() < deadline => {
+                            tokio::time::sleep(Duration::from_millis(25)).await;
+                        }
+                        Err(e) => {
+                            return Err(Error::Configuration(format!(
+                                "cannot open the database {}: {e}",
+                                path.display()
+                            )))
+                        }
+                    }
+                };
                 let reader = SqlitePoolOptions::new()
                     .test_before_acquire(false)
                     .max_connections(config.readers.max(1))
@@ -120,7 +144,7 @@ impl SqliteStore {
                 (writer, reader, Arc::<str>::from(path.display().to_string()))
             }
         };
-        migrate(&writer).await?;
+        migrate(&writer, config.busy_timeout).await?;
         Ok(SqliteStore { writer, reader, label })
     }
 
@@ -132,25 +156,56 @@ impl SqliteStore {
     /// Commits `ops` as one `BEGIN IMMEDIATE` transaction.
     /// Returns the runs not inserted because their idempotency key was taken, each
     /// with the id of the run that holds the key.
-    pub async fn commit(&self, ops: &[Op]) -> Result<Vec<(Arc<str>, String)>> {
+    ///
+    /// Ownership is checked in the same transaction: ops on a run that `owner` no longer
+    /// owns (another runner took it over after this one's lease expired) are not applied,
+    /// and the run is reported in `Committed::lost`.
+    pub async fn commit(&self, ops: &[Op], owner: &str) -> Result<Committed> {
+        let mut done = Committed::default();
         if ops.is_empty() {
-            return Ok(Vec::new());
+            return Ok(done);
         }
         let mut conn = self.writer.acquire().await?;
         let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
-        let mut duplicates: Vec<(Arc<str>, String)> = Vec::new();
+        let inserted: HashSet<&str> =
+            ops.iter().filter(|op| matches!(op, Op::InsertRun { .. })).filter_map(Op::run_id).collect();
+        let touched: HashSet<&str> = ops
+            .iter()
+            .filter(|op| op.needs_ownership())
+            .filter_map(Op::run_id)
+            .filter(|id| !inserted.contains(id))
+            .collect();
+        let mut skip: HashSet<String> = HashSet::new();
+        if !touched.is_empty() {
+            let ids = serde_json::to_string(&touched.iter().collect::<Vec<_>>())?;
+            let rows = sqlx::query(
+                "SELECT run_id FROM runs WHERE run_id IN (SELECT value FROM json_each(?)) AND owner IS NOT ?",
+            )
+            .bind(ids)
+            .bind(owner)
+            .fetch_all(&mut *tx)
+            .await?;
+            for row in rows {
+                let run_id: String = row.try_get(0)?;
+                done.lost.push(run_id.as_str().into());
+                skip.insert(run_id);
+            }
+        }
         for op in ops {
-            if !duplicates.is_empty() && duplicates.iter().any(|(id, _)| op.run_id() == Some(&**id)) {
-                continue;
+            if let Some(id) = op.run_id() {
+                if skip.contains(id) && (op.needs_ownership() || inserted.contains(id)) {
+                    continue;
+                }
             }
             if let Some(existing) = apply(&mut tx, op).await? {
                 if let Some(run_id) = op.run_id() {
-                    duplicates.push((run_id.into(), existing));
+                    skip.insert(run_id.to_string());
+                    done.duplicates.push((run_id.into(), existing));
                 }
             }
         }
         tx.commit().await?;
-        Ok(duplicates)
+        Ok(done)
     }
 
     /// Takes over run `run_id` if its owner is still `expected_owner` (compare and
@@ -325,20 +380,30 @@ fn single_pool() -> SqlitePoolOptions {
         .test_before_acquire(false)
 }
 
-async fn migrate(pool: &SqlitePool) -> Result<()> {
-    // Two processes creating the same new file race here; the loser retries and then
-    // finds the schema in place.
-    let mut last = None;
-    for attempt in 0..5 {
+async fn migrate(pool: &SqlitePool, busy_timeout: Duration) -> Result<()> {
+    // Two processes creating the same new file race here; the loser retries (until the
+    // busy timeout) and then finds the schema in place.
+    let deadline = std::time::Instant::now() + busy_timeout.max(Duration::from_secs(1));
+    loop {
         match MIGRATOR.run(pool).await {
             Ok(()) => return Ok(()),
-            Err(e) => {
-                last = Some(e);
-                tokio::time::sleep(Duration::from_millis(20 * (attempt + 1))).await;
+            Err(e) if std::time::Instant::now() < deadline => {
+                log::debug!("migrating the schema failed, retrying: {e}");
+                tokio::time::sleep(Duration::from_millis(25)).await;
             }
+            Err(e) => return Err(Error::from(e)),
         }
     }
-    Err(last.map(Error::from).unwrap_or_else(|| Error::Database("migration failed".into())))
+}
+
+/// True for SQLite's "database is locked" (SQLITE_BUSY) errors.
+fn is_busy(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Database(db) => {
+            db.code().is_some_and(|c| c == "5" || c.starts_with("5")) || db.message().contains("locked")
+        }
+        _ => false,
+    }
 }
 
 /// Applies one op; Some(existing run id) when an insert lost to an idempotency key.

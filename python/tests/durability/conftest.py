@@ -14,7 +14,8 @@ from durable_helpers import Durable
 
 @pytest.fixture
 def durable(tmp_path: Path):
-    """A Durable workspace whose workflow name is unique to the test."""
+    """make(name) -> a Durable workspace in tmp_path: database file, log and markers
+    named after `name`, also the workflow's name (unique to each test)."""
 
     def make(name: str) -> Durable:
         return Durable(tmp_path, name)

@@ -74,3 +74,26 @@ def test_random_kills_of_a_fan_out(durable):
     print(f"{mid_run} of {REPS} kills interrupted a live run (seed {SEED})")
     # The kills must mostly have interrupted live runs, or this test tests nothing.
     assert mid_run >= REPS // 4, f"only {mid_run} of {REPS} kills landed before the run ended"
+
+
+def test_kill_right_after_start(durable):
+    """Killed as soon as start() returned: no task may have finished; all run once."""
+    d = durable("dur_fan_at_once")
+    parts = [f"{d.name}_p{i:02d}" for i in range(WIDTH)]
+    everything = [f"{d.name}_root", *parts, f"{d.name}_join"]
+    opts = ("--n", str(WIDTH), "--sleep", str(SLEEP), "--input", '{"seed": 5}')
+    with d.child("start", "fanout", *opts, "--hold", "60") as proc:
+        proc.expect("runner_open")
+        run_id = proc.expect("started")["run_id"]
+        proc.sigkill()
+    crash = d.snapshot()
+    assert integrity(crash) == "ok"
+    assert d.rows("SELECT status FROM runs", path=crash)[0]["status"] in ("pending", "running")
+
+    result = d.run_child("recover", "fanout", *opts, "--run-id", run_id)
+    assert result["status"] == "completed", result
+    assert result["context"]["total"] == sum(10 + i for i in range(WIDTH))
+    executions = d.executions()
+    assert set(executions) == set(everything)
+    assert max(executions.values()) <= 2, executions
+    assert integrity(d.db_path) == "ok"

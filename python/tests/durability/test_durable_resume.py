@@ -98,3 +98,70 @@ def test_resume_in_the_same_process_after_redefining_the_task(tmp_path: Path):
     assert history[0].error == "ValueError: bug in b"
     assert [h.status for h in second.tasks["dur_resume_nb_a"].history] == ["completed"]
     assert [e["kind"] for e in second.events].count("resumed") == 1
+
+
+def test_resume_a_cancelled_run(tmp_path: Path):
+    """Cancelled mid-way, then resumed: the cancelled tasks run, the completed do not."""
+    url = "sqlite:///" + str(tmp_path / "cancelled.db")
+    calls: list[str] = []
+
+    @task(id="dur_resume_cancel_a")
+    def a(ctx):
+        calls.append("a")
+        ctx["a"] = f"t{time.monotonic_ns()}"
+
+    @task(id="dur_resume_cancel_b", dependencies=[a])
+    def b(ctx):
+        calls.append("b")
+        time.sleep(0.4)
+        ctx["b"] = ctx["a"] + "/b"
+
+    @task(id="dur_resume_cancel_c", dependencies=[b])
+    def c(ctx):
+        calls.append("c")
+        ctx["c"] = ctx["b"] + "/c"
+
+    wf = Workflow("dur_resume_cancel", [a, b, c])
+    with Runner(url, max_concurrency=2) as runner:
+        handle = runner.start(wf, {})
+        deadline = time.monotonic() + 20
+        while "b" not in calls:
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        assert runner.cancel(handle.run_id)
+        first = handle.wait(timeout=30)
+        assert first.status == "cancelled", first
+        assert first.tasks["dur_resume_cancel_c"].status == "cancelled"
+
+        second = runner.resume(handle.run_id).wait(timeout=30)
+    assert second.status == "completed", second
+    assert calls == ["a", "b", "b", "c"]
+    token = first.context["a"]
+    assert second.context == {"a": token, "b": token + "/b", "c": token + "/b/c"}
+    assert [h.status for h in second.tasks["dur_resume_cancel_a"].history] == ["completed"]
+    assert second.tasks["dur_resume_cancel_b"].history[-1].status == "completed"
+    assert [e["kind"] for e in second.events].count("resumed") == 1, second.events
+
+
+def test_resume_continues_an_interrupted_run_without_automatic_recovery(durable):
+    """Runner(recover=False), then runner.resume(run_id) on a run whose process died."""
+    d = durable("dur_resume_interrupted")
+    ids = [f"{d.name}_s{i:02d}" for i in range(4)]
+    opts = ("--n", "4", "--sleep", "0.15", "--input", '{"acc": []}')
+    with d.child("start", "chain", *opts) as proc:
+        proc.expect("runner_open")
+        run_id = proc.expect("started")["run_id"]
+        d.wait_marker(ids[2], proc)
+        proc.sigkill()
+    assert integrity(d.snapshot()) == "ok"
+
+    result = d.run_child("resume", "chain", *opts, "--run-id", run_id)
+
+    assert result["status"] == "completed", result
+    assert result["context"] == {"acc": ids}
+    assert d.executions() == {**dict.fromkeys(ids, 1), ids[2]: 2}
+    history = result["tasks"][ids[2]]["history"]
+    assert [(h["attempt"], h["status"]) for h in history] == [(1, "failed"), (2, "completed")]
+    assert history[0]["error"].startswith("interrupted")
+    assert {"recovered", "resumed"} & {e["kind"] for e in result["events"]}, result["events"]
+    assert integrity(d.db_path) == "ok"

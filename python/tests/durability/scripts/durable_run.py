@@ -4,7 +4,8 @@ Usage: durable_run.py MODE --db URL --name WORKFLOW --kind KIND [options]
 
 MODE is one of:
   start    open a Runner, start a run, print {"event": "started"}, wait for it, print
-           {"event": "finished"}, stay --hold seconds (the test usually SIGKILLs it);
+           {"event": "finished"}, with --again run the workflow once more and print
+           {"event": "again"}, stay --hold seconds (the test usually SIGKILLs it);
   recover  open a Runner (recovery is automatic) and wait for --run-id: no other call;
   resume   open a Runner with recover=False and call runner.resume(--run-id);
   idle     open a Runner, stay --hold seconds, print the runs listed as interrupted;
@@ -300,6 +301,9 @@ def main() -> int:
     p.add_argument("--run-id", default=None)
     p.add_argument("--concurrency", type=int, default=8)
     p.add_argument("--hold", type=float, default=0.0)
+    p.add_argument("--lease", type=float, default=30.0)
+    p.add_argument("--again", action="store_true")
+    p.add_argument("--start-at", type=float, default=0.0, help="epoch seconds")
     p.add_argument("--timeout", type=float, default=60.0)
     ARGS = p.parse_args()
 
@@ -323,8 +327,15 @@ def main() -> int:
         runner.close()
         return 0
 
+    while time.time() < ARGS.start_at:  # lets several processes open at the same moment
+        pass
     opened_before = now_us()
-    runner = Runner(ARGS.db, max_concurrency=ARGS.concurrency, recover=ARGS.mode != "resume")
+    runner = Runner(
+        ARGS.db,
+        max_concurrency=ARGS.concurrency,
+        recover=ARGS.mode != "resume",
+        lease=ARGS.lease,
+    )
     emit(event="runner_open", before_us=opened_before, after_us=now_us(), pid=os.getpid())
 
     if ARGS.mode == "start":
@@ -332,6 +343,9 @@ def main() -> int:
         emit(event="started", run_id=handle.run_id, version=workflow.version)
         result = handle.wait(timeout=ARGS.timeout)
         emit(event="finished", **summary(result))
+        if ARGS.again:  # the engine still works: a second run of the same workflow
+            again = runner.start(workflow, json.loads(ARGS.input)).wait(timeout=ARGS.timeout)
+            emit(event="again", **summary(again))
         time.sleep(ARGS.hold)  # stay alive (to be killed) after the run ended
     elif ARGS.mode == "recover":
         result = RunHandle(runner, ARGS.run_id).wait(timeout=ARGS.timeout)
