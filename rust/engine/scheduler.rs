@@ -59,7 +59,12 @@ struct Effects {
     interrupts: Vec<(Arc<str>, Interrupt)>,
     timers: Vec<(Duration, Command)>,
     cancel_replies: Vec<(oneshot::Sender<bool>, bool)>,
+    /// The lease this batch renews every run to, once committed.
+    renewed_until: Option<i64>,
 }
+
+/// How long before its lease expires a run's ownership is checked at every commit.
+const LEASE_MARGIN_MICROS: i64 = 2_000_000;
 
 impl Scheduler {
     pub(crate) fn new(
@@ -123,6 +128,11 @@ impl Scheduler {
             }
             if !committed.lost.is_empty() {
                 self.drop_lost(&committed.lost, &mut effects);
+            }
+            if let Some(until) = effects.renewed_until.take() {
+                for run in self.runs.values_mut() {
+                    run.lease_until = run.lease_until.max(until);
+                }
             }
             self.deliver(effects);
             if !self.closing.is_empty() && self.slots.is_empty() {
@@ -205,6 +215,7 @@ impl Scheduler {
                 if !self.runs.is_empty() {
                     let until = now_micros() + self.shared.lease.as_micros() as i64;
                     ops.push(Op::RenewLeases { owner: self.shared.owner.clone(), until });
+                    effects.renewed_until = Some(until);
                 }
             }
             Command::Adopt { record, mode, reply } => {
@@ -249,6 +260,7 @@ impl Scheduler {
         });
         let (done, watch) = watch::channel(false);
         let mut run = RunState::new(run_id.clone(), workflow.clone(), input, done);
+        run.lease_until = now + self.shared.lease.as_micros() as i64;
         for (position, task) in run.tasks.iter().enumerate() {
             let deps: Vec<&str> = graph.dependencies(position as u32).iter().map(|&d| graph.id(d)).collect();
             ops.push(Op::InsertTask {
@@ -624,11 +636,32 @@ impl Scheduler {
         }
     }
 
+    /// Runs whose ownership the commit must check: those whose committed lease is near
+    /// its end (only then could another runner have taken one over).
+    fn runs_to_verify(&self, ops: &[Op]) -> HashSet<Arc<str>> {
+        let horizon = now_micros() + LEASE_MARGIN_MICROS;
+        let mut verify = HashSet::new();
+        for op in ops.iter().filter(|op| op.needs_ownership()) {
+            let Some(run_id) = op.run_id() else { continue };
+            match self.runs.get_key_value(run_id) {
+                Some((_, run)) if run.lease_until > horizon => {}
+                Some((key, _)) => {
+                    verify.insert(key.clone());
+                }
+                None => {
+                    verify.insert(Arc::from(run_id));
+                }
+            }
+        }
+        verify
+    }
+
     async fn commit(&self, ops: &[Op]) -> Result<Committed> {
+        let verify = self.runs_to_verify(ops);
         let mut delay = Duration::from_millis(20);
         let mut attempt = 0;
         loop {
-            match self.shared.store.commit(ops, &self.shared.owner).await {
+            match self.shared.store.commit(ops, &self.shared.owner, &verify).await {
                 Ok(committed) => return Ok(committed),
                 Err(e) if attempt < 5 => {
                     log::warn!("committing {} changes failed, retrying: {e}", ops.len());
@@ -718,6 +751,7 @@ impl Scheduler {
         });
         let (done, watch) = watch::channel(false);
         let mut run = RunState::new(run_id.clone(), workflow.clone(), record.input.clone(), done);
+        run.lease_until = record.lease_expires_at.unwrap_or(0);
         let reopen = matches!(mode, AdoptMode::Resume);
         let mut interrupted = Vec::new();
         let mut reset = Vec::new();

@@ -65,6 +65,9 @@ pub struct RunState {
     /// Tasks not final yet.
     pub unfinished: usize,
     pub done: watch::Sender<bool>,
+    /// The lease this engine last committed for the run (microseconds): until shortly
+    /// before it, no other runner can have taken the run over.
+    pub lease_until: i64,
 }
 
 impl RunState {
@@ -93,7 +96,15 @@ impl RunState {
                 }
             })
             .collect();
-        RunState { run_id, unfinished: graph.len(), workflow, input: Arc::new(input), tasks, done }
+        RunState {
+            run_id,
+            unfinished: graph.len(),
+            workflow,
+            input: Arc::new(input),
+            tasks,
+            done,
+            lease_until: 0,
+        }
     }
 
     /// What the task at `position` sees: the input plus its ancestors' writes in order.

@@ -270,7 +270,7 @@ async fn chain_cost() {
     for round in 0..2 {
         let t = std::time::Instant::now();
         for _ in 0..200 {
-            store.commit(std::slice::from_ref(&op), "nobody").await.unwrap();
+            store.commit(std::slice::from_ref(&op), "nobody", &Default::default()).await.unwrap();
         }
         println!("one-statement commit (round {round}): {:.1} us", t.elapsed().as_micros() as f64 / 200.0);
     }

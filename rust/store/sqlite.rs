@@ -160,7 +160,8 @@ impl SqliteStore {
     /// Ownership is checked in the same transaction: ops on a run that `owner` no longer
     /// owns (another runner took it over after this one's lease expired) are not applied,
     /// and the run is reported in `Committed::lost`.
-    pub async fn commit(&self, ops: &[Op], owner: &str) -> Result<Committed> {
+    /// Only the runs in `verify` are checked (the caller knows the others' leases hold).
+    pub async fn commit(&self, ops: &[Op], owner: &str, verify: &HashSet<Arc<str>>) -> Result<Committed> {
         let mut done = Committed::default();
         if ops.is_empty() {
             return Ok(done);
@@ -173,7 +174,7 @@ impl SqliteStore {
             .iter()
             .filter(|op| op.needs_ownership())
             .filter_map(Op::run_id)
-            .filter(|id| !inserted.contains(id))
+            .filter(|id| !inserted.contains(id) && verify.contains(*id))
             .collect();
         let mut skip: HashSet<String> = HashSet::new();
         if !touched.is_empty() {
