@@ -275,20 +275,8 @@ impl Scheduler {
         for position in roots {
             Self::settle(&mut run, position, now, ops, &mut self.queue, effects);
         }
-        if let Some(seconds) = workflow.timeout {
-            let cmd = Command::Cancel {
-                run_id: run_id.clone(),
-                reason: CancelReason::Timeout(seconds),
-                reply: None,
-            };
-            effects.timers.push((Duration::from_secs_f64(seconds), cmd));
-        }
-        lock(&self.shared.watches).insert(run_id.clone(), watch);
-        if run.unfinished == 0 {
-            Self::finalize(&mut run, now, ops);
-            effects.finished_runs.push(run_id.clone());
-        }
-        self.runs.insert(run_id.clone(), run);
+        let timeout = workflow.timeout.map(|seconds| (seconds, seconds));
+        self.install(run, watch, timeout, now, ops, effects);
         Ok(run_id)
     }
 
@@ -901,8 +889,30 @@ impl Scheduler {
                 Self::settle(&mut run, position, now, ops, &mut self.queue, effects);
             }
         }
-        if let (Some(seconds), Some(started)) = (workflow.timeout, record.started_at) {
-            let left = (seconds - (now - started) as f64 / 1e6).max(0.0);
+        let timeout = match (workflow.timeout, record.started_at) {
+            (Some(seconds), Some(started)) => {
+                Some((seconds, (seconds - (now - started) as f64 / 1e6).max(0.0)))
+            }
+            _ => None,
+        };
+        log::info!("{kind} run {run_id} of workflow '{}'", record.workflow);
+        self.install(run, watch, timeout, now, ops, effects);
+        Ok(())
+    }
+
+    /// Makes `run` one this engine drives: arms its workflow timeout (`(total, left)`
+    /// seconds), lets waiters find it, and finalizes it at once if nothing is left.
+    fn install(
+        &mut self,
+        mut run: RunState,
+        watch: watch::Receiver<bool>,
+        timeout: Option<(f64, f64)>,
+        now: i64,
+        ops: &mut Vec<Op>,
+        effects: &mut Effects,
+    ) {
+        let run_id = run.run_id.clone();
+        if let Some((seconds, left)) = timeout {
             let cmd = Command::Cancel {
                 run_id: run_id.clone(),
                 reason: CancelReason::Timeout(seconds),
@@ -915,9 +925,7 @@ impl Scheduler {
             Self::finalize(&mut run, now, ops);
             effects.finished_runs.push(run_id.clone());
         }
-        log::info!("{kind} run {run_id} of workflow '{}'", record.workflow);
         self.runs.insert(run_id, run);
-        Ok(())
     }
 
     /// After a commit: answer submitters, start attempts and timers, interrupt, wake
