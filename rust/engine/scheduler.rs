@@ -21,7 +21,7 @@ use crate::errors::{Error, Result};
 use crate::graph::{Graph, TaskSpec};
 use crate::policy::TaskPolicy;
 use crate::registry::{self, WorkflowDef};
-use crate::store::{now_micros, Committed, Op, RunRecord, TaskRecord};
+use crate::store::{now_micros, Committed, Op, RunRecord};
 
 /// Most messages folded into one transaction.
 const MAX_BATCH: usize = 4096;
@@ -742,6 +742,8 @@ impl Scheduler {
         run.lease_until = record.lease_expires_at.unwrap_or(0);
         let reopen = matches!(mode, AdoptMode::Resume);
         let mut interrupted = Vec::new();
+        // The attempt that was running belonged to the previous owner.
+        let lost_owner: Arc<str> = record.owner.as_deref().unwrap_or("unknown").into();
         let mut reset = Vec::new();
         for (position, t) in record.tasks.iter().enumerate() {
             let task = &mut run.tasks[position];
@@ -768,7 +770,7 @@ impl Scheduler {
                         run_id: run_id.clone(),
                         task_id: task.id.clone(),
                         attempt: t.attempts.max(1),
-                        owner: t.owner_or(&record),
+                        owner: lost_owner.clone(),
                         started_at: t.started_at.unwrap_or(now),
                         at: now,
                         ready_at: now,
@@ -795,12 +797,7 @@ impl Scheduler {
         let missing: Vec<String> = run
             .tasks
             .iter()
-            .filter(|t| {
-                !matches!(
-                    t.status,
-                    TaskStatus::Completed | TaskStatus::Failed | TaskStatus::Skipped | TaskStatus::Cancelled
-                )
-            })
+            .filter(|t| t.status.upstream().is_none())
             .filter(|t| registry::task(&t.id).is_none())
             .map(|t| t.id.to_string())
             .collect();
@@ -867,12 +864,10 @@ impl Scheduler {
         run.unfinished = 0;
         for position in 0..graph.len() as u32 {
             let status = run.tasks[position as usize].status;
-            match status {
-                TaskStatus::Completed | TaskStatus::Failed | TaskStatus::Skipped | TaskStatus::Cancelled => {
-                    continue
-                }
-                _ => run.unfinished += 1,
+            if status.upstream().is_some() {
+                continue; // final
             }
+            run.unfinished += 1;
             let remaining = graph
                 .dependencies(position)
                 .iter()
@@ -1036,12 +1031,5 @@ pub(crate) fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
         format!("panic: {s}")
     } else {
         "panic".to_string()
-    }
-}
-
-impl TaskRecord {
-    /// Who ran the task's last attempt (the run's owner if the row does not say).
-    fn owner_or(&self, run: &RunRecord) -> Arc<str> {
-        run.owner.as_deref().unwrap_or("unknown").into()
     }
 }
