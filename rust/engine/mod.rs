@@ -10,7 +10,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use crate::context::Map;
 use crate::errors::{Error, Result};
 use crate::registry::WorkflowDef;
-use crate::store::{is_final_run_status, RunFilter, RunRecord, SqliteStore};
+use crate::store::{is_final_run_status, RunFilter, RunRecord, SqliteStore, WriteConnection};
 
 pub mod executor;
 mod owner;
@@ -128,6 +128,26 @@ pub(crate) enum Command {
     Shutdown {
         reply: oneshot::Sender<()>,
     },
+    /// A write outside the batches (claiming a run, marking one interrupted, asking
+    /// another runner to cancel one), run on the scheduler's connection between batches.
+    Write(WriteJob),
+}
+
+/// A one-off transaction for the scheduler's write connection; it sends its own reply.
+pub(crate) type WriteJob = Box<dyn FnOnce(&mut WriteConnection) + Send>;
+
+/// Runs `work` on the engine's write connection and returns its result.
+async fn write<T, F>(commands: &mpsc::UnboundedSender<Command>, work: F) -> Result<T>
+where
+    F: FnOnce(&mut WriteConnection) -> Result<T> + Send + 'static,
+    T: Send + 'static,
+{
+    let (reply, answer) = oneshot::channel();
+    let job: WriteJob = Box::new(move |conn| {
+        let _ = reply.send(work(conn));
+    });
+    commands.send(Command::Write(job)).map_err(|_| closed())?;
+    answer.await.map_err(|_| closed())?
 }
 
 impl Command {
@@ -159,9 +179,19 @@ pub struct Engine {
 
 impl Engine {
     /// Starts an engine on `store`; must be called inside the tokio runtime.
-    pub fn start(store: SqliteStore, executor: Arc<dyn Executor>, config: EngineConfig) -> Engine {
+    ///
+    /// The scheduler runs on a thread of its own, with a single-threaded tokio runtime
+    /// for its timers and the attempts it starts, and commits its batches there on the
+    /// store's write connection: a task finishing wakes that one thread, which commits
+    /// and starts the next attempt without handing work to any other thread.
+    pub fn start(store: SqliteStore, executor: Arc<dyn Executor>, config: EngineConfig) -> Result<Engine> {
+        let writer = store.take_writer()?;
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .thread_name("cloacina-task")
+            .build()
+            .map_err(|e| Error::Internal(format!("cannot start the scheduler's runtime: {e}")))?;
         let owner: Arc<str> = owner::new_owner_id().into();
-        lock(&LIVE_OWNERS).insert(owner.to_string());
         let shared = Arc::new(Shared {
             store: Arc::new(store),
             owner,
@@ -171,10 +201,19 @@ impl Engine {
         });
         let (tx, rx) = mpsc::unbounded_channel();
         let recover = config.recover;
-        let scheduler = scheduler::Scheduler::new(shared.clone(), tx.clone(), rx, executor, config);
-        tokio::spawn(scheduler.run());
+        let scheduler = scheduler::Scheduler::new(shared.clone(), tx.clone(), rx, writer, executor, config);
+        std::thread::Builder::new()
+            .name("cloacina-scheduler".into())
+            .spawn(move || {
+                runtime.block_on(scheduler.run());
+                // Attempts still running (a cancelled sync call that ignores its
+                // interrupt) finish on their own; nothing waits for them.
+                runtime.shutdown_background();
+            })
+            .map_err(|e| Error::Internal(format!("cannot start the scheduler thread: {e}")))?;
+        lock(&LIVE_OWNERS).insert(shared.owner.to_string());
         tokio::spawn(watch_store(Arc::downgrade(&shared), tx.downgrade(), recover));
-        Engine { shared, commands: tx }
+        Ok(Engine { shared, commands: tx })
     }
 
     /// The store's label (file path or ":memory:").
@@ -250,7 +289,8 @@ impl Engine {
             self.commands.send(cmd).map_err(|_| closed())?;
             return rx.await.map_err(|_| closed());
         }
-        self.shared.store.request_cancel(run_id, crate::store::now_micros()).await
+        let run_id = run_id.to_owned();
+        write(&self.commands, move |w| w.request_cancel(&run_id, crate::store::now_micros())).await
     }
 
     /// Run `run_id` as stored, if it exists.
@@ -310,7 +350,8 @@ impl Engine {
             }
         };
         let until = crate::store::now_micros() + self.shared.lease.as_micros() as i64;
-        if !self.shared.store.claim_run(run_id, record.owner.as_deref(), &self.shared.owner, until).await? {
+        let (id, expected, me) = (run_id.to_owned(), record.owner.clone(), self.shared.owner.clone());
+        if !write(&self.commands, move |w| w.claim_run(&id, expected.as_deref(), &me, until)).await? {
             return Err(Error::Task(format!("run {run_id} was taken over by another runner meanwhile")));
         }
         let (reply, rx) = oneshot::channel();
@@ -388,16 +429,14 @@ async fn recover_orphans(shared: &Shared, commands: &mpsc::UnboundedSender<Comma
         }
         if crate::registry::workflow(&candidate.workflow).is_none() {
             if candidate.status == "running" {
-                shared.store.mark_interrupted(&candidate.run_id, candidate.owner.as_deref(), now).await?;
+                let (id, owner) = (candidate.run_id.clone(), candidate.owner.clone());
+                write(commands, move |w| w.mark_interrupted(&id, owner.as_deref(), now)).await?;
             }
             continue;
         }
         let until = now + shared.lease.as_micros() as i64;
-        if !shared
-            .store
-            .claim_run(&candidate.run_id, candidate.owner.as_deref(), &shared.owner, until)
-            .await?
-        {
+        let (id, expected, me) = (candidate.run_id.clone(), candidate.owner.clone(), shared.owner.clone());
+        if !write(commands, move |w| w.claim_run(&id, expected.as_deref(), &me, until)).await? {
             continue; // another runner got there first
         }
         let Some(mut record) = shared.store.run(&candidate.run_id).await? else { continue };

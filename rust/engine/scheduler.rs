@@ -1,5 +1,5 @@
-//! The scheduler: one task per engine that owns all run state and the writer side of
-//! the store. It drains every pending message, applies them in memory, claims ready
+//! The scheduler: one per engine, on a thread of its own, owning all run state and the
+//! store's write connection. It drains every pending message, applies them in memory, claims ready
 //! tasks for free slots, commits everything as one transaction (group commit), and only
 //! then starts the claimed attempts, wakes waiters and calls hooks. A finishing task, a
 //! retry falling due, a timeout or a cancellation each arrive as a message, so the next
@@ -21,7 +21,7 @@ use crate::errors::{Error, Result};
 use crate::graph::{Graph, TaskSpec};
 use crate::policy::TaskPolicy;
 use crate::registry::{self, WorkflowDef};
-use crate::store::{now_micros, Committed, Op, RunRecord};
+use crate::store::{now_micros, Committed, Op, RunRecord, WriteConnection};
 
 /// Most messages folded into one transaction.
 const MAX_BATCH: usize = 4096;
@@ -34,6 +34,8 @@ type AttemptKey = (Arc<str>, u32, u32);
 
 pub(crate) struct Scheduler {
     shared: Arc<Shared>,
+    /// Batches are committed here, synchronously, on the scheduler's own thread.
+    writer: WriteConnection,
     commands: mpsc::UnboundedSender<Command>,
     inbox: mpsc::UnboundedReceiver<Command>,
     executor: Arc<dyn Executor>,
@@ -71,11 +73,13 @@ impl Scheduler {
         shared: Arc<Shared>,
         commands: mpsc::UnboundedSender<Command>,
         inbox: mpsc::UnboundedReceiver<Command>,
+        writer: WriteConnection,
         executor: Arc<dyn Executor>,
         config: EngineConfig,
     ) -> Scheduler {
         Scheduler {
             shared,
+            writer,
             commands,
             inbox,
             executor,
@@ -115,7 +119,7 @@ impl Scheduler {
                     }
                 }
             }
-            let committed = match self.commit(&ops).await {
+            let committed = match self.commit(&ops) {
                 Ok(committed) => committed,
                 Err(e) => {
                     self.fail(e, effects);
@@ -227,6 +231,7 @@ impl Scheduler {
                 }
             }
             Command::Shutdown { reply } => self.closing.push(reply),
+            Command::Write(job) => job(&mut self.writer),
         }
     }
 
@@ -644,17 +649,22 @@ impl Scheduler {
         verify
     }
 
-    async fn commit(&self, ops: &[Op]) -> Result<Committed> {
+    /// Commits a batch, retrying a failed commit a few times (blocking this thread, which
+    /// nothing else runs on while a batch is pending).
+    fn commit(&mut self, ops: &[Op]) -> Result<Committed> {
+        if ops.is_empty() {
+            return Ok(Committed::default());
+        }
         let verify = self.runs_to_verify(ops);
         let mut delay = Duration::from_millis(20);
         let mut attempt = 0;
         loop {
-            match self.shared.store.commit(ops, &self.shared.owner, &verify).await {
+            match self.writer.commit(ops, &self.shared.owner, &verify) {
                 Ok(committed) => return Ok(committed),
                 Err(e) if attempt < 5 => {
                     log::warn!("committing {} changes failed, retrying: {e}", ops.len());
                     attempt += 1;
-                    tokio::time::sleep(delay).await;
+                    std::thread::sleep(delay);
                     delay *= 2;
                 }
                 Err(e) => return Err(e),

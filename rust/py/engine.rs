@@ -60,7 +60,7 @@ impl PyEngine {
                 let store = SqliteStore::open(&config).await?;
                 let engine_config =
                     EngineConfig { max_concurrency, lease: Duration::from_secs_f64(lease), recover };
-                let engine = Engine::start(store, Arc::new(executor), engine_config);
+                let engine = Engine::start(store, Arc::new(executor), engine_config)?;
                 if recover {
                     // Runs interrupted by a crash continue now, not after the first check.
                     if let Err(e) = engine.recover_orphans().await {

@@ -8,8 +8,10 @@ use crate::context::{self, Map};
 pub mod sqlite;
 mod sqlite_api_table;
 pub mod sqlite_library;
+mod sqlite_write;
 
 pub use sqlite::{Committed, Durability, SqliteConfig, SqliteStore};
+pub use sqlite_write::WriteConnection;
 
 /// Microseconds since the Unix epoch, the unit of every stored time.
 pub fn now_micros() -> i64 {

@@ -1,25 +1,23 @@
 //! The SQLite store.
 //!
-//! Connection design: one writer connection (a pool of one), used only by the engine's
-//! scheduler for batch transactions started with `BEGIN IMMEDIATE`; a separate pool of
-//! read-only connections for callers reading runs. In WAL mode readers never block the
-//! writer nor each other, and no caller waiting for a run holds a connection while it
-//! waits (waiting is an in-process notification), so the scheduler, the executors and
-//! waiting callers cannot starve each other. An in-memory database has a single
-//! connection shared by both roles, held only for the duration of one statement batch.
+//! Connection design: one write connection (`sqlite_write.rs`), owned by the engine's
+//! scheduler thread, which runs every write as one `BEGIN IMMEDIATE` transaction of
+//! cached prepared statements; a separate sqlx pool of read-only connections for callers reading runs. In WAL mode
+//! readers never block the writer nor each other, and no caller waiting for a run holds
+//! a connection while it waits (waiting is an in-process notification), so the
+//! scheduler, the executors and waiting callers cannot starve each other. The schema is
+//! migrated by sqlx's embedded migrations when the store opens.
 
-use std::collections::HashSet;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use sqlx::{ConnectOptions, Connection, Row};
-use sqlx_sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
-};
+use sqlx_sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow};
 
-use super::{AttemptRecord, Op, OrphanCandidate, RunFilter, RunRecord, TaskRecord};
+use super::sqlite_write::{WriteConnection, WriterConfig};
+use super::{AttemptRecord, OrphanCandidate, RunFilter, RunRecord, TaskRecord};
 use crate::context::Map;
 use crate::errors::{Error, Result};
 
@@ -83,25 +81,25 @@ pub struct Committed {
 
 /// A SQLite database holding runs.
 pub struct SqliteStore {
-    writer: SqlitePool,
+    /// The write connection, until an engine takes it (see `take_writer`).
+    writer: Mutex<Option<WriteConnection>>,
     reader: SqlitePool,
     label: Arc<str>,
+    /// For an in-memory store: the private file standing in for it, removed at close.
+    scratch: Option<ScratchFile>,
 }
 
 impl SqliteStore {
     /// Opens (creating if missing) the database and brings its schema up to date.
+    ///
+    /// An in-memory store is a private file in the temporary directory, written without
+    /// syncing and removed when the store closes: SQLite's `:memory:` databases cannot be
+    /// shared between the writer's connection and the readers'.
     pub async fn open(config: &SqliteConfig) -> Result<SqliteStore> {
-        let sync = match config.durability {
-            Durability::Normal => SqliteSynchronous::Normal,
-            Durability::Full => SqliteSynchronous::Full,
-        };
-        let (writer, reader, label) = match &config.path {
+        let (path, synchronous, scratch) = match &config.path {
             None => {
-                let opts = SqliteConnectOptions::from_str("sqlite::memory:")?
-                    .synchronous(sync)
-                    .disable_statement_logging();
-                let pool = single_pool().connect_with(opts).await?;
-                (pool.clone(), pool, Arc::<str>::from(":memory:"))
+                let scratch = ScratchFile::new();
+                (scratch.path.clone(), "OFF", Some(scratch))
             }
             Some(path) => {
                 if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
@@ -113,39 +111,33 @@ impl SqliteStore {
                         )));
                     }
                 }
-                let base = SqliteConnectOptions::new()
-                    .filename(path)
-                    .busy_timeout(config.busy_timeout)
-                    .synchronous(sync)
-                    .disable_statement_logging();
-                let write_opts = base.clone().create_if_missing(true).journal_mode(SqliteJournalMode::Wal);
-                // Switching a new file to WAL needs an exclusive lock, for which SQLite does
-                // not wait: while another process writes, retry until the busy timeout.
-                let deadline = std::time::Instant::now() + config.busy_timeout;
-                let writer = loop {
-                    match single_pool().connect_with(write_opts.clone()).await {
-                        Ok(pool) => break pool,
-                        Err(e) if is_busy(&e) && std::time::Instant::now() < deadline => {
-                            tokio::time::sleep(Duration::from_millis(25)).await;
-                        }
-                        Err(e) => {
-                            return Err(Error::Configuration(format!(
-                                "cannot open the database {}: {e}",
-                                path.display()
-                            )))
-                        }
-                    }
+                let synchronous = match config.durability {
+                    Durability::Normal => "NORMAL",
+                    Durability::Full => "FULL",
                 };
-                let reader = SqlitePoolOptions::new()
-                    .test_before_acquire(false)
-                    .max_connections(config.readers.max(1))
-                    .min_connections(0)
-                    .connect_lazy_with(base.read_only(true));
-                (writer, reader, Arc::<str>::from(path.display().to_string()))
+                (path.clone(), synchronous, None)
             }
         };
-        migrate(&writer, config.busy_timeout).await?;
-        Ok(SqliteStore { writer, reader, label })
+        let label: Arc<str> = match &config.path {
+            None => ":memory:".into(),
+            Some(path) => path.display().to_string().into(),
+        };
+        let base = SqliteConnectOptions::new()
+            .filename(&path)
+            .busy_timeout(config.busy_timeout)
+            .disable_statement_logging();
+        prepare_file(&path, base.clone(), config.busy_timeout).await?;
+        let writer_config = WriterConfig { path, synchronous, busy_timeout: config.busy_timeout };
+        let writer = tokio::task::spawn_blocking(move || WriteConnection::open(&writer_config))
+            .await
+            .map_err(|e| Error::Internal(format!("opening the database panicked: {e}")))?
+            .map_err(|e| Error::Configuration(format!("cannot open the database {label}: {e}")))?;
+        let reader = SqlitePoolOptions::new()
+            .test_before_acquire(false)
+            .max_connections(config.readers.max(1))
+            .min_connections(0)
+            .connect_lazy_with(base.read_only(true));
+        Ok(SqliteStore { writer: Mutex::new(Some(writer)), reader, label, scratch })
     }
 
     /// What the store is (the file path, or ":memory:"), for messages.
@@ -153,87 +145,14 @@ impl SqliteStore {
         &self.label
     }
 
-    /// Commits `ops` as one `BEGIN IMMEDIATE` transaction.
-    /// Returns the runs not inserted because their idempotency key was taken, each
-    /// with the id of the run that holds the key.
-    ///
-    /// Ownership is checked in the same transaction: ops on a run that `owner` no longer
-    /// owns (another runner took it over after this one's lease expired) are not applied,
-    /// and the run is reported in `Committed::lost`.
-    /// Only the runs in `verify` are checked (the caller knows the others' leases hold).
-    pub async fn commit(&self, ops: &[Op], owner: &str, verify: &HashSet<Arc<str>>) -> Result<Committed> {
-        let mut done = Committed::default();
-        if ops.is_empty() {
-            return Ok(done);
-        }
-        let mut conn = self.writer.acquire().await?;
-        let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
-        let inserted: HashSet<&str> =
-            ops.iter().filter(|op| matches!(op, Op::InsertRun { .. })).filter_map(Op::run_id).collect();
-        let touched: HashSet<&str> = ops
-            .iter()
-            .filter(|op| op.needs_ownership())
-            .filter_map(Op::run_id)
-            .filter(|id| !inserted.contains(id) && verify.contains(*id))
-            .collect();
-        let mut skip: HashSet<String> = HashSet::new();
-        if !touched.is_empty() {
-            let ids = serde_json::to_string(&touched.iter().collect::<Vec<_>>())?;
-            let rows = sqlx::query(
-                "SELECT run_id FROM runs WHERE run_id IN (SELECT value FROM json_each(?)) AND owner IS NOT ?",
-            )
-            .bind(ids)
-            .bind(owner)
-            .fetch_all(&mut *tx)
-            .await?;
-            for row in rows {
-                let run_id: String = row.try_get(0)?;
-                done.lost.push(run_id.as_str().into());
-                skip.insert(run_id);
-            }
-        }
-        for op in ops {
-            if let Some(id) = op.run_id() {
-                if skip.contains(id) && (op.needs_ownership() || inserted.contains(id)) {
-                    continue;
-                }
-            }
-            if let Some(existing) = apply(&mut tx, op).await? {
-                if let Some(run_id) = op.run_id() {
-                    skip.insert(run_id.to_string());
-                    done.duplicates.push((run_id.into(), existing));
-                }
-            }
-        }
-        tx.commit().await?;
-        Ok(done)
-    }
-
-    /// Takes over run `run_id` if its owner is still `expected_owner` (compare and
-    /// set, in its own transaction); with `reopen`, a final run becomes `running`.
-    pub async fn claim_run(
-        &self,
-        run_id: &str,
-        expected_owner: Option<&str>,
-        owner: &str,
-        lease_until: i64,
-    ) -> Result<bool> {
-        let mut conn = self.writer.acquire().await?;
-        let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
-        let done = sqlx::query(
-            "UPDATE runs SET owner = ?, lease_expires_at = ?, \
-             status = CASE WHEN status = 'interrupted' THEN 'running' ELSE status END \
-             WHERE run_id = ? AND owner IS ?",
-        )
-        .bind(owner)
-        .bind(lease_until)
-        .bind(run_id)
-        .bind(expected_owner)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        tx.commit().await?;
-        Ok(done > 0)
+    /// The connection every write goes through, for the one engine driving this store
+    /// (it commits batches on its scheduler's thread). Once only.
+    pub fn take_writer(&self) -> Result<WriteConnection> {
+        self.writer
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
+            .ok_or_else(|| Error::Internal(format!("the store {} already has an engine", self.label)))
     }
 
     /// Runs not final and not owned by `me`: candidates for recovery.
@@ -256,31 +175,6 @@ impl SqliteStore {
                 })
             })
             .collect()
-    }
-
-    /// Marks a running run whose owner is gone, and that nobody here can continue, as
-    /// `interrupted` (once), recording the event.
-    pub async fn mark_interrupted(&self, run_id: &str, owner: Option<&str>, at: i64) -> Result<()> {
-        let mut conn = self.writer.acquire().await?;
-        let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
-        let done = sqlx::query(
-            "UPDATE runs SET status = 'interrupted' WHERE run_id = ? AND owner IS ? AND status = 'running'",
-        )
-        .bind(run_id)
-        .bind(owner)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        if done > 0 {
-            sqlx::query("INSERT INTO run_events (run_id, at, kind, detail) VALUES (?, ?, 'interrupted', ?)")
-                .bind(run_id)
-                .bind(at)
-                .bind(serde_json::json!({"owner": owner}).to_string())
-                .execute(&mut *tx)
-                .await?;
-        }
-        tx.commit().await?;
-        Ok(())
     }
 
     /// The run holding idempotency key `key`, if any.
@@ -334,24 +228,6 @@ impl SqliteStore {
         Ok(runs)
     }
 
-    /// Asks the owner of run `run_id` to cancel it (the run is driven elsewhere).
-    /// False when the run is unknown or already final.
-    pub async fn request_cancel(&self, run_id: &str, at: i64) -> Result<bool> {
-        let mut conn = self.writer.acquire().await?;
-        let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
-        let done = sqlx::query(
-            "UPDATE runs SET cancel_requested_at = COALESCE(cancel_requested_at, ?) \
-             WHERE run_id = ? AND status IN ('pending', 'running')",
-        )
-        .bind(at)
-        .bind(run_id)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        tx.commit().await?;
-        Ok(done > 0)
-    }
-
     /// Runs owned by `owner` that someone asked to cancel.
     pub async fn cancel_requests(&self, owner: &str) -> Result<Vec<String>> {
         let rows = sqlx::query(
@@ -364,36 +240,74 @@ impl SqliteStore {
         Ok(rows.iter().map(|r| r.get::<String, _>(0)).collect())
     }
 
-    /// Closes every connection.
+    /// Closes every connection (a private in-memory store's file is removed).
     pub async fn close(&self) {
-        self.writer.close().await;
+        drop(self.writer.lock().unwrap_or_else(PoisonError::into_inner).take());
         self.reader.close().await;
+        if let Some(scratch) = &self.scratch {
+            scratch.remove();
+        }
     }
 }
 
-fn single_pool() -> SqlitePoolOptions {
-    SqlitePoolOptions::new()
-        .max_connections(1)
-        .min_connections(1)
-        .idle_timeout(None)
-        .max_lifetime(None)
-        .acquire_timeout(Duration::from_secs(3600))
-        .test_before_acquire(false)
-}
-
-async fn migrate(pool: &SqlitePool, busy_timeout: Duration) -> Result<()> {
+/// Creates the file if missing, switches it to WAL and brings its schema up to date,
+/// over a short-lived sqlx connection.
+async fn prepare_file(path: &Path, base: SqliteConnectOptions, busy_timeout: Duration) -> Result<()> {
+    let options = base.create_if_missing(true).journal_mode(SqliteJournalMode::Wal);
+    // Switching a new file to WAL needs an exclusive lock, for which SQLite does not
+    // wait: while another process writes, retry until the busy timeout.
+    let deadline = std::time::Instant::now() + busy_timeout;
+    let mut conn = loop {
+        match options.connect().await {
+            Ok(conn) => break conn,
+            Err(e) if is_busy(&e) && std::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(25)).await;
+            }
+            Err(e) => {
+                return Err(Error::Configuration(format!("cannot open the database {}: {e}", path.display())))
+            }
+        }
+    };
     // Two processes creating the same new file race here; the loser retries (until the
     // busy timeout) and then finds the schema in place.
     let deadline = std::time::Instant::now() + busy_timeout.max(Duration::from_secs(1));
-    loop {
-        match MIGRATOR.run(pool).await {
-            Ok(()) => return Ok(()),
+    let migrated = loop {
+        match MIGRATOR.run_direct(None, &mut conn, false).await {
+            Ok(()) => break Ok(()),
             Err(e) if std::time::Instant::now() < deadline => {
                 log::debug!("migrating the schema failed, retrying: {e}");
                 tokio::time::sleep(Duration::from_millis(25)).await;
             }
-            Err(e) => return Err(Error::from(e)),
+            Err(e) => break Err(Error::from(e)),
         }
+    };
+    let _ = conn.close().await;
+    migrated
+}
+
+/// The private file of an in-memory store, removed (with its WAL files) at close or drop.
+struct ScratchFile {
+    path: PathBuf,
+}
+
+impl ScratchFile {
+    fn new() -> ScratchFile {
+        let name = format!("cloacina-memory-{}.db", uuid::Uuid::now_v7().simple());
+        ScratchFile { path: std::env::temp_dir().join(name) }
+    }
+
+    fn remove(&self) {
+        for suffix in ["", "-wal", "-shm", "-journal"] {
+            let mut path = self.path.clone().into_os_string();
+            path.push(suffix);
+            let _ = std::fs::remove_file(path);
+        }
+    }
+}
+
+impl Drop for ScratchFile {
+    fn drop(&mut self) {
+        self.remove();
     }
 }
 
@@ -405,205 +319,6 @@ fn is_busy(e: &sqlx::Error) -> bool {
         }
         _ => false,
     }
-}
-
-/// Applies one op; Some(existing run id) when an insert lost to an idempotency key.
-async fn apply(conn: &mut sqlx_sqlite::SqliteConnection, op: &Op) -> Result<Option<String>> {
-    match op {
-        Op::InsertRun { run_id, workflow, version, input, owner, at, lease_until, idempotency_key } => {
-            let inserted = sqlx::query(
-                "INSERT INTO runs (run_id, workflow, version, status, input, owner, created_at, started_at, \
-                 lease_expires_at, idempotency_key) VALUES (?, ?, ?, 'running', ?, ?, ?, ?, ?, ?) \
-                 ON CONFLICT (idempotency_key) DO NOTHING",
-            )
-            .bind(&**run_id)
-            .bind(&**workflow)
-            .bind(&**version)
-            .bind(input)
-            .bind(&**owner)
-            .bind(at)
-            .bind(at)
-            .bind(lease_until)
-            .bind(idempotency_key.as_deref())
-            .execute(&mut *conn)
-            .await?
-            .rows_affected();
-            if inserted == 0 {
-                let existing = sqlx::query("SELECT run_id FROM runs WHERE idempotency_key = ?")
-                    .bind(idempotency_key.as_deref())
-                    .fetch_one(&mut *conn)
-                    .await?;
-                return Ok(Some(existing.try_get(0)?));
-            }
-        }
-        Op::RenewLeases { owner, until } => {
-            sqlx::query("UPDATE runs SET lease_expires_at = ? WHERE owner = ? AND status = 'running'")
-                .bind(until)
-                .bind(&**owner)
-                .execute(&mut *conn)
-                .await?;
-        }
-        Op::AddEvent { run_id, kind, detail, at } => {
-            sqlx::query("INSERT INTO run_events (run_id, at, kind, detail) VALUES (?, ?, ?, ?)")
-                .bind(&**run_id)
-                .bind(at)
-                .bind(*kind)
-                .bind(detail)
-                .execute(&mut *conn)
-                .await?;
-        }
-        Op::ReopenRun { run_id, owner, lease_until } => {
-            sqlx::query(
-                "UPDATE runs SET status = 'running', error = NULL, finished_at = NULL, owner = ?, \
-                 lease_expires_at = ?, cancel_requested_at = NULL WHERE run_id = ?",
-            )
-            .bind(&**owner)
-            .bind(lease_until)
-            .bind(&**run_id)
-            .execute(&mut *conn)
-            .await?;
-        }
-        Op::ResetTask { run_id, task_id } => {
-            sqlx::query(
-                "UPDATE run_tasks SET status = 'pending', reason = NULL, error = NULL, traceback = NULL, \
-                 output = NULL, finished_at = NULL, ready_at = NULL WHERE run_id = ? AND task_id = ?",
-            )
-            .bind(&**run_id)
-            .bind(&**task_id)
-            .execute(&mut *conn)
-            .await?;
-        }
-        Op::InsertTask { run_id, task_id, position, dependencies, status } => {
-            sqlx::query(
-                "INSERT INTO run_tasks (run_id, task_id, position, dependencies, status) VALUES (?, ?, ?, ?, ?)",
-            )
-            .bind(&**run_id)
-            .bind(&**task_id)
-            .bind(*position as i64)
-            .bind(dependencies)
-            .bind(*status)
-            .execute(&mut *conn)
-            .await?;
-        }
-        Op::StartTask { run_id, task_id, attempt, owner, at } => {
-            sqlx::query(
-                "UPDATE run_tasks SET status = 'running', attempts = ?, owner = ?, started_at = ?, \
-                 finished_at = NULL, ready_at = NULL WHERE run_id = ? AND task_id = ?",
-            )
-            .bind(*attempt as i64)
-            .bind(&**owner)
-            .bind(at)
-            .bind(&**run_id)
-            .bind(&**task_id)
-            .execute(&mut *conn)
-            .await?;
-        }
-        Op::FinishTask {
-            run_id,
-            task_id,
-            attempt,
-            owner,
-            status,
-            started_at,
-            at,
-            output,
-            error,
-            traceback,
-        } => {
-            sqlx::query(
-                "UPDATE run_tasks SET status = ?, output = ?, error = ?, traceback = ?, finished_at = ?, \
-                 owner = NULL WHERE run_id = ? AND task_id = ?",
-            )
-            .bind(*status)
-            .bind(output.as_deref())
-            .bind(error.as_deref())
-            .bind(traceback.as_deref())
-            .bind(at)
-            .bind(&**run_id)
-            .bind(&**task_id)
-            .execute(&mut *conn)
-            .await?;
-            sqlx::query(
-                "INSERT INTO task_attempts (run_id, task_id, attempt, status, owner, started_at, finished_at, \
-                 error, traceback) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            )
-            .bind(&**run_id)
-            .bind(&**task_id)
-            .bind(*attempt as i64)
-            .bind(*status)
-            .bind(&**owner)
-            .bind(started_at)
-            .bind(at)
-            .bind(error.as_deref())
-            .bind(traceback.as_deref())
-            .execute(&mut *conn)
-            .await?;
-        }
-        Op::RetryTask { run_id, task_id, attempt, owner, started_at, at, ready_at, error, traceback } => {
-            sqlx::query(
-                "UPDATE run_tasks SET status = 'ready', ready_at = ?, error = ?, traceback = ?, finished_at = ?, \
-                 owner = NULL WHERE run_id = ? AND task_id = ?",
-            )
-            .bind(ready_at)
-            .bind(error)
-            .bind(traceback.as_deref())
-            .bind(at)
-            .bind(&**run_id)
-            .bind(&**task_id)
-            .execute(&mut *conn)
-            .await?;
-            sqlx::query(
-                "INSERT INTO task_attempts (run_id, task_id, attempt, status, owner, started_at, finished_at, \
-                 error, traceback) VALUES (?, ?, ?, 'failed', ?, ?, ?, ?, ?)",
-            )
-            .bind(&**run_id)
-            .bind(&**task_id)
-            .bind(*attempt as i64)
-            .bind(&**owner)
-            .bind(started_at)
-            .bind(at)
-            .bind(error)
-            .bind(traceback.as_deref())
-            .execute(&mut *conn)
-            .await?;
-        }
-        Op::AddHookError { run_id, task_id, entry } => {
-            sqlx::query(
-                "UPDATE run_tasks SET hook_errors = json_insert(COALESCE(hook_errors, '[]'), '$[#]', json(?)) \
-                 WHERE run_id = ? AND task_id = ?",
-            )
-            .bind(entry)
-            .bind(&**run_id)
-            .bind(&**task_id)
-            .execute(&mut *conn)
-            .await?;
-        }
-        Op::MarkTask { run_id, task_id, status, reason, at } => {
-            sqlx::query(
-                "UPDATE run_tasks SET status = ?, reason = ?, finished_at = COALESCE(?, finished_at) \
-                 WHERE run_id = ? AND task_id = ?",
-            )
-            .bind(*status)
-            .bind(reason.as_deref())
-            .bind(*at)
-            .bind(&**run_id)
-            .bind(&**task_id)
-            .execute(&mut *conn)
-            .await?;
-        }
-        Op::FinishRun { run_id, status, error, at } => {
-            sqlx::query(
-                "UPDATE runs SET status = ?, error = ?, finished_at = ?, owner = NULL WHERE run_id = ?",
-            )
-            .bind(*status)
-            .bind(error.as_deref())
-            .bind(at)
-            .bind(&**run_id)
-            .execute(&mut *conn)
-            .await?;
-        }
-    }
-    Ok(None)
 }
 
 const RUN_COLUMNS_BY_ID: &str =
