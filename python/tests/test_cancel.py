@@ -15,13 +15,34 @@ from cloacina import CloacinaError, Runner, Workflow, WorkflowFailed, rules, tas
 from helpers import SCRIPTS, busy_thread, eventually, run_script
 
 
+_started: dict[str, threading.Event] = {}
+_started_lock = threading.Lock()
+
+
+def _started_event(task_id: str) -> threading.Event:
+    with _started_lock:
+        return _started.setdefault(task_id, threading.Event())
+
+
+def body_started(task_id: str) -> None:
+    """Called first by a long body, so that wait_running knows the body itself runs."""
+    _started_event(task_id).set()
+
+
 def wait_running(runner, run_id: str, *task_ids: str, timeout: float = 10.0):
-    """Waits until every task in task_ids is running; returns the run."""
-    return eventually(
+    """Waits until every task in task_ids is stored as running and its body has started;
+    returns the run. The stored status is committed before the body reaches its thread,
+    so a cancel right after it may find the body not started (and then never starts it)."""
+    run = eventually(
         lambda: runner.get_run(run_id),
         lambda r: r is not None and all(r.tasks[t].status == "running" for t in task_ids),
         timeout=timeout,
     )
+    for task_id in task_ids:
+        assert _started_event(task_id).wait(timeout), f"the body of {task_id} never started"
+        with _started_lock:
+            _started.pop(task_id, None)
+    return run
 
 
 def long_async_workflow(name: str, cancelled: threading.Event | None = None) -> Workflow:
@@ -33,6 +54,7 @@ def long_async_workflow(name: str, cancelled: threading.Event | None = None) -> 
 
     @task(id="long", dependencies=[first])
     async def long(ctx):
+        body_started("long")
         try:
             await asyncio.sleep(10)
         except asyncio.CancelledError:
@@ -74,6 +96,7 @@ def test_cancel_from_the_handle(runner, rows):
 
     @task(id="long", dependencies=[first])
     async def long(ctx):
+        body_started("long")
         try:
             await asyncio.sleep(10)
         except asyncio.CancelledError:
@@ -82,6 +105,7 @@ def test_cancel_from_the_handle(runner, rows):
 
     @task(id="sync_long", dependencies=[first])
     def sync_long(ctx):
+        body_started("sync_long")
         release.wait(20)
         sync_returned.set()
         return {"sync_long": True}
@@ -389,6 +413,7 @@ def test_cancel_a_run_still_waiting_for_a_slot(db_url):
 
     @task(id="hog")
     async def hog(ctx):
+        body_started("hog")
         try:
             await asyncio.sleep(10)
         except asyncio.CancelledError:

@@ -307,7 +307,10 @@ def test_task_timeout_does_not_leak_into_later_tasks_on_the_thread(db_url):
     for i in range(1, 40):
         chain.append(short(f"short_{i}", [chain[-1]]))
 
-    runner = Runner(db_url, max_concurrency=1)
+    # Two slots: the first run is a chain (one task at a time, on the timed-out thread's
+    # sibling); the second starts two tasks at once, which needs both pool threads, so
+    # the timed-out one runs later tasks.
+    runner = Runner(db_url, max_concurrency=2)
     try:
         result = runner.run(Workflow("leak_wf", [times_out, *chain]), {})
         assert blocked_done.wait(5)

@@ -86,11 +86,40 @@ pub struct HookCall {
     pub body: Arc<dyn TaskBody>,
 }
 
-/// Runs task bodies. The engine calls these from a tokio worker; implementations must
-/// not block it (run blocking work with `spawn_blocking` or elsewhere).
+/// Where an attempt reports its outcome: straight into the scheduler's inbox, from
+/// whichever thread the attempt ends on. Dropped unsent (the executor panicked or lost
+/// the attempt), it reports a failure, so no attempt is ever left running forever.
+pub struct Done {
+    report: Option<Box<dyn FnOnce(Outcome) + Send>>,
+}
+
+impl Done {
+    /// A `Done` that hands the outcome to `report`.
+    pub fn new(report: impl FnOnce(Outcome) + Send + 'static) -> Done {
+        Done { report: Some(Box::new(report)) }
+    }
+
+    /// Reports the attempt's outcome.
+    pub fn send(mut self, outcome: Outcome) {
+        if let Some(report) = self.report.take() {
+            report(outcome);
+        }
+    }
+}
+
+impl Drop for Done {
+    fn drop(&mut self) {
+        if let Some(report) = self.report.take() {
+            report(Outcome::failed("internal error: the attempt ended without a result".into()));
+        }
+    }
+}
+
+/// Runs task bodies. The engine calls these from its scheduler thread; implementations
+/// must return at once and run the body elsewhere (see `Workers`).
 pub trait Executor: Send + Sync + 'static {
-    /// Runs `job` to completion and reports its outcome.
-    fn execute(&self, job: Job) -> BoxFuture<'static, Outcome>;
+    /// Starts `job`; its outcome goes to `done`.
+    fn execute(&self, job: Job, done: Done);
 
     /// Asks the attempt named `token` to stop; its outcome will be ignored anyway.
     fn interrupt(&self, _token: Arc<str>, _why: Interrupt) {}

@@ -16,8 +16,10 @@ pub mod executor;
 mod owner;
 mod scheduler;
 mod state;
+pub mod workers;
 
-pub use executor::{Executor, HookCall, HookKind, Interrupt, Job, Outcome, RetryHint};
+pub use executor::{Done, Executor, HookCall, HookKind, Interrupt, Job, Outcome, RetryHint};
+pub use workers::Workers;
 
 /// Engine settings.
 #[derive(Debug, Clone)]
@@ -180,17 +182,14 @@ pub struct Engine {
 impl Engine {
     /// Starts an engine on `store`; must be called inside the tokio runtime.
     ///
-    /// The scheduler runs on a thread of its own, with a single-threaded tokio runtime
-    /// for its timers and the attempts it starts, and commits its batches there on the
-    /// store's write connection: a task finishing wakes that one thread, which commits
-    /// and starts the next attempt without handing work to any other thread.
+    /// The scheduler runs on a thread of its own and commits its batches there, on the
+    /// store's write connection. Attempts report straight into its inbox, and while it
+    /// expects work it spins briefly instead of sleeping: a task finishing is taken up,
+    /// committed and followed by the next attempt without waking a sleeping thread.
+    /// Timers, hooks and interrupts run on the tokio runtime `start` is called in.
     pub fn start(store: SqliteStore, executor: Arc<dyn Executor>, config: EngineConfig) -> Result<Engine> {
         let writer = store.take_writer()?;
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_time()
-            .thread_name("cloacina-task")
-            .build()
-            .map_err(|e| Error::Internal(format!("cannot start the scheduler's runtime: {e}")))?;
+        let runtime = tokio::runtime::Handle::current();
         let owner: Arc<str> = owner::new_owner_id().into();
         let shared = Arc::new(Shared {
             store: Arc::new(store),
@@ -205,10 +204,8 @@ impl Engine {
         std::thread::Builder::new()
             .name("cloacina-scheduler".into())
             .spawn(move || {
-                runtime.block_on(scheduler.run());
-                // Attempts still running (a cancelled sync call that ignores its
-                // interrupt) finish on their own; nothing waits for them.
-                runtime.shutdown_background();
+                let _runtime = runtime.enter();
+                scheduler.run();
             })
             .map_err(|e| Error::Internal(format!("cannot start the scheduler thread: {e}")))?;
         lock(&LIVE_OWNERS).insert(shared.owner.to_string());
@@ -296,6 +293,11 @@ impl Engine {
     /// Run `run_id` as stored, if it exists.
     pub async fn get_run(&self, run_id: &str) -> Result<Option<RunRecord>> {
         self.shared.store.run(run_id).await
+    }
+
+    /// `get_run` on the calling thread, for callers that may block (not tokio workers).
+    pub fn get_run_blocking(&self, run_id: &str) -> Result<Option<RunRecord>> {
+        self.shared.store.run_blocking(run_id)
     }
 
     /// Runs matching `filter`, newest first.

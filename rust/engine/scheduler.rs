@@ -6,15 +6,16 @@
 //! batch starts at once: there is no polling on the scheduling path.
 
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::panic::AssertUnwindSafe;
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures::FutureExt;
 use tokio::sync::{mpsc, oneshot, watch};
 
-use super::executor::{HookCall, HookKind, Interrupt, RetryHint};
+use super::executor::{Done, HookCall, HookKind, Interrupt, RetryHint};
 use super::state::{RuleFacts, RunState, TaskStatus};
+use super::workers::{spin_until, SPIN};
 use super::{lock, AdoptMode, CancelReason, Command, EngineConfig, Executor, Job, Outcome, Shared};
 use crate::context::{self, Map};
 use crate::errors::{Error, Result};
@@ -91,9 +92,10 @@ impl Scheduler {
         }
     }
 
-    pub(crate) async fn run(mut self) {
+    /// The scheduler thread's loop, until the engine closes or the store fails.
+    pub(crate) fn run(mut self) {
         let mut ops: Vec<Op> = Vec::new();
-        while let Some(first) = self.inbox.recv().await {
+        while let Some(first) = self.next_command() {
             let mut effects = Effects::default();
             self.handle(first, &mut ops, &mut effects);
             let mut handled = 1;
@@ -149,6 +151,30 @@ impl Scheduler {
         for reply in self.closing.drain(..) {
             let _ = reply.send(());
         }
+    }
+
+    /// Waits for the next message. While attempts are running one is expected soon, so
+    /// the thread spins a little before it sleeps: waking a sleeping thread costs more
+    /// than a short task.
+    fn next_command(&mut self) -> Option<Command> {
+        if !self.slots.is_empty() {
+            let mut next = None;
+            spin_until(SPIN, || match self.inbox.try_recv() {
+                Ok(cmd) => {
+                    next = Some(Some(cmd));
+                    true
+                }
+                Err(mpsc::error::TryRecvError::Disconnected) => {
+                    next = Some(None);
+                    true
+                }
+                Err(mpsc::error::TryRecvError::Empty) => false,
+            });
+            if let Some(next) = next {
+                return next;
+            }
+        }
+        self.inbox.blocking_recv()
     }
 
     fn handle(&mut self, cmd: Command, ops: &mut Vec<Op>, effects: &mut Effects) {
@@ -995,16 +1021,15 @@ impl Scheduler {
 
     fn spawn(&self, job: Job, position: u32, started_at: i64) {
         let commands = self.commands.clone();
-        let executor = self.executor.clone();
         let run_id = job.run_id.clone();
         let attempt = job.attempt;
-        tokio::spawn(async move {
-            let outcome = match AssertUnwindSafe(executor.execute(job)).catch_unwind().await {
-                Ok(outcome) => outcome,
-                Err(panic) => Outcome::failed(format!("internal error: {}", panic_message(&panic))),
-            };
+        let done = Done::new(move |outcome| {
             let _ = commands.send(Command::Finished { run_id, position, attempt, started_at, outcome });
         });
+        // A panic drops `done`, which reports the attempt failed.
+        if let Err(panic) = catch_unwind(AssertUnwindSafe(|| self.executor.execute(job, done))) {
+            log::error!("starting an attempt failed: {}", panic_message(&panic));
+        }
     }
 
     /// The store failed for good: stop, and make every caller see why.

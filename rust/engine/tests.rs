@@ -3,10 +3,9 @@
 use std::any::Any;
 use std::sync::Arc;
 
-use futures::future::BoxFuture;
 use serde_json::{json, Value};
 
-use super::{Engine, EngineConfig, Executor, Job, Outcome};
+use super::{Done, Engine, EngineConfig, Executor, Job, Outcome, Workers};
 use crate::context::Map;
 use crate::graph::TaskSpec;
 use crate::registry::{self, TaskBody, TaskDef, WorkflowDef};
@@ -22,18 +21,15 @@ impl TaskBody for RustBody {
     }
 }
 
-struct RustExecutor;
+struct RustExecutor(Workers);
 
 impl Executor for RustExecutor {
-    fn execute(&self, job: Job) -> BoxFuture<'static, Outcome> {
-        Box::pin(async move {
-            let body = job.body.as_any().downcast_ref::<RustBody>().expect("a Rust body").0.clone();
-            let input = job.input.clone();
-            match tokio::task::spawn_blocking(move || body(&input)).await.expect("no panic") {
-                Ok(delta) => Outcome::Completed(delta),
-                Err(error) => Outcome::failed(error),
-            }
-        })
+    fn execute(&self, job: Job, done: Done) {
+        let body = job.body.as_any().downcast_ref::<RustBody>().expect("a Rust body").0.clone();
+        self.0.submit(Box::new(move || match body(&job.input) {
+            Ok(delta) => done.send(Outcome::Completed(delta)),
+            Err(error) => done.send(Outcome::failed(error)),
+        }));
     }
 }
 
@@ -76,8 +72,12 @@ fn add_one(key: &'static str) -> impl Fn(&Map) -> Result<Map, String> + Send + S
 async fn engine(dir: &tempfile::TempDir) -> Engine {
     sqlite_library::bind(None).expect("a SQLite library");
     let store = SqliteStore::open(&SqliteConfig::new(Some(dir.path().join("t.db")))).await.unwrap();
-    Engine::start(store, Arc::new(RustExecutor), EngineConfig { max_concurrency: 4, ..Default::default() })
-        .unwrap()
+    Engine::start(
+        store,
+        Arc::new(RustExecutor(Workers::new("test-worker", None))),
+        EngineConfig { max_concurrency: 4, ..Default::default() },
+    )
+    .unwrap()
 }
 
 async fn run(engine: &Engine, wf: &Arc<WorkflowDef>, input: Value) -> crate::store::RunRecord {

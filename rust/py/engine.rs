@@ -159,8 +159,10 @@ impl PyEngine {
 
     /// Run `run_id` as a dict, or None.
     fn get_run(&self, py: Python<'_>, run_id: String) -> PyResult<Option<Py<PyAny>>> {
-        let engine = self.engine.clone();
-        let run = wait(py, async move { engine.get_run(&run_id).await }, None)?.expect("no timeout");
+        runtime()?; // refuses a forked child
+                    // Read on this thread with the GIL released: no hop to another thread.
+        let engine = &self.engine;
+        let run = py.detach(|| engine.get_run_blocking(&run_id))?;
         run.map(|r| run_to_py(py, &r).map(Bound::unbind)).transpose()
     }
 

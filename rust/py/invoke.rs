@@ -8,11 +8,11 @@ use std::sync::{Arc, Mutex};
 use futures::future::BoxFuture;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyString, PyTuple};
-use tokio::sync::oneshot;
 
 use super::convert::{map_to_py, value_from_py};
 use crate::context::Map;
-use crate::engine::{Executor, HookCall, HookKind, Interrupt, Job, Outcome, RetryHint};
+use crate::engine::workers::ThreadWrapper;
+use crate::engine::{Done, Executor, HookCall, HookKind, Interrupt, Job, Outcome, RetryHint, Workers};
 use crate::registry::TaskBody;
 
 /// A Python callable registered as a task body, with what only Python can evaluate:
@@ -41,8 +41,12 @@ impl TaskBody for PyTaskBody {
     }
 }
 
-/// The Python-side helpers a runner hands to its engine (see `cloacina._invoke`).
+/// The Python-side helpers a runner hands to its engine (see `cloacina._invoke`), and
+/// the threads that call task bodies.
 pub struct PythonExecutor {
+    /// Threads that call sync bodies (and hand async ones to the loop). Each keeps its
+    /// Python thread state for its whole life, so a call only takes and drops the GIL.
+    workers: Workers,
     /// `call_sync(func, task_id, data, token) -> (writes, touched)`
     call_sync: Py<PyAny>,
     /// `submit_async(func, task_id, data, token, completion)`: schedules on the loop.
@@ -60,7 +64,13 @@ impl PythonExecutor {
         interrupt: Py<PyAny>,
         call_hook: Py<PyAny>,
     ) -> Self {
-        PythonExecutor { call_sync, submit_async, interrupt, call_hook }
+        // Attaching once for the thread's life and detaching around its loop keeps one
+        // thread state per thread instead of creating and destroying one per call.
+        let wrapper: ThreadWrapper = Arc::new(|work: &mut (dyn FnMut() + Send)| {
+            Python::attach(|py| py.detach(&mut *work));
+        });
+        let workers = Workers::new("cloacina-worker", Some(wrapper));
+        PythonExecutor { workers, call_sync, submit_async, interrupt, call_hook }
     }
 }
 
@@ -69,29 +79,25 @@ fn body_of(job_body: &Arc<dyn TaskBody>) -> Option<&PyTaskBody> {
 }
 
 impl Executor for Arc<PythonExecutor> {
-    fn execute(&self, job: Job) -> BoxFuture<'static, Outcome> {
+    fn execute(&self, job: Job, done: Done) {
+        let is_async = match body_of(&job.body) {
+            Some(body) => body.is_async,
+            None => return done.send(Outcome::failed(format!("task '{}' has no Python body", job.task_id))),
+        };
         let this = self.clone();
-        Box::pin(async move {
-            let is_async = match body_of(&job.body) {
-                Some(body) => body.is_async,
-                None => return Outcome::failed(format!("task '{}' has no Python body", job.task_id)),
-            };
-            if !is_async {
-                let run = tokio::task::spawn_blocking(move || Python::attach(|py| this.run_sync(py, &job)));
-                return run.await.unwrap_or_else(|e| Outcome::failed(format!("internal error: {e}")));
-            }
-            let (tx, rx) = oneshot::channel();
-            let scheduled =
-                tokio::task::spawn_blocking(move || Python::attach(|py| this.schedule_async(py, job, tx)));
-            match scheduled.await {
-                Ok(Ok(())) => {}
-                Ok(Err(outcome)) => return outcome,
-                Err(e) => return Outcome::failed(format!("internal error: {e}")),
-            }
-            rx.await.unwrap_or_else(|_| {
-                Outcome::failed("the runner's asyncio loop stopped before the task finished".into())
+        self.workers.submit(Box::new(move || {
+            Python::attach(|py| {
+                if is_async {
+                    if let Err((outcome, done)) = this.schedule_async(py, job, done) {
+                        done.send(outcome);
+                    }
+                } else {
+                    let outcome = this.run_sync(py, &job);
+                    // Report without the GIL: the scheduler may be waiting for it.
+                    py.detach(|| done.send(outcome));
+                }
             })
-        })
+        }));
     }
 
     fn interrupt(&self, token: Arc<str>, why: Interrupt) {
@@ -137,21 +143,45 @@ impl PythonExecutor {
         }
     }
 
-    fn schedule_async(&self, py: Python<'_>, job: Job, tx: oneshot::Sender<Outcome>) -> Result<(), Outcome> {
+    /// Hands an async body to the runner's loop; the loop reports through `Completion`.
+    /// Err gives back `done` with the failure when the coroutine could not be scheduled.
+    fn schedule_async(&self, py: Python<'_>, job: Job, done: Done) -> Result<(), (Outcome, Done)> {
         let body = body_of(&job.body).expect("checked by execute");
-        let data = map_to_py(py, &job.input)
-            .map_err(|e| Outcome::failed(format!("task '{}': cannot build its context: {e}", job.task_id)))?;
-        let completion = Completion {
-            task_id: job.task_id.clone(),
-            input: job.input.clone(),
-            retry_on: body.retry_on.as_ref().map(|r| r.clone_ref(py)),
-            sender: Mutex::new(Some(tx)),
+        let data = match map_to_py(py, &job.input) {
+            Ok(data) => data,
+            Err(e) => {
+                let outcome =
+                    Outcome::failed(format!("task '{}': cannot build its context: {e}", job.task_id));
+                return Err((outcome, done));
+            }
         };
-        self.submit_async
-            .bind(py)
-            .call1((body.func.bind(py), &*job.task_id, data, &*job.token, completion))
-            .map(drop)
-            .map_err(|err| failure_from_pyerr(py, &err, body.retry_on.as_ref()))
+        let completion = Py::new(
+            py,
+            Completion {
+                task_id: job.task_id.clone(),
+                input: job.input.clone(),
+                retry_on: body.retry_on.as_ref().map(|r| r.clone_ref(py)),
+                done: Mutex::new(Some(done)),
+            },
+        )
+        // On failure the dropped Completion reports the attempt failed itself.
+        .map_err(|e| (Outcome::failed(format!("internal error: {e}")), Done::new(drop)))?;
+        match self.submit_async.bind(py).call1((
+            body.func.bind(py),
+            &*job.task_id,
+            data,
+            &*job.token,
+            completion.clone_ref(py),
+        )) {
+            Ok(_) => Ok(()),
+            Err(err) => {
+                let outcome = failure_from_pyerr(py, &err, body.retry_on.as_ref());
+                match completion.get().take_done() {
+                    Some(done) => Err((outcome, done)),
+                    None => Ok(()), // the loop already reported
+                }
+            }
+        }
     }
 
     fn call_hook_now(&self, py: Python<'_>, hook: &HookCall) -> Result<(), String> {
@@ -199,33 +229,47 @@ impl PythonExecutor {
 }
 
 /// Handed to the asyncio side: called once, on the loop thread, with the task's result.
+/// If the loop drops it uncalled (it stopped first), the attempt is reported failed.
 #[pyclass(frozen, module = "cloacina._native")]
 pub struct Completion {
     task_id: Arc<str>,
     input: Arc<Map>,
     retry_on: Option<Py<PyAny>>,
-    sender: Mutex<Option<oneshot::Sender<Outcome>>>,
+    done: Mutex<Option<Done>>,
 }
 
 #[pymethods]
 impl Completion {
     /// The coroutine returned; `result` is `(writes, touched)` as from `call_sync`.
     fn ok(&self, result: &Bound<'_, PyAny>) {
-        self.send(delta_from_py(&self.task_id, &self.input, result));
+        let outcome = delta_from_py(&self.task_id, &self.input, result);
+        self.send(result.py(), outcome);
     }
 
     /// The coroutine raised `error`.
     fn fail(&self, error: &Bound<'_, PyAny>) {
         let err = PyErr::from_value(error.clone());
-        self.send(failure_from_pyerr(error.py(), &err, self.retry_on.as_ref()));
+        let outcome = failure_from_pyerr(error.py(), &err, self.retry_on.as_ref());
+        self.send(error.py(), outcome);
     }
 }
 
 impl Completion {
-    fn send(&self, outcome: Outcome) {
-        let sender = self.sender.lock().unwrap_or_else(|p| p.into_inner()).take();
-        if let Some(sender) = sender {
-            let _ = sender.send(outcome);
+    fn take_done(&self) -> Option<Done> {
+        self.done.lock().unwrap_or_else(|p| p.into_inner()).take()
+    }
+
+    fn send(&self, py: Python<'_>, outcome: Outcome) {
+        if let Some(done) = self.take_done() {
+            py.detach(|| done.send(outcome));
+        }
+    }
+}
+
+impl Drop for Completion {
+    fn drop(&mut self) {
+        if let Some(done) = self.take_done() {
+            done.send(Outcome::failed("the runner's asyncio loop stopped before the task finished".into()));
         }
     }
 }

@@ -8,6 +8,7 @@ use crate::context::{self, Map};
 pub mod sqlite;
 mod sqlite_api_table;
 pub mod sqlite_library;
+mod sqlite_read;
 mod sqlite_write;
 
 pub use sqlite::{Committed, Durability, SqliteConfig, SqliteStore};

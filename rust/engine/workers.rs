@@ -1,0 +1,216 @@
+//! Threads that run blocking work (task bodies), handing work over without waking
+//! sleeping threads where it can.
+//!
+//! On small virtual machines waking a parked thread is the dominant cost of a short
+//! task: a futex wake-up costs tens of microseconds, more than a SQLite commit. An
+//! idle worker therefore spins for a short while before parking, and only one at a
+//! time, so the next job of a chain, submitted a few microseconds after the previous
+//! one finished, is taken by a thread that is still awake. Threads are created when
+//! every existing one is busy (a job may block for as long as its task runs) and exit
+//! after a while without work.
+
+use std::collections::VecDeque;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
+
+/// A piece of blocking work.
+pub type Work = Box<dyn FnOnce() + Send>;
+
+/// Wraps a worker thread's whole life (for example, to keep a Python thread state).
+pub type ThreadWrapper = Arc<dyn Fn(&mut (dyn FnMut() + Send)) + Send + Sync>;
+
+/// How long an idle worker spins before parking.
+pub(crate) const SPIN: Duration = Duration::from_micros(200);
+
+/// How long a parked worker waits for work before its thread exits.
+const KEEP_ALIVE: Duration = Duration::from_secs(10);
+
+/// A growing pool of threads for blocking work.
+#[derive(Clone)]
+pub struct Workers {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    state: Mutex<State>,
+    wake: Condvar,
+    /// Jobs in the queue, readable without the lock (for spinning).
+    queued: AtomicUsize,
+    /// Whether an idle worker is spinning (it will take the next job).
+    spinning: AtomicBool,
+    name: String,
+    wrapper: Option<ThreadWrapper>,
+}
+
+#[derive(Default)]
+struct State {
+    queue: VecDeque<Work>,
+    /// Threads not running a job (spinning, parked or between jobs).
+    idle: usize,
+    /// Idle threads waiting on the condition variable.
+    parked: usize,
+}
+
+impl Workers {
+    /// A pool whose threads are named `name`; `wrapper`, if given, runs each thread's
+    /// loop (it must call the function it is given).
+    pub fn new(name: &str, wrapper: Option<ThreadWrapper>) -> Workers {
+        Workers {
+            inner: Arc::new(Inner {
+                state: Mutex::new(State::default()),
+                wake: Condvar::new(),
+                queued: AtomicUsize::new(0),
+                spinning: AtomicBool::new(false),
+                name: name.to_string(),
+                wrapper,
+            }),
+        }
+    }
+
+    /// Runs `work` on a pool thread. A panic in `work` is caught (and logged); the
+    /// work should report its own failure when it is dropped unfinished.
+    pub fn submit(&self, work: Work) {
+        let inner = &self.inner;
+        let mut state = inner.lock();
+        state.queue.push_back(work);
+        inner.queued.fetch_add(1, Ordering::SeqCst);
+        if state.queue.len() > state.idle {
+            state.idle += 1; // the new thread starts idle and takes a job at once
+            drop(state);
+            if let Err(e) = self.start_thread() {
+                log::error!("cannot start a {} thread: {e}", inner.name);
+                inner.lock().idle -= 1;
+            }
+            return;
+        }
+        if inner.spinning.load(Ordering::SeqCst) {
+            return; // the spinning worker takes it without a wake-up
+        }
+        let parked = state.parked > 0;
+        drop(state);
+        if parked {
+            inner.wake.notify_one();
+        }
+    }
+
+    fn start_thread(&self) -> std::io::Result<()> {
+        let inner = self.inner.clone();
+        std::thread::Builder::new().name(self.inner.name.clone()).spawn(move || {
+            let wrapper = inner.wrapper.clone();
+            let mut body = || inner.work_until_idle();
+            match wrapper {
+                Some(wrapper) => wrapper(&mut body),
+                None => body(),
+            }
+        })?;
+        Ok(())
+    }
+}
+
+impl Inner {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The thread's loop: takes jobs until none came for `KEEP_ALIVE`.
+    fn work_until_idle(&self) {
+        while let Some(work) = self.next() {
+            if catch_unwind(AssertUnwindSafe(work)).is_err() {
+                log::error!("a job on a {} thread panicked", self.name);
+            }
+            self.lock().idle += 1;
+        }
+    }
+
+    /// The next job, or None when the thread should exit (it is then no longer idle).
+    fn next(&self) -> Option<Work> {
+        if self.queued.load(Ordering::SeqCst) == 0 && !self.spinning.swap(true, Ordering::SeqCst) {
+            spin_until(SPIN, || self.queued.load(Ordering::SeqCst) > 0);
+            self.spinning.store(false, Ordering::SeqCst);
+        }
+        let mut state = self.lock();
+        loop {
+            if let Some(work) = state.queue.pop_front() {
+                self.queued.fetch_sub(1, Ordering::SeqCst);
+                state.idle -= 1;
+                return Some(work);
+            }
+            state.parked += 1;
+            let (next, timeout) =
+                self.wake.wait_timeout(state, KEEP_ALIVE).unwrap_or_else(PoisonError::into_inner);
+            state = next;
+            state.parked -= 1;
+            if timeout.timed_out() && state.queue.is_empty() {
+                state.idle -= 1;
+                return None;
+            }
+        }
+    }
+}
+
+/// Waits up to `limit` for `ready` without sleeping: a few busy iterations, then
+/// yielding the core between checks, so that on a machine with few cores the threads the
+/// awaited event depends on still get to run.
+pub(crate) fn spin_until(limit: Duration, mut ready: impl FnMut() -> bool) -> bool {
+    let until = Instant::now() + limit;
+    for _ in 0..16 {
+        if ready() {
+            return true;
+        }
+        std::hint::spin_loop();
+    }
+    while Instant::now() < until {
+        if ready() {
+            return true;
+        }
+        std::thread::yield_now();
+    }
+    ready()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::mpsc;
+
+    #[test]
+    fn runs_every_job_even_when_all_threads_block() {
+        let workers = Workers::new("test-worker", None);
+        let (tx, rx) = mpsc::channel();
+        let gate = Arc::new((Mutex::new(false), Condvar::new()));
+        // Ten jobs that block until the last one opens the gate: needs ten threads.
+        for i in 0..10 {
+            let (tx, gate) = (tx.clone(), gate.clone());
+            workers.submit(Box::new(move || {
+                let (open, cond) = &*gate;
+                let mut open = open.lock().unwrap();
+                if i == 9 {
+                    *open = true;
+                    cond.notify_all();
+                }
+                while !*open {
+                    open = cond.wait(open).unwrap();
+                }
+                tx.send(i).unwrap();
+            }));
+        }
+        let mut got: Vec<i32> = (0..10).map(|_| rx.recv_timeout(Duration::from_secs(10)).unwrap()).collect();
+        got.sort();
+        assert_eq!(got, (0..10).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn a_panicking_job_does_not_kill_the_pool() {
+        let workers = Workers::new("test-worker", None);
+        workers.submit(Box::new(|| panic!("boom")));
+        let (tx, rx) = mpsc::channel();
+        for i in 0..100 {
+            let tx = tx.clone();
+            workers.submit(Box::new(move || tx.send(i).unwrap()));
+        }
+        let total: i32 = (0..100).map(|_| rx.recv_timeout(Duration::from_secs(10)).unwrap()).sum();
+        assert_eq!(total, (0..100).sum::<i32>());
+    }
+}
