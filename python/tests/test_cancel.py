@@ -14,7 +14,6 @@ import pytest
 from cloacina import CloacinaError, Runner, Workflow, WorkflowFailed, rules, task
 from helpers import SCRIPTS, busy_thread, eventually, run_script
 
-
 _started: dict[str, threading.Event] = {}
 _started_lock = threading.Lock()
 
