@@ -50,7 +50,46 @@ impl WriteConnection {
 
     /// Applies `ops` in order as one transaction; see `SqliteStore` for ownership.
     pub fn commit(&mut self, ops: &[Op], owner: &str, verify: &HashSet<Arc<str>>) -> Result<Committed> {
-        commit(&mut self.conn, ops, owner, verify)
+        let mut done = Committed::default();
+        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let inserted: HashSet<&str> =
+            ops.iter().filter(|op| matches!(op, Op::InsertRun { .. })).filter_map(Op::run_id).collect();
+        let touched: Vec<&str> = ops
+            .iter()
+            .filter(|op| op.needs_ownership())
+            .filter_map(Op::run_id)
+            .filter(|id| !inserted.contains(id) && verify.contains(*id))
+            .collect::<HashSet<_>>()
+            .into_iter()
+            .collect();
+        let mut skip: HashSet<String> = HashSet::new();
+        if !touched.is_empty() {
+            let ids = serde_json::to_string(&touched)?;
+            let mut lost = tx.prepare_cached(
+            "SELECT run_id FROM runs WHERE run_id IN (SELECT value FROM json_each(?1)) AND owner IS NOT ?2",
+        )?;
+            let rows = lost.query_map(params![ids, owner], |row| row.get::<_, String>(0))?;
+            for run_id in rows {
+                let run_id = run_id?;
+                done.lost.push(run_id.as_str().into());
+                skip.insert(run_id);
+            }
+        }
+        for op in ops {
+            if let Some(id) = op.run_id() {
+                if skip.contains(id) && (op.needs_ownership() || inserted.contains(id)) {
+                    continue;
+                }
+            }
+            if let Some(existing) = apply(&tx, op)? {
+                if let Some(run_id) = op.run_id() {
+                    skip.insert(run_id.to_string());
+                    done.duplicates.push((run_id.into(), existing));
+                }
+            }
+        }
+        tx.commit()?;
+        Ok(done)
     }
 
     /// Takes over run `run_id` if its owner is still `expected_owner` (compare and
@@ -62,111 +101,50 @@ impl WriteConnection {
         owner: &str,
         lease_until: i64,
     ) -> Result<bool> {
-        claim_run(&mut self.conn, run_id, expected_owner, owner, lease_until)
+        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let done = tx
+            .prepare_cached(
+                "UPDATE runs SET owner = ?1, lease_expires_at = ?2, \
+         status = CASE WHEN status = 'interrupted' THEN 'running' ELSE status END \
+         WHERE run_id = ?3 AND owner IS ?4",
+            )?
+            .execute(params![owner, lease_until, run_id, expected_owner])?;
+        tx.commit()?;
+        Ok(done > 0)
     }
 
     /// Marks a running run of a gone owner `interrupted` (once), recording the event.
     pub fn mark_interrupted(&mut self, run_id: &str, owner: Option<&str>, at: i64) -> Result<()> {
-        mark_interrupted(&mut self.conn, run_id, owner, at)
+        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let done = tx
+        .prepare_cached(
+            "UPDATE runs SET status = 'interrupted' WHERE run_id = ?1 AND owner IS ?2 AND status = 'running'",
+        )?
+        .execute(params![run_id, owner])?;
+        if done > 0 {
+            let detail = serde_json::json!({ "owner": owner }).to_string();
+            tx.prepare_cached(
+                "INSERT INTO run_events (run_id, at, kind, detail) VALUES (?1, ?2, 'interrupted', ?3)",
+            )?
+            .execute(params![run_id, at, detail])?;
+        }
+        tx.commit()?;
+        Ok(())
     }
 
     /// Records a request to cancel run `run_id` for its owner to carry out; false when
     /// the run is unknown or final.
     pub fn request_cancel(&mut self, run_id: &str, at: i64) -> Result<bool> {
-        request_cancel(&mut self.conn, run_id, at)
-    }
-}
-
-fn commit(conn: &mut Connection, ops: &[Op], owner: &str, verify: &HashSet<Arc<str>>) -> Result<Committed> {
-    let mut done = Committed::default();
-    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    let inserted: HashSet<&str> =
-        ops.iter().filter(|op| matches!(op, Op::InsertRun { .. })).filter_map(Op::run_id).collect();
-    let touched: Vec<&str> = ops
-        .iter()
-        .filter(|op| op.needs_ownership())
-        .filter_map(Op::run_id)
-        .filter(|id| !inserted.contains(id) && verify.contains(*id))
-        .collect::<HashSet<_>>()
-        .into_iter()
-        .collect();
-    let mut skip: HashSet<String> = HashSet::new();
-    if !touched.is_empty() {
-        let ids = serde_json::to_string(&touched)?;
-        let mut lost = tx.prepare_cached(
-            "SELECT run_id FROM runs WHERE run_id IN (SELECT value FROM json_each(?1)) AND owner IS NOT ?2",
-        )?;
-        let rows = lost.query_map(params![ids, owner], |row| row.get::<_, String>(0))?;
-        for run_id in rows {
-            let run_id = run_id?;
-            done.lost.push(run_id.as_str().into());
-            skip.insert(run_id);
-        }
-    }
-    for op in ops {
-        if let Some(id) = op.run_id() {
-            if skip.contains(id) && (op.needs_ownership() || inserted.contains(id)) {
-                continue;
-            }
-        }
-        if let Some(existing) = apply(&tx, op)? {
-            if let Some(run_id) = op.run_id() {
-                skip.insert(run_id.to_string());
-                done.duplicates.push((run_id.into(), existing));
-            }
-        }
-    }
-    tx.commit()?;
-    Ok(done)
-}
-
-fn claim_run(
-    conn: &mut Connection,
-    run_id: &str,
-    expected_owner: Option<&str>,
-    owner: &str,
-    lease_until: i64,
-) -> Result<bool> {
-    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    let done = tx
-        .prepare_cached(
-            "UPDATE runs SET owner = ?1, lease_expires_at = ?2, \
-         status = CASE WHEN status = 'interrupted' THEN 'running' ELSE status END \
-         WHERE run_id = ?3 AND owner IS ?4",
-        )?
-        .execute(params![owner, lease_until, run_id, expected_owner])?;
-    tx.commit()?;
-    Ok(done > 0)
-}
-
-fn mark_interrupted(conn: &mut Connection, run_id: &str, owner: Option<&str>, at: i64) -> Result<()> {
-    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    let done = tx
-        .prepare_cached(
-            "UPDATE runs SET status = 'interrupted' WHERE run_id = ?1 AND owner IS ?2 AND status = 'running'",
-        )?
-        .execute(params![run_id, owner])?;
-    if done > 0 {
-        let detail = serde_json::json!({ "owner": owner }).to_string();
-        tx.prepare_cached(
-            "INSERT INTO run_events (run_id, at, kind, detail) VALUES (?1, ?2, 'interrupted', ?3)",
-        )?
-        .execute(params![run_id, at, detail])?;
-    }
-    tx.commit()?;
-    Ok(())
-}
-
-fn request_cancel(conn: &mut Connection, run_id: &str, at: i64) -> Result<bool> {
-    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    let done = tx
-        .prepare_cached(
-            "UPDATE runs SET cancel_requested_at = COALESCE(cancel_requested_at, ?1) \
+        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let done = tx
+            .prepare_cached(
+                "UPDATE runs SET cancel_requested_at = COALESCE(cancel_requested_at, ?1) \
              WHERE run_id = ?2 AND status IN ('pending', 'running')",
-        )?
-        .execute(params![at, run_id])?;
-    tx.commit()?;
-    Ok(done > 0)
+            )?
+            .execute(params![at, run_id])?;
+        tx.commit()?;
+        Ok(done > 0)
+    }
 }
 
 /// Applies one op; Some(existing run id) when an insert lost to an idempotency key.
