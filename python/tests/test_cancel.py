@@ -375,6 +375,10 @@ async def test_cancel_async(runner):
         if run.tasks["long"].status == "running":
             break
         await asyncio.sleep(0.02)
+    # The stored status is committed before the body starts: wait for the body itself.
+    assert await asyncio.to_thread(_started_event("long").wait, 10)
+    with _started_lock:
+        _started.pop("long", None)
     assert await runner.cancel_async(handle.run_id) is True
     result = await asyncio.wait_for(handle, timeout=10)
     assert_cancelled(result)
