@@ -18,6 +18,8 @@ mod scheduler;
 mod state;
 pub mod workers;
 
+pub(crate) use scheduler::panic_message;
+
 pub use executor::{Done, Executor, HookCall, HookKind, Interrupt, Job, Outcome, RetryHint};
 pub use workers::Workers;
 
@@ -173,6 +175,16 @@ pub(crate) enum CancelReason {
     Timeout(f64),
 }
 
+/// Where a future of the engine reads the store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reads {
+    /// On the thread polling the future, which may block (a caller waiting on its own
+    /// thread, never a tokio worker): no hop to another thread.
+    Inline,
+    /// On a blocking thread of the runtime (for futures polled by tokio workers).
+    Offloaded,
+}
+
 /// A running engine over one store.
 pub struct Engine {
     shared: Arc<Shared>,
@@ -226,12 +238,17 @@ impl Engine {
         workflow: Arc<WorkflowDef>,
         input: Map,
         idempotency_key: Option<String>,
+        reads: Reads,
     ) -> Result<String> {
         if let Some(e) = self.shared.failure() {
             return Err(e);
         }
         if let Some(key) = &idempotency_key {
-            if let Some(existing) = self.shared.store.run_by_key(key).await? {
+            let existing = match reads {
+                Reads::Inline => self.shared.store.run_by_key_blocking(key)?,
+                Reads::Offloaded => self.shared.store.run_by_key(key).await?,
+            };
+            if let Some(existing) = existing {
                 return Ok(existing);
             }
         }
@@ -245,7 +262,7 @@ impl Engine {
 
     /// Waits until run `run_id` is final. Runs driven by this engine wake the waiter the
     /// moment they are committed; runs driven elsewhere are checked in the store.
-    pub async fn wait(&self, run_id: &str) -> Result<()> {
+    pub async fn wait(&self, run_id: &str, reads: Reads) -> Result<()> {
         let mut pause = Duration::from_millis(10);
         loop {
             let watch = lock(&self.shared.watches).get(run_id).cloned();
@@ -262,7 +279,11 @@ impl Engine {
             if self.commands.is_closed() {
                 return Err(Error::Closed(format!("the runner was closed before run {run_id} finished")));
             }
-            match self.shared.store.run_status(run_id).await? {
+            let status = match reads {
+                Reads::Inline => self.shared.store.run_status_blocking(run_id)?,
+                Reads::Offloaded => self.shared.store.run_status(run_id).await?,
+            };
+            match status {
                 None => return Err(Error::Task(format!("no run with id '{run_id}'"))),
                 Some(status) if is_final_run_status(&status) => return Ok(()),
                 Some(_) => {

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use serde_json::{json, Value};
 
-use super::{Done, Engine, EngineConfig, Executor, Job, Outcome, Workers};
+use super::{Done, Engine, EngineConfig, Executor, Job, Outcome, Reads, Workers};
 use crate::context::Map;
 use crate::graph::TaskSpec;
 use crate::registry::{self, TaskBody, TaskDef, WorkflowDef};
@@ -81,8 +81,8 @@ async fn engine(dir: &tempfile::TempDir) -> Engine {
 }
 
 async fn run(engine: &Engine, wf: &Arc<WorkflowDef>, input: Value) -> crate::store::RunRecord {
-    let id = engine.submit(wf.clone(), obj(input), None).await.unwrap();
-    engine.wait(&id).await.unwrap();
+    let id = engine.submit(wf.clone(), obj(input), None, Reads::Offloaded).await.unwrap();
+    engine.wait(&id, Reads::Offloaded).await.unwrap();
     engine.get_run(&id).await.unwrap().unwrap()
 }
 
@@ -142,10 +142,10 @@ async fn many_concurrent_runs_all_complete() {
     let wf = registry::register_workflow("rt_many", None, &specs, None).unwrap();
     let mut ids = Vec::new();
     for _ in 0..200 {
-        ids.push(engine.submit(wf.clone(), obj(json!({"x": 0})), None).await.unwrap());
+        ids.push(engine.submit(wf.clone(), obj(json!({"x": 0})), None, Reads::Offloaded).await.unwrap());
     }
     for id in &ids {
-        engine.wait(id).await.unwrap();
+        engine.wait(id, Reads::Offloaded).await.unwrap();
     }
     let runs = engine
         .list_runs(&RunFilter {
@@ -213,9 +213,9 @@ async fn cancel_ends_the_run_and_its_pending_tasks() {
         define("rk_after", &["rk_slow"], add_one("x")),
     ];
     let wf = registry::register_workflow("rt_cancel", None, &specs, None).unwrap();
-    let id = engine.submit(wf, obj(json!({})), None).await.unwrap();
+    let id = engine.submit(wf, obj(json!({})), None, Reads::Offloaded).await.unwrap();
     assert!(engine.cancel(&id).await.unwrap());
-    engine.wait(&id).await.unwrap();
+    engine.wait(&id, Reads::Offloaded).await.unwrap();
     let run = engine.get_run(&id).await.unwrap().unwrap();
     assert_eq!(run.status, "cancelled");
     assert!(run.tasks.iter().all(|t| t.status == "cancelled"));

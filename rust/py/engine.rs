@@ -11,7 +11,7 @@ use pyo3::types::PyList;
 use super::convert::{map_from_py, run_to_py};
 use super::invoke::PythonExecutor;
 use super::runtime::{runtime, wait};
-use crate::engine::{Engine, EngineConfig};
+use crate::engine::{Engine, EngineConfig, Reads};
 use crate::errors::Error;
 use crate::registry;
 use crate::store::{Durability, RunFilter, SqliteConfig, SqliteStore};
@@ -87,8 +87,7 @@ impl PyEngine {
     ) -> PyResult<String> {
         let def = workflow_def(workflow)?;
         let input = map_from_py(input, "the run's input")?;
-        let engine = self.engine.clone();
-        let submit = async move { engine.submit(def, input, idempotency_key).await };
+        let submit = self.engine.submit(def, input, idempotency_key, Reads::Inline);
         Ok(wait(py, submit, None)?.expect("no timeout"))
     }
 
@@ -119,7 +118,7 @@ impl PyEngine {
         let engine = self.engine.clone();
         runtime()?;
         pyo3_async_runtimes::tokio::future_into_py(py, async move {
-            Ok(engine.submit(def, input, idempotency_key).await?)
+            Ok(engine.submit(def, input, idempotency_key, Reads::Offloaded).await?)
         })
     }
 
@@ -133,15 +132,16 @@ impl PyEngine {
             Some(t) => Some(Duration::from_secs_f64(t)),
             None => None,
         };
-        let engine = self.engine.clone();
-        Ok(wait(py, async move { engine.wait(&run_id).await }, timeout)?.is_some())
+        Ok(wait(py, self.engine.wait(&run_id, Reads::Inline), timeout)?.is_some())
     }
 
     /// Awaitable twin of `wait` (no timeout: use asyncio.wait_for).
     fn wait_async<'py>(&self, py: Python<'py>, run_id: String) -> PyResult<Bound<'py, PyAny>> {
         let engine = self.engine.clone();
         runtime()?;
-        pyo3_async_runtimes::tokio::future_into_py(py, async move { Ok(engine.wait(&run_id).await?) })
+        pyo3_async_runtimes::tokio::future_into_py(py, async move {
+            Ok(engine.wait(&run_id, Reads::Offloaded).await?)
+        })
     }
 
     /// Cancels run `run_id` (here, or by asking its owner); False if unknown or final.

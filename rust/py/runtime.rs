@@ -2,8 +2,11 @@
 //! a second, and the one blocking wait every synchronous entry point uses.
 
 use std::future::Future;
-use std::sync::mpsc;
-use std::sync::OnceLock;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::pin::pin;
+use std::sync::{Arc, OnceLock};
+use std::task::{Context, Poll, Wake, Waker};
+use std::thread::Thread;
 use std::time::{Duration, Instant};
 
 use pyo3::prelude::*;
@@ -41,49 +44,66 @@ pub fn runtime() -> Result<&'static Runtime> {
 /// How often a blocked caller wakes to let Python run signal handlers (Ctrl-C).
 const SIGNAL_CHECK: Duration = Duration::from_millis(100);
 
-/// Runs `fut` on the runtime and blocks the calling thread until it ends, without
-/// holding the GIL, waking every 100 ms so that KeyboardInterrupt gets through.
-/// Returns Ok(None) if `timeout` passes first. Safe from any thread, including a task
-/// running on one of the runtime's blocking threads.
+/// Wakes the thread that polls a future by unparking it.
+struct Unpark(Thread);
+
+impl Wake for Unpark {
+    fn wake(self: Arc<Self>) {
+        self.0.unpark();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.0.unpark();
+    }
+}
+
+/// Runs `fut` to the end on the calling thread, inside the runtime's context, and
+/// blocks without holding the GIL, waking every 100 ms so that KeyboardInterrupt gets
+/// through. Returns Ok(None) if `timeout` passes first (the future is polled at least
+/// once, so a zero timeout still sees an answer already there); the future is dropped then, as
+/// it is when a signal handler raises. Nothing hops to another thread to run it: an
+/// answer from the scheduler unparks this thread directly. Safe from any thread that
+/// may block, including a task running on one of the runtime's blocking threads.
 pub fn wait<T, F>(py: Python<'_>, fut: F, timeout: Option<Duration>) -> PyResult<Option<T>>
 where
-    T: Send + 'static,
-    F: Future<Output = Result<T>> + Send + 'static,
+    T: Send,
+    F: Future<Output = Result<T>> + Send,
 {
     let runtime = runtime()?;
-    let (tx, mut rx) = mpsc::sync_channel::<Result<T>>(1);
-    let handle = runtime.spawn(async move {
-        let _ = tx.send(fut.await);
-    });
+    let mut fut = pin!(fut);
+    let waker = Waker::from(Arc::new(Unpark(std::thread::current())));
     let deadline = timeout.map(|t| Instant::now() + t);
     loop {
-        let slice = match deadline {
-            Some(d) => {
-                let left = d.saturating_duration_since(Instant::now());
-                if left.is_zero() {
-                    handle.abort();
-                    return Ok(None);
+        let slice_end = Instant::now() + SIGNAL_CHECK;
+        let slice_end = deadline.map_or(slice_end, |d| d.min(slice_end));
+        let polled = py.detach(|| {
+            let _context = runtime.enter();
+            let mut cx = Context::from_waker(&waker);
+            loop {
+                let poll = catch_unwind(AssertUnwindSafe(|| fut.as_mut().poll(&mut cx)));
+                match poll {
+                    Ok(Poll::Ready(result)) => return Some(result),
+                    Err(panic) => {
+                        let message = crate::engine::panic_message(&panic);
+                        return Some(Err(Error::Internal(format!("the engine panicked: {message}"))));
+                    }
+                    Ok(Poll::Pending) => {}
                 }
-                left.min(SIGNAL_CHECK)
-            }
-            None => SIGNAL_CHECK,
-        };
-        // The receiver moves into the GIL-free closure and back (it is not Sync).
-        let (received, back) = py.detach(move || (rx.recv_timeout(slice), rx));
-        rx = back;
-        match received {
-            Ok(result) => return result.map(Some).map_err(PyErr::from),
-            Err(mpsc::RecvTimeoutError::Timeout) => {
-                if let Err(e) = py.check_signals() {
-                    handle.abort();
-                    return Err(e);
+                // A wake-up sets the thread's park token, so one that came during the
+                // poll makes the park below return at once: none is lost.
+                let now = Instant::now();
+                if now >= slice_end {
+                    return None;
                 }
+                std::thread::park_timeout(slice_end - now);
             }
-            Err(mpsc::RecvTimeoutError::Disconnected) => {
-                return Err(
-                    Error::Internal("the engine task ended without an answer (it panicked)".into()).into()
-                )
-            }
+        });
+        if let Some(result) = polled {
+            return result.map(Some).map_err(PyErr::from);
         }
+        if deadline.is_some_and(|d| Instant::now() >= d) {
+            return Ok(None);
+        }
+        py.check_signals()?;
     }
 }

@@ -185,6 +185,16 @@ impl SqliteStore {
         self.read(move |c| sqlite_read::run_status(c, &run_id)).await
     }
 
+    /// `run_status`, read on the calling thread (see `run_blocking`).
+    pub fn run_status_blocking(&self, run_id: &str) -> Result<Option<String>> {
+        self.readers.with(|c| sqlite_read::run_status(c, run_id))
+    }
+
+    /// `run_by_key`, read on the calling thread (see `run_blocking`).
+    pub fn run_by_key_blocking(&self, key: &str) -> Result<Option<String>> {
+        self.readers.with(|c| sqlite_read::run_by_key(c, key))
+    }
+
     /// Run `run_id` with its tasks and their attempts, if it exists (one snapshot).
     pub async fn run(&self, run_id: &str) -> Result<Option<RunRecord>> {
         let run_id = run_id.to_owned();
