@@ -27,6 +27,7 @@ import os
 import statistics
 import sys
 import tempfile
+import threading
 import traceback
 from typing import Any
 
@@ -89,3 +90,39 @@ def rep_line(name: str, rep: int, rec: dict[str, Any], result: Any = None) -> st
     status = "ok" if rec["ok"] else "BAD: " + "; ".join(rec["problems"])
     res = f" result={result}" if result is not None else ""
     return f"  {name:24s} rep{rep} {rec['seconds']:9.4f}s{res} {rows} [{status}]"
+
+
+def rss_bytes() -> int:
+    """This process's resident memory now (Linux: /proc/self/statm)."""
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+class RssSampler:
+    """Samples the process's resident memory in a background thread and keeps the peak.
+
+    Use as a context manager around the code measured; ``peak`` is the highest sample
+    (taken every ``interval`` seconds, and once at the start and at the end).
+    """
+
+    def __init__(self, interval: float = 0.005) -> None:
+        self.interval = interval
+        self.peak = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, name="rss-sampler", daemon=True)
+
+    def _sample(self) -> None:
+        while True:
+            self.peak = max(self.peak, rss_bytes())
+            if self._stop.wait(self.interval):
+                return
+
+    def __enter__(self) -> RssSampler:
+        self.peak = rss_bytes()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, rss_bytes())

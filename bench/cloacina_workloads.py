@@ -7,6 +7,8 @@ Workloads (every task body: add 1 to an int read from the context):
   W3  many small     N runs, one after another, of a 3-task chain           (--runs, 200)
   W4  concurrent     N runs of a 5-task chain: runner.start x N, then wait   (--concurrent, 100)
   W5  async fan      W2 with `async def` tasks
+  W4old              W4 on a file already holding --old-runs (100000) completed runs
+  W4 and W4old also report resident memory: before, at the peak during, and after the reps.
   --scale adds W1 with --scale-chain (2000) tasks and W2 with --scale-fan (10000) tasks.
 
 Each workload gets its own fresh database file and Runner. Before the timed repetitions
@@ -22,6 +24,7 @@ what finished). Progress goes to stderr.
 from __future__ import annotations
 
 import argparse
+import gc
 import os
 import sqlite3
 import sys
@@ -221,6 +224,27 @@ class Bench:
             kwargs["max_concurrency"] = self.args.max_concurrency
         return Runner(f"sqlite:///{db_path}", **kwargs)
 
+    def age(self, db_path: str, wf: Any, old_runs: int) -> dict[str, Any]:
+        """Fills a new file with `old_runs` completed runs of `wf`: 100 run by the engine,
+        the rest copied from them in SQL."""
+        t0 = time.perf_counter()
+        made = min(100, old_runs)
+        runner = self.runner(db_path)
+        try:
+            run_concurrent(runner, wf, made)
+        finally:
+            runner.close()
+        clone_runs(db_path, old_runs // made - 1)
+        con = sqlite3.connect(db_path)
+        try:
+            runs = con.execute("SELECT count(*) FROM runs").fetchone()[0]
+            tasks = con.execute("SELECT count(*) FROM run_tasks").fetchone()[0]
+        finally:
+            con.close()
+        seconds = time.perf_counter() - t0
+        log(f"  filled {db_path}: {runs:,} runs, {tasks:,} task rows in {seconds:.1f}s")
+        return {"runs": runs, "task_rows": tasks, "db_bytes": _db_bytes(db_path)}
+
     def save(self) -> None:
         benchlib.write_json(self.args.out, self.out)
 
@@ -235,7 +259,13 @@ class Bench:
         tasks_per_run: int,
         expect: dict[str, int],
         warmup: bool,
+        memory: bool = False,
+        prepare: Callable[[str, Any], dict[str, Any]] | None = None,
     ) -> None:
+        """Runs one workload on a fresh file. `prepare(db_path, wf)`, if given, fills the
+        file first and returns what to report about it. With `memory`, the process's
+        resident memory is measured before the timed repetitions (after the warm-up),
+        at its peak during them (sampled every 5 ms), and after them."""
         name = f"{key}{'_scale' if section == 'scale' else ''}"
         db_path = os.path.join(self.dbdir, f"{self.args.mode}-{name}.db")
         for suffix in ("", "-wal", "-shm"):
@@ -245,11 +275,18 @@ class Bench:
         reps: list[dict[str, Any]] = []
         error = None
         runner = None
+        extra: dict[str, Any] = {}
         try:
             wf = build()
+            if prepare is not None:
+                extra["prepared"] = prepare(db_path, wf)
             runner = self.runner(db_path)
             if warmup:
                 runner.run(wf, {"x": 0})
+            if memory:
+                gc.collect()
+                before = benchlib.rss_bytes()
+                sampler = benchlib.RssSampler().__enter__()
             for rep in range(self.args.reps):
                 t0 = time.perf_counter()
                 results = shape(runner, wf, n_runs)
@@ -258,6 +295,21 @@ class Bench:
                 rec = rep_record(seconds, problems, rows)
                 reps.append(rec)
                 log(rep_line(name, rep, rec))
+                del results
+            if memory:
+                sampler.__exit__()
+                gc.collect()
+                after = benchlib.rss_bytes()
+                extra["memory"] = {
+                    "rss_before_mb": before / MB,
+                    "rss_peak_growth_mb": (sampler.peak - before) / MB,
+                    "rss_after_growth_mb": (after - before) / MB,
+                }
+                log(
+                    "  {name} resident memory: {rss_before_mb:.1f} MB before, "
+                    "+{rss_peak_growth_mb:.1f} MB at the peak, "
+                    "+{rss_after_growth_mb:.1f} MB after".format(name=name, **extra["memory"])
+                )
         except Exception as e:
             error = benchlib.describe_exception(e)
             log(f"  {name} FAILED: {error}")
@@ -275,6 +327,7 @@ class Bench:
             error,
             label=label,
             db_bytes=_db_bytes(db_path),
+            **extra,
         )
         self.save()
         if not self.args.keep_db:
@@ -329,7 +382,22 @@ class Bench:
             5,
             {"x": 5},
             warm,
+            memory=True,
         )
+        if a.old_runs:
+            self.workload(
+                "workloads",
+                "W4old",
+                f"W4 on a file holding {a.old_runs:,} old runs",
+                lambda: chain_workflow("bench_w4_chain_5", "w4_c", 5),
+                run_concurrent,
+                a.concurrent,
+                5,
+                {"x": 5},
+                warm,
+                memory=True,
+                prepare=lambda db, wf: self.age(db, wf, a.old_runs),
+            )
         self.workload(
             "workloads",
             "W5",
@@ -367,6 +435,37 @@ class Bench:
             )
 
 
+MB = 1024 * 1024
+
+
+def clone_runs(db_path: str, copies: int) -> None:
+    """Adds `copies` copies of every run in the file (its tasks and attempts too), each
+    under a new run id and dated earlier, straight in SQL: a file with many old runs in
+    seconds. Columns are read from the schema, so the copies are exact."""
+    con = sqlite3.connect(db_path)
+    try:
+        con.execute("CREATE TEMP TABLE copy_no (n INTEGER PRIMARY KEY)")
+        con.executemany("INSERT INTO copy_no VALUES (?)", [(n,) for n in range(1, copies + 1)])
+        con.execute("CREATE TEMP TABLE template AS SELECT run_id FROM runs")
+        renamed = {
+            "run_id": "t.run_id || '-old-' || copy_no.n",
+            "idempotency_key": "NULL",
+            "created_at": "t.created_at - copy_no.n * 1000000",
+            "started_at": "t.started_at - copy_no.n * 1000000",
+            "finished_at": "t.finished_at - copy_no.n * 1000000",
+        }
+        with con:
+            for table in ("runs", "run_tasks", "task_attempts"):
+                cols = [r[1] for r in con.execute(f"PRAGMA table_info({table})")]
+                select = ", ".join(renamed.get(c, f"t.{c}") for c in cols)
+                con.execute(
+                    f"INSERT INTO {table} ({', '.join(cols)}) SELECT {select} "
+                    f"FROM {table} AS t JOIN template USING (run_id), copy_no"
+                )
+    finally:
+        con.close()
+
+
 def _db_bytes(path: str) -> int | None:
     try:
         return sum(os.path.getsize(path + s) for s in ("", "-wal") if os.path.exists(path + s))
@@ -399,6 +498,12 @@ def main() -> None:
         type=int,
         default=None,
         help="passed to Runner(); default: the Runner's own default",
+    )
+    ap.add_argument(
+        "--old-runs",
+        type=int,
+        default=100_000,
+        help="W4old: W4 again on a file already holding this many runs (0: skip)",
     )
     ap.add_argument("--keep-db", action="store_true")
     Bench(ap.parse_args()).run()

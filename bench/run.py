@@ -49,6 +49,7 @@ SIZES = {  # default, --quick
     "reps": (3, 3),
     "startup_reps": (5, 3),
     "raw_n": (3000, 500),
+    "old_runs": (100_000, 5_000),
 }
 WORKLOADS = ("W1", "W2", "W3", "W4", "W5")
 
@@ -64,6 +65,11 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--reps", type=int, help="timed repetitions per workload, >= 3 (3)")
     ap.add_argument("--startup-reps", type=int, help="fresh-interpreter startup samples (5)")
     ap.add_argument("--raw-n", type=int, help="commits per raw SQLite repetition (3000)")
+    ap.add_argument(
+        "--old-runs",
+        type=int,
+        help="cloacina W4old: W4 on a file already holding this many runs; 0 skips (100000)",
+    )
     ap.add_argument(
         "--only",
         default=",".join(TARGETS),
@@ -398,6 +404,39 @@ def scale_rows(results: dict[str, Any]) -> tuple[list[list[str]], dict[str, Any]
     return rows, summary
 
 
+def memory_rows(results: dict[str, Any]) -> tuple[list[list[str]], dict[str, Any]]:
+    """Resident memory around W4, on a fresh file and on one holding many old runs."""
+    rows, summary = [], {}
+    for mode in CLOACINA_MODES:
+        fresh = wl(results, "cloacina", mode, "W4")
+        for key in ("W4", "W4old"):
+            w = wl(results, "cloacina", mode, key)
+            mem = (w or {}).get("memory")
+            if not w or not mem:
+                continue
+            slower = (
+                ratio(w["per_task_ms"], fresh["per_task_ms"])
+                if key == "W4old" and good(w) and good(fresh)
+                else ""
+            )
+            rows.append(
+                [
+                    f"{w.get('label', key)} [{mode}]",
+                    cell(w),
+                    slower,
+                    f"{mem['rss_before_mb']:.1f}",
+                    f"+{mem['rss_peak_growth_mb']:.1f}",
+                    f"+{mem['rss_after_growth_mb']:.1f}",
+                ]
+            )
+            summary[f"{key}_{mode}"] = {
+                "per_task_ms": w["per_task_ms"] if good(w) else None,
+                **mem,
+                "prepared": w.get("prepared"),
+            }
+    return rows, summary
+
+
 def print_table(header: list[str], rows: list[list[str]]) -> None:
     widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
 
@@ -471,6 +510,7 @@ def main() -> int:
             else None,
             "startup_reps": args.startup_reps,
             "raw_n": args.raw_n,
+            "old_runs": args.old_runs,
             "max_concurrency": args.max_concurrency,
             "loadavg_start": os.getloadavg(),
         },
@@ -521,6 +561,7 @@ def main() -> int:
                     f"--out={out}",
                     *size_args,
                     *scale_args,
+                    f"--old-runs={args.old_runs}",
                 ]
                 if args.max_concurrency is not None:
                     cmd.append(f"--max-concurrency={args.max_concurrency}")
@@ -580,6 +621,21 @@ def main() -> int:
                 [m, f"{r['us_per_commit']:.1f}", f"{r['commits_per_s']:.0f}"]
                 for m, r in results["raw"]["modes"].items()
             ],
+        )
+    mrows, msum = memory_rows(results)
+    if mrows:
+        results["summary"]["memory"] = msum
+        print()
+        print_table(
+            [
+                "memory (cloacina)",
+                "ms/task",
+                "vs fresh file",
+                "RSS before MB",
+                "peak growth MB",
+                "growth after MB",
+            ],
+            mrows,
         )
     if args.scale:
         srows, ssum = scale_rows(results)

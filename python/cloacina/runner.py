@@ -23,7 +23,8 @@ DEFAULT_MAX_CONCURRENCY = 8
 
 
 def _time(micros: int | None) -> datetime | None:
-    return None if micros is None else _EPOCH + timedelta(microseconds=micros)
+    # Positional timedelta: about a third cheaper than the keyword form.
+    return None if micros is None else _EPOCH + timedelta(0, 0, micros)
 
 
 def _span(start: datetime | None, end: datetime | None) -> timedelta | None:
@@ -42,6 +43,19 @@ class Attempt:
     duration: timedelta | None
     error: str | None
     traceback: str | None
+
+
+def _attempt(raw: Mapping[str, Any]) -> Attempt:
+    started, finished = _time(raw["started_at"]), _time(raw["finished_at"])
+    return Attempt(
+        attempt=raw["attempt"],
+        status=raw["status"],
+        started_at=started,
+        finished_at=finished,
+        duration=_span(started, finished),
+        error=raw["error"],
+        traceback=raw["traceback"],
+    )
 
 
 @dataclass(frozen=True)
@@ -104,18 +118,7 @@ class RunResult:
                 error=t["error"],
                 traceback=t["traceback"],
                 reason=t["reason"],
-                history=[
-                    Attempt(
-                        attempt=a["attempt"],
-                        status=a["status"],
-                        started_at=_time(a["started_at"]),
-                        finished_at=_time(a["finished_at"]),
-                        duration=_span(_time(a["started_at"]), _time(a["finished_at"])),
-                        error=a["error"],
-                        traceback=a["traceback"],
-                    )
-                    for a in t["history"]
-                ],
+                history=[_attempt(a) for a in t["history"]],
                 next_attempt_at=_time(t["ready_at"]) if t["status"] == "ready" else None,
                 hook_errors=list(t["hook_errors"] or []),
             )

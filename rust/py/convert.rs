@@ -1,9 +1,10 @@
 //! JSON <-> Python conversions (pythonize), with errors that name the key at fault.
 
 use pyo3::exceptions::PyTypeError;
+use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyDict, PyFloat, PyInt, PyList, PyString, PyTuple};
-use serde_json::{json, Value};
+use serde_json::Value;
 
 use crate::context::Map;
 use crate::store::RunRecord;
@@ -109,53 +110,66 @@ pub fn map_from_py(dict: &Bound<'_, PyAny>, what: &str) -> PyResult<Map> {
     Ok(map)
 }
 
+/// A JSON value (a stored document such as hook errors or an event's detail) as Python.
+fn json_to_py<'py>(py: Python<'py>, text: Option<&str>) -> PyResult<Bound<'py, PyAny>> {
+    match text.and_then(|t| serde_json::from_str::<Value>(t).ok()) {
+        Some(value) => pythonize::pythonize(py, &value).map_err(|e| PyTypeError::new_err(e.to_string())),
+        None => Ok(py.None().into_bound(py)),
+    }
+}
+
 /// A run record as a plain dict for the Python layer (times in integer microseconds).
+/// Built directly, key by key: this runs once per finished run a caller waits for.
 pub fn run_to_py<'py>(py: Python<'py>, run: &RunRecord) -> PyResult<Bound<'py, PyAny>> {
-    let tasks: Vec<Value> = run
-        .tasks
-        .iter()
-        .map(|t| {
-            json!({
-                "task_id": t.task_id,
-                "position": t.position,
-                "status": t.status,
-                "attempts": t.attempts,
-                "started_at": t.started_at,
-                "finished_at": t.finished_at,
-                "error": t.error,
-                "traceback": t.traceback,
-                "reason": t.reason,
-                "ready_at": t.ready_at,
-                "hook_errors": t.hook_errors.as_deref().and_then(|h| serde_json::from_str::<Value>(h).ok()),
-                "history": t.history.iter().map(|a| json!({
-                    "attempt": a.attempt,
-                    "status": a.status,
-                    "started_at": a.started_at,
-                    "finished_at": a.finished_at,
-                    "error": a.error,
-                    "traceback": a.traceback,
-                })).collect::<Vec<_>>(),
-            })
-        })
-        .collect();
-    let view = json!({
-        "run_id": run.run_id,
-        "workflow": run.workflow,
-        "version": run.version,
-        "status": run.status,
-        "error": run.error,
-        "created_at": run.created_at,
-        "started_at": run.started_at,
-        "finished_at": run.finished_at,
-        "context": Value::Object(run.context()),
-        "owner": run.owner,
-        "idempotency_key": run.idempotency_key,
-        "events": run.events.iter().map(|(at, kind, detail)| json!({
-            "at": at,
-            "kind": kind,
-            "detail": detail.as_deref().and_then(|d| serde_json::from_str::<Value>(d).ok()),
-        })).collect::<Vec<_>>(),
-        "tasks": tasks,
-    });
-    pythonize::pythonize(py, &view).map_err(|e| PyTypeError::new_err(e.to_string()))
+    let tasks = PyList::empty(py);
+    for t in &run.tasks {
+        let history = PyList::empty(py);
+        for a in &t.history {
+            let attempt = PyDict::new(py);
+            attempt.set_item(intern!(py, "attempt"), a.attempt)?;
+            attempt.set_item(intern!(py, "status"), &a.status)?;
+            attempt.set_item(intern!(py, "started_at"), a.started_at)?;
+            attempt.set_item(intern!(py, "finished_at"), a.finished_at)?;
+            attempt.set_item(intern!(py, "error"), &a.error)?;
+            attempt.set_item(intern!(py, "traceback"), &a.traceback)?;
+            history.append(attempt)?;
+        }
+        let task = PyDict::new(py);
+        task.set_item(intern!(py, "task_id"), &t.task_id)?;
+        task.set_item(intern!(py, "position"), t.position)?;
+        task.set_item(intern!(py, "status"), &t.status)?;
+        task.set_item(intern!(py, "attempts"), t.attempts)?;
+        task.set_item(intern!(py, "started_at"), t.started_at)?;
+        task.set_item(intern!(py, "finished_at"), t.finished_at)?;
+        task.set_item(intern!(py, "error"), &t.error)?;
+        task.set_item(intern!(py, "traceback"), &t.traceback)?;
+        task.set_item(intern!(py, "reason"), &t.reason)?;
+        task.set_item(intern!(py, "ready_at"), t.ready_at)?;
+        task.set_item(intern!(py, "hook_errors"), json_to_py(py, t.hook_errors.as_deref())?)?;
+        task.set_item(intern!(py, "history"), history)?;
+        tasks.append(task)?;
+    }
+    let events = PyList::empty(py);
+    for (at, kind, detail) in &run.events {
+        let event = PyDict::new(py);
+        event.set_item(intern!(py, "at"), at)?;
+        event.set_item(intern!(py, "kind"), kind)?;
+        event.set_item(intern!(py, "detail"), json_to_py(py, detail.as_deref())?)?;
+        events.append(event)?;
+    }
+    let view = PyDict::new(py);
+    view.set_item(intern!(py, "run_id"), &run.run_id)?;
+    view.set_item(intern!(py, "workflow"), &run.workflow)?;
+    view.set_item(intern!(py, "version"), &run.version)?;
+    view.set_item(intern!(py, "status"), &run.status)?;
+    view.set_item(intern!(py, "error"), &run.error)?;
+    view.set_item(intern!(py, "created_at"), run.created_at)?;
+    view.set_item(intern!(py, "started_at"), run.started_at)?;
+    view.set_item(intern!(py, "finished_at"), run.finished_at)?;
+    view.set_item(intern!(py, "context"), map_to_py(py, &run.context())?)?;
+    view.set_item(intern!(py, "owner"), &run.owner)?;
+    view.set_item(intern!(py, "idempotency_key"), &run.idempotency_key)?;
+    view.set_item(intern!(py, "events"), events)?;
+    view.set_item(intern!(py, "tasks"), tasks)?;
+    Ok(view.into_any())
 }

@@ -15,7 +15,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use rusqlite::{params, Connection, OpenFlags, TransactionBehavior};
+use rusqlite::{params, Connection, OpenFlags};
 
 use super::sqlite::Committed;
 use super::Op;
@@ -51,7 +51,7 @@ impl WriteConnection {
     /// Applies `ops` in order as one transaction; see `SqliteStore` for ownership.
     pub fn commit(&mut self, ops: &[Op], owner: &str, verify: &HashSet<Arc<str>>) -> Result<Committed> {
         let mut done = Committed::default();
-        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let tx = Immediate::begin(&self.conn)?;
         let inserted: HashSet<&str> =
             ops.iter().filter(|op| matches!(op, Op::InsertRun { .. })).filter_map(Op::run_id).collect();
         let touched: Vec<&str> = ops
@@ -101,7 +101,7 @@ impl WriteConnection {
         owner: &str,
         lease_until: i64,
     ) -> Result<bool> {
-        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let tx = Immediate::begin(&self.conn)?;
         let done = tx
             .prepare_cached(
                 "UPDATE runs SET owner = ?1, lease_expires_at = ?2, \
@@ -115,7 +115,7 @@ impl WriteConnection {
 
     /// Marks a running run of a gone owner `interrupted` (once), recording the event.
     pub fn mark_interrupted(&mut self, run_id: &str, owner: Option<&str>, at: i64) -> Result<()> {
-        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let tx = Immediate::begin(&self.conn)?;
         let done = tx
         .prepare_cached(
             "UPDATE runs SET status = 'interrupted' WHERE run_id = ?1 AND owner IS ?2 AND status = 'running'",
@@ -135,7 +135,7 @@ impl WriteConnection {
     /// Records a request to cancel run `run_id` for its owner to carry out; false when
     /// the run is unknown or final.
     pub fn request_cancel(&mut self, run_id: &str, at: i64) -> Result<bool> {
-        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let tx = Immediate::begin(&self.conn)?;
         let done = tx
             .prepare_cached(
                 "UPDATE runs SET cancel_requested_at = COALESCE(cancel_requested_at, ?1) \
@@ -144,6 +144,45 @@ impl WriteConnection {
             .execute(params![at, run_id])?;
         tx.commit()?;
         Ok(done > 0)
+    }
+}
+
+/// A `BEGIN IMMEDIATE` transaction whose begin and commit statements are prepared once
+/// and cached, like every other statement here (rusqlite's own `Transaction` parses
+/// them anew each time). Rolled back when dropped uncommitted.
+struct Immediate<'c> {
+    conn: &'c Connection,
+    open: bool,
+}
+
+impl<'c> Immediate<'c> {
+    fn begin(conn: &'c Connection) -> Result<Immediate<'c>> {
+        conn.prepare_cached("BEGIN IMMEDIATE")?.execute([])?;
+        Ok(Immediate { conn, open: true })
+    }
+
+    fn commit(mut self) -> Result<()> {
+        self.conn.prepare_cached("COMMIT")?.execute([])?;
+        self.open = false;
+        Ok(())
+    }
+}
+
+impl std::ops::Deref for Immediate<'_> {
+    type Target = Connection;
+
+    fn deref(&self) -> &Connection {
+        self.conn
+    }
+}
+
+impl Drop for Immediate<'_> {
+    fn drop(&mut self) {
+        if self.open && !self.conn.is_autocommit() {
+            if let Err(e) = self.conn.execute_batch("ROLLBACK") {
+                log::warn!("rolling back a failed write transaction failed: {e}");
+            }
+        }
     }
 }
 
