@@ -425,8 +425,8 @@ def memory_rows(results: dict[str, Any]) -> tuple[list[list[str]], dict[str, Any
                     cell(w),
                     slower,
                     f"{mem['rss_before_mb']:.1f}",
-                    f"+{mem['rss_peak_growth_mb']:.1f}",
-                    f"+{mem['rss_after_growth_mb']:.1f}",
+                    f"{mem['rss_peak_growth_mb']:+.1f}",
+                    f"{mem['rss_after_growth_mb']:+.1f}",
                 ]
             )
             summary[f"{key}_{mode}"] = {

@@ -3,7 +3,6 @@ failures. Called from the native engine; not public."""
 
 from __future__ import annotations
 
-import asyncio
 import ctypes
 import inspect
 import threading
@@ -104,6 +103,8 @@ def call_hook(hook: Callable[..., Any], args: tuple[Any, ...]) -> None:
     args = tuple(Context(a) if isinstance(a, dict) else a for a in args)
     result = hook(*args)
     if inspect.isawaitable(result):
+        import asyncio  # only async hooks need it: `import cloacina` stays light
+
         asyncio.run(_await(result))
 
 

@@ -3,12 +3,17 @@
 
 from __future__ import annotations
 
-import asyncio
 import threading
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cloacina._invoke import call_async, note_early_interrupt, take_early_interrupt
+
+if TYPE_CHECKING:
+    import asyncio
+
+# asyncio (tens of milliseconds to import) is loaded when the loop first starts, not
+# at `import cloacina`: a program without async tasks never needs it.
 
 
 class BackgroundLoop:
@@ -29,6 +34,8 @@ class BackgroundLoop:
     def _ensure(self) -> asyncio.AbstractEventLoop:
         with self._lock:
             if self._loop is None:
+                import asyncio
+
                 loop = asyncio.new_event_loop()
                 ready = threading.Event()
 
@@ -64,6 +71,8 @@ class BackgroundLoop:
         token: str,
         completion: Any,
     ) -> None:
+        import asyncio  # loaded by _ensure; this runs on the loop
+
         if take_early_interrupt(token) is not None:
             # Timed out or cancelled before it could start: never start it.
             completion.fail(asyncio.CancelledError())

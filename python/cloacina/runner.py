@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import atexit
 import threading
 import weakref
@@ -364,6 +363,8 @@ class Runner:
         self, workflow: Workflow, context: Mapping[str, Any] | None = None
     ) -> RunResult:
         """Awaitable twin of :meth:`run`."""
+        import asyncio  # already loaded by whoever awaits this; not at `import cloacina`
+
         data = self._prepare(workflow, context)
         run_id = await self._engine_or_raise().submit_async(workflow.name, data)
         try:

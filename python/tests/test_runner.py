@@ -407,6 +407,14 @@ def test_successful_run_in_a_fresh_process_prints_nothing(tmp_path):
     assert proc.stderr == ""
 
 
+def test_a_program_without_async_tasks_never_imports_asyncio(tmp_path):
+    # asyncio costs tens of milliseconds to import: it is loaded when the first async
+    # task runs, not by `import cloacina` or a Runner.
+    url = "sqlite:///" + str(tmp_path / "sync_only.db")
+    proc = run_script("sync_only_run.py", url, cwd=tmp_path)
+    assert proc.stdout.split() == ["before=False", "after=True"], proc.stdout
+
+
 def test_engine_logs_under_the_cloacina_logger(tmp_path):
     url = "sqlite:///" + str(tmp_path / "logged.db")
     proc = run_script("logged_run.py", url, cwd=tmp_path)
