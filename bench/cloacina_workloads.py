@@ -27,6 +27,7 @@ import argparse
 import gc
 import os
 import sqlite3
+import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -99,6 +100,10 @@ def chain_workflow(name: str, prefix: str, n: int, is_async: bool = False):
         for i in range(n)
     ]
     return Workflow(name, tasks)
+
+
+def w4_workflow():
+    return chain_workflow("bench_w4_chain_5", "w4_c", 5)
 
 
 def fan_workflow(name: str, prefix: str, n: int, is_async: bool = False):
@@ -224,17 +229,21 @@ class Bench:
             kwargs["max_concurrency"] = self.args.max_concurrency
         return Runner(f"sqlite:///{db_path}", **kwargs)
 
-    def age(self, db_path: str, wf: Any, old_runs: int) -> dict[str, Any]:
-        """Fills a new file with `old_runs` completed runs of `wf`: 100 run by the engine,
-        the rest copied from them in SQL."""
+    def age(self, db_path: str, old_runs: int) -> dict[str, Any]:
+        """Fills a new file with `old_runs` completed W4 runs, in a child process (so that
+        the filling leaves nothing in this process's memory): 100 run by the engine, the
+        rest copied from them in SQL."""
         t0 = time.perf_counter()
-        made = min(100, old_runs)
-        runner = self.runner(db_path)
-        try:
-            run_concurrent(runner, wf, made)
-        finally:
-            runner.close()
-        clone_runs(db_path, old_runs // made - 1)
+        cmd = [
+            sys.executable,
+            os.path.abspath(__file__),
+            f"--mode={self.args.mode}",
+            f"--dbdir={self.dbdir}",
+            f"--out={self.args.out}",
+            f"--old-runs={old_runs}",
+            f"--fill={db_path}",
+        ]
+        subprocess.run(cmd, check=True, stdin=subprocess.DEVNULL)
         con = sqlite3.connect(db_path)
         try:
             runs = con.execute("SELECT count(*) FROM runs").fetchone()[0]
@@ -244,6 +253,16 @@ class Bench:
         seconds = time.perf_counter() - t0
         log(f"  filled {db_path}: {runs:,} runs, {tasks:,} task rows in {seconds:.1f}s")
         return {"runs": runs, "task_rows": tasks, "db_bytes": _db_bytes(db_path)}
+
+    def fill(self, db_path: str, old_runs: int) -> None:
+        """The child process of `age`."""
+        made = min(100, old_runs)
+        runner = self.runner(db_path)
+        try:
+            run_concurrent(runner, w4_workflow(), made)
+        finally:
+            runner.close()
+        clone_runs(db_path, old_runs // made - 1)
 
     def save(self) -> None:
         benchlib.write_json(self.args.out, self.out)
@@ -376,7 +395,7 @@ class Bench:
             "workloads",
             "W4",
             f"{a.concurrent} concurrent runs of a 5-task chain",
-            lambda: chain_workflow("bench_w4_chain_5", "w4_c", 5),
+            w4_workflow,
             run_concurrent,
             a.concurrent,
             5,
@@ -389,14 +408,14 @@ class Bench:
                 "workloads",
                 "W4old",
                 f"W4 on a file holding {a.old_runs:,} old runs",
-                lambda: chain_workflow("bench_w4_chain_5", "w4_c", 5),
+                w4_workflow,
                 run_concurrent,
                 a.concurrent,
                 5,
                 {"x": 5},
                 warm,
                 memory=True,
-                prepare=lambda db, wf: self.age(db, wf, a.old_runs),
+                prepare=lambda db, wf: self.age(db, a.old_runs),
             )
         self.workload(
             "workloads",
@@ -506,7 +525,12 @@ def main() -> None:
         help="W4old: W4 again on a file already holding this many runs (0: skip)",
     )
     ap.add_argument("--keep-db", action="store_true")
-    Bench(ap.parse_args()).run()
+    ap.add_argument("--fill", metavar="DB", help=argparse.SUPPRESS)  # W4old's child process
+    args = ap.parse_args()
+    if args.fill:
+        Bench(args).fill(args.fill, args.old_runs)
+    else:
+        Bench(args).run()
 
 
 if __name__ == "__main__":

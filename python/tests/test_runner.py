@@ -254,6 +254,20 @@ def test_wait_with_timeout_raises_timeout_error(runner):
     assert handle.wait(timeout=60).status == "completed"
 
 
+def test_wait_with_zero_timeout_on_a_finished_run_returns_it(runner):
+    # A zero timeout still looks once: a run already final is returned, not a timeout.
+    started, release = threading.Event(), threading.Event()
+    handle = runner.start(blocking_workflow(started, release), {})
+    try:
+        assert started.wait(30)
+        with pytest.raises(TimeoutError):
+            handle.wait(timeout=0)
+    finally:
+        release.set()
+    assert handle.wait(timeout=60).status == "completed"
+    assert handle.wait(timeout=0).status == "completed"
+
+
 def test_a_run_in_progress_is_visible(runner):
     started, release = threading.Event(), threading.Event()
     handle = runner.start(blocking_workflow(started, release), {})
