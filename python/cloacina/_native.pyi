@@ -1,7 +1,26 @@
 """Stubs for the private native module ``cloacina._native`` (the Rust engine)."""
 
+import os
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, final
+
+__all__ = [
+    "CloacinaError",
+    "Completion",
+    "ConfigurationError",
+    "DatabaseError",
+    "Engine",
+    "TaskError",
+    "WorkflowError",
+    "WorkflowFailed",
+    "__version__",
+    "bind_sqlite",
+    "register_task",
+    "register_workflow",
+    "reset_logging",
+    "validate_rule",
+    "workflow_version",
+]
 
 __version__: str
 
@@ -12,20 +31,31 @@ class TaskError(CloacinaError): ...
 class DatabaseError(CloacinaError): ...
 class ConfigurationError(CloacinaError): ...
 
+@final
 class Engine:
-    def __init__(
-        self,
-        path: str | None,
+    def __new__(
+        cls,
+        path: str | os.PathLike[str] | None,
         *,
         durability: str,
         max_concurrency: int,
         call_sync: Callable[
-            [Callable[..., Any], str, dict[str, Any]], tuple[dict[str, Any], dict[str, Any]]
+            [Callable[..., Any], str, dict[str, Any], str], tuple[dict[str, Any], dict[str, Any]]
         ],
-        submit_async: Callable[[Callable[..., Any], str, dict[str, Any], Completion], None],
-    ) -> None: ...
-    def submit(self, workflow: str, input: dict[str, Any]) -> str: ...
-    def submit_async(self, workflow: str, input: dict[str, Any]) -> Awaitable[str]: ...
+        submit_async: Callable[[Callable[..., Any], str, dict[str, Any], str, Completion], object],
+        interrupt: Callable[[str, str], object],
+        call_hook: Callable[[Callable[..., Any], tuple[Any, ...]], object],
+        recover: bool = True,
+        lease: float = 30.0,
+    ) -> Engine: ...
+    def submit(
+        self, workflow: str, input: dict[str, Any], idempotency_key: str | None = None
+    ) -> str: ...
+    def submit_async(
+        self, workflow: str, input: dict[str, Any], idempotency_key: str | None = None
+    ) -> Awaitable[str]: ...
+    def resume(self, run_id: str) -> None: ...
+    def recover(self) -> list[str]: ...
     def wait(self, run_id: str, timeout: float | None = None) -> bool: ...
     def wait_async(self, run_id: str) -> Awaitable[None]: ...
     def cancel(self, run_id: str) -> bool: ...
@@ -39,6 +69,7 @@ class Engine:
     @property
     def store(self) -> str: ...
 
+@final
 class Completion:
     def ok(self, result: tuple[dict[str, Any], dict[str, Any]]) -> None: ...
     def fail(self, error: BaseException) -> None: ...
@@ -64,5 +95,5 @@ def register_workflow(
     timeout: float | None = None,
 ) -> tuple[list[str], str]: ...
 def workflow_version(name: str) -> str | None: ...
-def bind_sqlite(python_module: str | None = None) -> dict[str, Any]: ...
+def bind_sqlite(python_module: str | os.PathLike[str] | None = None) -> dict[str, Any]: ...
 def reset_logging() -> None: ...

@@ -194,6 +194,8 @@ class RunHandle:
         engine = self._runner._engine_or_raise()
         await engine.wait_async(self.run_id)
         raw = await engine.get_run_async(self.run_id)
+        if raw is None:  # as in wait(): the run was waited for, so it existed
+            raise CloacinaError(f"no run with id '{self.run_id}'")
         return RunResult._from_native(raw)
 
     def __await__(self) -> Generator[Any, None, RunResult]:

@@ -106,13 +106,13 @@ class Task:
         policy["trigger"] = trigger
         policy["retry_on_timeout"] = issubclass(TaskTimeout, retry_on_types)
         self.fn = fn
-        self.id = task_id
+        self.id: str = task_id
         self.dependencies = deps
         self._dependency_tasks = dep_tasks
         self._options = options
         self.is_async = inspect.iscoroutinefunction(fn)
         self.fingerprint = code_fingerprint(fn)
-        functools.update_wrapper(self, fn)  # type: ignore[arg-type]
+        functools.update_wrapper(self, fn)
         _native.register_task(
             task_id,
             fn,
