@@ -1,6 +1,7 @@
 //! How the engine hands a task to whatever runs its body, and what comes back.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use futures::future::BoxFuture;
 
@@ -127,5 +128,11 @@ pub trait Executor: Send + Sync + 'static {
     /// Calls a task's hook if it has one; Err carries what the hook raised.
     fn run_hook(&self, _hook: HookCall) -> BoxFuture<'static, Result<(), String>> {
         Box::pin(async { Ok(()) })
+    }
+
+    /// Waits, for at most `limit`, until nothing started through this executor is still
+    /// running (the engine is closing); false if something still was.
+    fn drain(&self, _limit: Duration) -> bool {
+        true
     }
 }

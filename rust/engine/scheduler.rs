@@ -27,6 +27,9 @@ use crate::store::{now_micros, Committed, Op, RunRecord, WriteConnection};
 /// Most messages folded into one transaction.
 const MAX_BATCH: usize = 4096;
 
+/// How long closing waits for the executor's threads to finish what they run.
+const DRAIN_LIMIT: Duration = Duration::from_secs(10);
+
 /// Answers a submitter with the new run's id.
 type SubmitReply = oneshot::Sender<Result<Arc<str>>>;
 
@@ -144,6 +147,16 @@ impl Scheduler {
             if !self.closing.is_empty() && self.slots.is_empty() {
                 break;
             }
+        }
+        // Closing returns only once no thread of the executor still runs anything (the
+        // tail of an attempt, a hook, an interrupt): a thread still in Python when the
+        // interpreter exits would be killed inside it, which aborts the process.
+        if !self.closing.is_empty() && !self.executor.drain(DRAIN_LIMIT) {
+            log::warn!(
+                "closing the runner: task threads were still busy after {} s (an attempt \
+                 that timed out or was cancelled, or a hook, still running)",
+                DRAIN_LIMIT.as_secs()
+            );
         }
         // Closed: every waiter of an unfinished run learns it (its watch sender drops).
         self.runs.clear();

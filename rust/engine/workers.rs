@@ -36,6 +36,8 @@ pub struct Workers {
 struct Inner {
     state: Mutex<State>,
     wake: Condvar,
+    /// Signalled when the last running job ends with none queued.
+    drained: Condvar,
     /// Jobs in the queue, readable without the lock (for spinning).
     queued: AtomicUsize,
     /// Whether an idle worker is spinning (it will take the next job).
@@ -51,6 +53,8 @@ struct State {
     idle: usize,
     /// Idle threads waiting on the condition variable.
     parked: usize,
+    /// Jobs taken from the queue and not yet finished.
+    running: usize,
 }
 
 impl Workers {
@@ -61,6 +65,7 @@ impl Workers {
             inner: Arc::new(Inner {
                 state: Mutex::new(State::default()),
                 wake: Condvar::new(),
+                drained: Condvar::new(),
                 queued: AtomicUsize::new(0),
                 spinning: AtomicBool::new(false),
                 name: name.to_string(),
@@ -95,6 +100,18 @@ impl Workers {
         }
     }
 
+    /// Waits until no job is queued or running, for at most `limit`; false if some
+    /// still were then.
+    pub fn wait_idle(&self, limit: Duration) -> bool {
+        let inner = &self.inner;
+        let state = inner.lock();
+        let (state, _) = inner
+            .drained
+            .wait_timeout_while(state, limit, |s| s.running > 0 || !s.queue.is_empty())
+            .unwrap_or_else(PoisonError::into_inner);
+        state.running == 0 && state.queue.is_empty()
+    }
+
     fn start_thread(&self) -> std::io::Result<()> {
         let inner = self.inner.clone();
         std::thread::Builder::new().name(self.inner.name.clone()).spawn(move || {
@@ -120,7 +137,12 @@ impl Inner {
             if catch_unwind(AssertUnwindSafe(work)).is_err() {
                 log::error!("a job on a {} thread panicked", self.name);
             }
-            self.lock().idle += 1;
+            let mut state = self.lock();
+            state.idle += 1;
+            state.running -= 1;
+            if state.running == 0 && state.queue.is_empty() {
+                self.drained.notify_all();
+            }
         }
     }
 
@@ -135,6 +157,7 @@ impl Inner {
             if let Some(work) = state.queue.pop_front() {
                 self.queued.fetch_sub(1, Ordering::SeqCst);
                 state.idle -= 1;
+                state.running += 1;
                 return Some(work);
             }
             state.parked += 1;
@@ -199,6 +222,26 @@ mod tests {
         let mut got: Vec<i32> = (0..10).map(|_| rx.recv_timeout(Duration::from_secs(10)).unwrap()).collect();
         got.sort();
         assert_eq!(got, (0..10).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn wait_idle_waits_for_running_and_queued_jobs() {
+        let workers = Workers::new("test-worker", None);
+        assert!(workers.wait_idle(Duration::ZERO));
+        let finished = Arc::new(AtomicUsize::new(0));
+        for _ in 0..3 {
+            let finished = finished.clone();
+            workers.submit(Box::new(move || {
+                std::thread::sleep(Duration::from_millis(200));
+                finished.fetch_add(1, Ordering::SeqCst);
+            }));
+        }
+        assert!(!workers.wait_idle(Duration::from_millis(20)));
+        assert!(workers.wait_idle(Duration::from_secs(10)));
+        assert_eq!(finished.load(Ordering::SeqCst), 3);
+        // A panicking job counts as finished too.
+        workers.submit(Box::new(|| panic!("boom")));
+        assert!(workers.wait_idle(Duration::from_secs(10)));
     }
 
     #[test]

@@ -4,6 +4,7 @@
 
 use std::any::Any;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use futures::future::BoxFuture;
 use pyo3::prelude::*;
@@ -85,18 +86,19 @@ impl Executor for Arc<PythonExecutor> {
             None => return done.send(Outcome::failed(format!("task '{}' has no Python body", job.task_id))),
         };
         let this = self.clone();
+        // The outcome is reported only after the thread has detached: once reported, the
+        // run may end and the interpreter exit, and a thread that would still need the
+        // GIL then is killed by CPython inside Rust code (the process aborts).
         self.workers.submit(Box::new(move || {
-            Python::attach(|py| {
-                if is_async {
-                    if let Err((outcome, done)) = this.schedule_async(py, job, done) {
-                        done.send(outcome);
-                    }
-                } else {
-                    let outcome = this.run_sync(py, &job);
-                    // Report without the GIL: the scheduler may be waiting for it.
-                    py.detach(|| done.send(outcome));
+            if is_async {
+                let failed = Python::attach(|py| this.schedule_async(py, job, done).err());
+                if let Some((outcome, done)) = failed {
+                    done.send(outcome);
                 }
-            })
+            } else {
+                let outcome = Python::attach(|py| this.run_sync(py, &job));
+                done.send(outcome);
+            }
         }));
     }
 
@@ -106,25 +108,33 @@ impl Executor for Arc<PythonExecutor> {
             Interrupt::Timeout => "timeout",
             Interrupt::Cancel => "cancel",
         };
-        tokio::task::spawn_blocking(move || {
-            Python::attach(|py| {
-                if let Err(e) = this.interrupt.bind(py).call1((&*token, why)) {
-                    log::warn!("interrupting attempt {token} failed: {e}");
-                }
-            })
-        });
+        // On the runner's own threads, like everything that runs Python: closing waits
+        // for them (see `drain`).
+        self.workers.submit(Box::new(move || {
+            let failed = Python::attach(|py| this.interrupt.bind(py).call1((&*token, why)).err());
+            if let Some(e) = failed {
+                log::warn!("interrupting attempt {token} failed: {e}");
+            }
+        }));
     }
 
     fn run_hook(&self, hook: HookCall) -> BoxFuture<'static, Result<(), String>> {
+        if !hook.body.has_hook(hook.kind) {
+            return Box::pin(async { Ok(()) });
+        }
         let this = self.clone();
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        self.workers.submit(Box::new(move || {
+            let result = Python::attach(|py| this.call_hook_now(py, &hook));
+            let _ = reply.send(result);
+        }));
         Box::pin(async move {
-            if !hook.body.has_hook(hook.kind) {
-                return Ok(());
-            }
-            let call =
-                tokio::task::spawn_blocking(move || Python::attach(|py| this.call_hook_now(py, &hook)));
-            call.await.unwrap_or_else(|e| Err(format!("internal error: {e}")))
+            answer.await.unwrap_or_else(|_| Err("internal error: the hook's thread stopped".into()))
         })
+    }
+
+    fn drain(&self, limit: Duration) -> bool {
+        self.workers.wait_idle(limit)
     }
 }
 
