@@ -6,9 +6,15 @@ Usage: ctrl_c_run.py DATABASE_URL SECONDS
 """
 
 import asyncio
+import signal
 import sys
 
 from cloacina import Runner, Workflow, task
+
+# Python installs its Ctrl-C handler only when SIGINT is not ignored at startup, and a
+# shell that starts a job in the background (as some CI runners do) ignores it: install
+# the default handler explicitly, since the test sends SIGINT.
+signal.signal(signal.SIGINT, signal.default_int_handler)
 
 runner = Runner(sys.argv[1])
 

@@ -3,10 +3,16 @@
 The test sends SIGINT: the blocking wait must raise KeyboardInterrupt promptly.
 """
 
+import signal
 import sys
 import time
 
 from cloacina import Runner, Workflow, task
+
+# Python installs its Ctrl-C handler only when SIGINT is not ignored at startup, and a
+# shell that starts a job in the background (as some CI runners do) ignores it: install
+# the default handler explicitly, since the test sends SIGINT.
+signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @task
