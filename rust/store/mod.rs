@@ -7,6 +7,7 @@ use crate::context::{self, Map};
 
 pub mod sqlite;
 mod sqlite_api_table;
+mod sqlite_checkpoint;
 pub mod sqlite_library;
 mod sqlite_read;
 mod sqlite_write;

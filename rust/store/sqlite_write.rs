@@ -18,6 +18,7 @@ use std::time::Duration;
 use rusqlite::{params, Connection, OpenFlags};
 
 use super::sqlite::Committed;
+use super::sqlite_checkpoint::{self, Checkpointer};
 use super::Op;
 use crate::errors::Result;
 
@@ -32,6 +33,9 @@ pub(crate) struct WriterConfig {
 /// The one connection an engine writes through (the file's schema must exist).
 pub struct WriteConnection {
     conn: Connection,
+    /// Runs the WAL checkpoints this connection no longer runs itself.
+    checkpointer: Checkpointer,
+    commits: u64,
 }
 
 impl WriteConnection {
@@ -40,12 +44,14 @@ impl WriteConnection {
         let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
         let conn = Connection::open_with_flags(&config.path, flags)?;
         conn.busy_timeout(config.busy_timeout)?;
+        // Checkpoints happen on their own thread (`sqlite_checkpoint`), never in a commit.
         conn.execute_batch(&format!(
-            "PRAGMA synchronous = {}; PRAGMA foreign_keys = ON;",
+            "PRAGMA synchronous = {}; PRAGMA foreign_keys = ON; PRAGMA wal_autocheckpoint = 0;",
             config.synchronous
         ))?;
         conn.set_prepared_statement_cache_capacity(32);
-        Ok(WriteConnection { conn })
+        let checkpointer = Checkpointer::start(&config.path, config.busy_timeout)?;
+        Ok(WriteConnection { conn, checkpointer, commits: 0 })
     }
 
     /// Applies `ops` in order as one transaction; see `SqliteStore` for ownership.
@@ -89,6 +95,10 @@ impl WriteConnection {
             }
         }
         tx.commit()?;
+        self.commits += 1;
+        if self.commits % sqlite_checkpoint::EVERY == 0 {
+            self.checkpointer.request();
+        }
         Ok(done)
     }
 
