@@ -463,6 +463,18 @@ def test_runner_as_context_manager_and_idempotent_close(db_url):
     r.close()
 
 
+def test_close_returns_once_the_file_is_closed(tmp_path):
+    # When close() returns, every connection to the file is closed: SQLite has
+    # checkpointed and removed the WAL, and the files may be moved or deleted.
+    db = tmp_path / "closed.db"
+    for _ in range(5):
+        r = Runner(f"sqlite:///{db}")
+        assert r.run(etl_workflow(), {"source": "c.csv"}).status == "completed"
+        r.close()
+        assert not (tmp_path / "closed.db-wal").exists()
+        assert not (tmp_path / "closed.db-shm").exists()
+
+
 def test_a_closed_runner_refuses_work(db_url):
     r = Runner(db_url)
     r.close()

@@ -39,7 +39,8 @@ type AttemptKey = (Arc<str>, u32, u32);
 pub(crate) struct Scheduler {
     shared: Arc<Shared>,
     /// Batches are committed here, synchronously, on the scheduler's own thread.
-    writer: WriteConnection,
+    /// The store's write connection; None once closed.
+    writer: Option<WriteConnection>,
     commands: mpsc::UnboundedSender<Command>,
     inbox: mpsc::UnboundedReceiver<Command>,
     executor: Arc<dyn Executor>,
@@ -83,7 +84,7 @@ impl Scheduler {
     ) -> Scheduler {
         Scheduler {
             shared,
-            writer,
+            writer: Some(writer),
             commands,
             inbox,
             executor,
@@ -158,6 +159,10 @@ impl Scheduler {
                 DRAIN_LIMIT.as_secs()
             );
         }
+        // The file is closed (its write and checkpoint connections) before anyone hears
+        // that the runner is: a caller may delete or move it as soon as close() returns.
+        self.shared.store.close_readers();
+        self.writer = None;
         // Closed: every waiter of an unfinished run learns it (its watch sender drops).
         self.runs.clear();
         lock(&self.shared.watches).clear();
@@ -270,7 +275,10 @@ impl Scheduler {
                 }
             }
             Command::Shutdown { reply } => self.closing.push(reply),
-            Command::Write(job) => job(&mut self.writer),
+            Command::Write(job) => match self.writer.as_mut() {
+                Some(writer) => job(writer),
+                None => log::warn!("a write arrived after the store was closed"),
+            },
         }
     }
 
@@ -698,7 +706,8 @@ impl Scheduler {
         let mut delay = Duration::from_millis(20);
         let mut attempt = 0;
         loop {
-            match self.writer.commit(ops, &self.shared.owner, &verify) {
+            let writer = self.writer.as_mut().ok_or_else(|| Error::Closed("the store is closed".into()))?;
+            match writer.commit(ops, &self.shared.owner, &verify) {
                 Ok(committed) => return Ok(committed),
                 Err(e) if attempt < 5 => {
                     log::warn!("committing {} changes failed, retrying: {e}", ops.len());

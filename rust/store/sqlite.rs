@@ -219,6 +219,13 @@ impl SqliteStore {
         self.read(move |c| sqlite_read::cancel_requests(c, &owner)).await
     }
 
+    /// Closes the read connections (idle ones now, busy ones when their read ends).
+    /// Done before the write connection closes: only a writer closing last can
+    /// checkpoint the WAL and remove it.
+    pub fn close_readers(&self) {
+        self.readers.close();
+    }
+
     /// Closes every connection (a private in-memory store's file is removed).
     pub async fn close(&self) {
         drop(self.writer.lock().unwrap_or_else(PoisonError::into_inner).take());

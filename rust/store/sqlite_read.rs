@@ -6,6 +6,7 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
@@ -22,11 +23,19 @@ pub(crate) struct Readers {
     idle: Mutex<Vec<Connection>>,
     /// Most idle connections kept.
     keep: usize,
+    /// Closed: connections are dropped after use instead of kept.
+    closed: AtomicBool,
 }
 
 impl Readers {
     pub fn new(path: PathBuf, busy_timeout: Duration, keep: usize) -> Readers {
-        Readers { path, busy_timeout, idle: Mutex::new(Vec::new()), keep: keep.max(1) }
+        Readers {
+            path,
+            busy_timeout,
+            idle: Mutex::new(Vec::new()),
+            keep: keep.max(1),
+            closed: AtomicBool::new(false),
+        }
     }
 
     /// Runs `read` on an idle connection (or a new one), then keeps the connection.
@@ -42,15 +51,17 @@ impl Readers {
             return result; // a failed read left a transaction open: drop the connection
         }
         let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
-        if idle.len() < self.keep {
+        if idle.len() < self.keep && !self.closed.load(Ordering::SeqCst) {
             idle.push(conn);
         }
         result
     }
 
-    /// Closes the idle connections.
+    /// Closes the idle connections; a connection in use is closed when its read ends.
     pub fn close(&self) {
-        self.idle.lock().unwrap_or_else(PoisonError::into_inner).clear();
+        let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
+        self.closed.store(true, Ordering::SeqCst);
+        idle.clear();
     }
 
     fn connect(&self) -> Result<Connection> {
