@@ -23,6 +23,8 @@ pub(crate) use scheduler::panic_message;
 pub use executor::{Done, Executor, HookCall, HookKind, Interrupt, Job, Outcome, RetryHint};
 pub use workers::Workers;
 
+pub use crate::store::Reads;
+
 /// Engine settings.
 #[derive(Debug, Clone)]
 pub struct EngineConfig {
@@ -175,16 +177,6 @@ pub(crate) enum CancelReason {
     Timeout(f64),
 }
 
-/// Where a future of the engine reads the store.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Reads {
-    /// On the thread polling the future, which may block (a caller waiting on its own
-    /// thread, never a tokio worker): no hop to another thread.
-    Inline,
-    /// On a blocking thread of the runtime (for futures polled by tokio workers).
-    Offloaded,
-}
-
 /// A running engine over one store.
 pub struct Engine {
     shared: Arc<Shared>,
@@ -198,7 +190,8 @@ impl Engine {
     /// store's write connection. Attempts report straight into its inbox, and while it
     /// expects work it spins briefly instead of sleeping: a task finishing is taken up,
     /// committed and followed by the next attempt without waking a sleeping thread.
-    /// Timers, hooks and interrupts run on the tokio runtime `start` is called in.
+    /// Timers and the store's background checks run on the tokio runtime `start` is
+    /// called in; hooks and interrupts go to the executor, like attempts.
     pub fn start(store: SqliteStore, executor: Arc<dyn Executor>, config: EngineConfig) -> Result<Engine> {
         let writer = store.take_writer()?;
         let runtime = tokio::runtime::Handle::current();
@@ -244,11 +237,7 @@ impl Engine {
             return Err(e);
         }
         if let Some(key) = &idempotency_key {
-            let existing = match reads {
-                Reads::Inline => self.shared.store.run_by_key_blocking(key)?,
-                Reads::Offloaded => self.shared.store.run_by_key(key).await?,
-            };
-            if let Some(existing) = existing {
+            if let Some(existing) = self.shared.store.run_by_key(key, reads).await? {
                 return Ok(existing);
             }
         }
@@ -279,11 +268,7 @@ impl Engine {
             if self.commands.is_closed() {
                 return Err(Error::Closed(format!("the runner was closed before run {run_id} finished")));
             }
-            let status = match reads {
-                Reads::Inline => self.shared.store.run_status_blocking(run_id)?,
-                Reads::Offloaded => self.shared.store.run_status(run_id).await?,
-            };
-            match status {
+            match self.shared.store.run_status(run_id, reads).await? {
                 None => return Err(Error::Task(format!("no run with id '{run_id}'"))),
                 Some(status) if is_final_run_status(&status) => return Ok(()),
                 Some(_) => {

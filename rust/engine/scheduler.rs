@@ -38,8 +38,8 @@ type AttemptKey = (Arc<str>, u32, u32);
 
 pub(crate) struct Scheduler {
     shared: Arc<Shared>,
-    /// Batches are committed here, synchronously, on the scheduler's own thread.
-    /// The store's write connection; None once closed.
+    /// The store's write connection, where batches are committed synchronously on the
+    /// scheduler's own thread; None once closed.
     writer: Option<WriteConnection>,
     commands: mpsc::UnboundedSender<Command>,
     inbox: mpsc::UnboundedReceiver<Command>,

@@ -159,8 +159,9 @@ impl PyEngine {
 
     /// Run `run_id` as a dict, or None.
     fn get_run(&self, py: Python<'_>, run_id: String) -> PyResult<Option<Py<PyAny>>> {
-        runtime()?; // refuses a forked child
-                    // Read on this thread with the GIL released: no hop to another thread.
+        // Refuses a forked child, whose engine threads are gone.
+        runtime()?;
+        // Read on this thread with the GIL released: no hop to another thread.
         let engine = &self.engine;
         let run = py.detach(|| engine.get_run_blocking(&run_id))?;
         run.map(|r| run_to_py(py, &r).map(Bound::unbind)).transpose()

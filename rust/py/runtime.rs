@@ -59,11 +59,12 @@ impl Wake for Unpark {
 
 /// Runs `fut` to the end on the calling thread, inside the runtime's context, and
 /// blocks without holding the GIL, waking every 100 ms so that KeyboardInterrupt gets
-/// through. Returns Ok(None) if `timeout` passes first (the future is polled at least
-/// once, so a zero timeout still sees an answer already there); the future is dropped then, as
-/// it is when a signal handler raises. Nothing hops to another thread to run it: an
-/// answer from the scheduler unparks this thread directly. Safe from any thread that
-/// may block, including a task running on one of the runtime's blocking threads.
+/// through. Returns Ok(None) if `timeout` passes first; the future is polled at least
+/// once, so a zero timeout still sees an answer already there. The future is dropped
+/// on a timeout, as it is when a signal handler raises. Nothing hops to another thread
+/// to run it: an answer from the scheduler unparks this thread directly. Safe from any
+/// thread that may block, including a task running on one of the runtime's blocking
+/// threads.
 pub fn wait<T, F>(py: Python<'_>, fut: F, timeout: Option<Duration>) -> PyResult<Option<T>>
 where
     T: Send,

@@ -15,6 +15,16 @@ mod sqlite_write;
 pub use sqlite::{Committed, Durability, SqliteConfig, SqliteStore};
 pub use sqlite_write::WriteConnection;
 
+/// Where a store read runs when a future asks for it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reads {
+    /// On the thread polling the future, which may block (a caller waiting on its own
+    /// thread, never a tokio worker): no hop to another thread.
+    Inline,
+    /// On a blocking thread of the runtime (for futures polled by tokio workers).
+    Offloaded,
+}
+
 /// Microseconds since the Unix epoch, the unit of every stored time.
 pub fn now_micros() -> i64 {
     std::time::SystemTime::now()

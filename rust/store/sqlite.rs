@@ -21,7 +21,7 @@ use sqlx_sqlite::{SqliteConnectOptions, SqliteJournalMode};
 
 use super::sqlite_read::{self, Readers};
 use super::sqlite_write::{WriteConnection, WriterConfig};
-use super::{OrphanCandidate, RunFilter, RunRecord};
+use super::{OrphanCandidate, Reads, RunFilter, RunRecord};
 use crate::errors::{Error, Result};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("rust/store/migrations/sqlite");
@@ -155,12 +155,16 @@ impl SqliteStore {
             .ok_or_else(|| Error::Internal(format!("the store {} already has an engine", self.label)))
     }
 
-    /// Runs `read` on a read connection on a blocking thread (for async callers).
-    async fn read<T, F>(&self, read: F) -> Result<T>
+    /// Runs `read` on a read connection: on a blocking thread of the runtime, or on the
+    /// polling thread itself (see `Reads`).
+    async fn read<T, F>(&self, reads: Reads, read: F) -> Result<T>
     where
         F: FnOnce(&mut rusqlite::Connection) -> Result<T> + Send + 'static,
         T: Send + 'static,
     {
+        if reads == Reads::Inline {
+            return self.readers.with(read);
+        }
         let readers = self.readers.clone();
         tokio::task::spawn_blocking(move || readers.with(read))
             .await
@@ -170,35 +174,25 @@ impl SqliteStore {
     /// Runs not final and not owned by `me`: candidates for recovery.
     pub async fn orphan_candidates(&self, me: &str) -> Result<Vec<OrphanCandidate>> {
         let me = me.to_owned();
-        self.read(move |c| sqlite_read::orphan_candidates(c, &me)).await
+        self.read(Reads::Offloaded, move |c| sqlite_read::orphan_candidates(c, &me)).await
     }
 
     /// The run holding idempotency key `key`, if any.
-    pub async fn run_by_key(&self, key: &str) -> Result<Option<String>> {
+    pub async fn run_by_key(&self, key: &str, reads: Reads) -> Result<Option<String>> {
         let key = key.to_owned();
-        self.read(move |c| sqlite_read::run_by_key(c, &key)).await
+        self.read(reads, move |c| sqlite_read::run_by_key(c, &key)).await
     }
 
     /// The status of run `run_id`, if it exists.
-    pub async fn run_status(&self, run_id: &str) -> Result<Option<String>> {
+    pub async fn run_status(&self, run_id: &str, reads: Reads) -> Result<Option<String>> {
         let run_id = run_id.to_owned();
-        self.read(move |c| sqlite_read::run_status(c, &run_id)).await
-    }
-
-    /// `run_status`, read on the calling thread (see `run_blocking`).
-    pub fn run_status_blocking(&self, run_id: &str) -> Result<Option<String>> {
-        self.readers.with(|c| sqlite_read::run_status(c, run_id))
-    }
-
-    /// `run_by_key`, read on the calling thread (see `run_blocking`).
-    pub fn run_by_key_blocking(&self, key: &str) -> Result<Option<String>> {
-        self.readers.with(|c| sqlite_read::run_by_key(c, key))
+        self.read(reads, move |c| sqlite_read::run_status(c, &run_id)).await
     }
 
     /// Run `run_id` with its tasks and their attempts, if it exists (one snapshot).
     pub async fn run(&self, run_id: &str) -> Result<Option<RunRecord>> {
         let run_id = run_id.to_owned();
-        self.read(move |c| sqlite_read::run(c, &run_id)).await
+        self.read(Reads::Offloaded, move |c| sqlite_read::run(c, &run_id)).await
     }
 
     /// `run`, read on the calling thread: for callers that may block (never a tokio
@@ -210,13 +204,13 @@ impl SqliteStore {
     /// Runs matching `filter`, newest first, with their tasks (one snapshot).
     pub async fn runs(&self, filter: &RunFilter) -> Result<Vec<RunRecord>> {
         let filter = filter.clone();
-        self.read(move |c| sqlite_read::runs(c, &filter)).await
+        self.read(Reads::Offloaded, move |c| sqlite_read::runs(c, &filter)).await
     }
 
     /// Runs owned by `owner` that someone asked to cancel.
     pub async fn cancel_requests(&self, owner: &str) -> Result<Vec<String>> {
         let owner = owner.to_owned();
-        self.read(move |c| sqlite_read::cancel_requests(c, &owner)).await
+        self.read(Reads::Offloaded, move |c| sqlite_read::cancel_requests(c, &owner)).await
     }
 
     /// Closes the read connections (idle ones now, busy ones when their read ends).
