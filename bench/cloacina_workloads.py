@@ -474,7 +474,7 @@ def clone_runs(db_path: str, copies: int) -> None:
             "finished_at": "t.finished_at - copy_no.n * 1000000",
         }
         with con:
-            for table in ("runs", "run_tasks", "task_attempts"):
+            for table in ("runs", "run_tasks", "earlier_attempts"):
                 cols = [r[1] for r in con.execute(f"PRAGMA table_info({table})")]
                 select = ", ".join(renamed.get(c, f"t.{c}") for c in cols)
                 con.execute(

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import sqlite3
+from contextlib import closing
 
 import cloacina
 import pytest
@@ -184,6 +186,19 @@ def test_runs_survive_closing_the_runner(db_url):
         assert len(reopened.list_runs(workflow="durable_wf")) == 2
 
 
+ATTEMPT_COLUMNS = {
+    "run_id",
+    "task_id",
+    "attempt",
+    "status",
+    "started_at",
+    "finished_at",
+    "error",
+    "traceback",
+    "owner",
+}
+
+
 def test_schema_has_the_documented_columns(runner, db_path):
     runner.run(small_workflow("schema_wf"), {})
     documented = {
@@ -214,17 +229,8 @@ def test_schema_has_the_documented_columns(runner, db_path):
             "started_at",
             "finished_at",
         },
-        "task_attempts": {
-            "run_id",
-            "task_id",
-            "attempt",
-            "status",
-            "started_at",
-            "finished_at",
-            "error",
-            "traceback",
-            "owner",
-        },
+        "earlier_attempts": ATTEMPT_COLUMNS,
+        "task_attempts": ATTEMPT_COLUMNS,
     }
     for table, columns in documented.items():
         info = query(db_path, f"PRAGMA table_info({table})")
@@ -233,6 +239,33 @@ def test_schema_has_the_documented_columns(runner, db_path):
         expected_pk = {
             "runs": ["run_id"],
             "run_tasks": ["run_id", "task_id"],
-            "task_attempts": ["run_id", "task_id", "attempt"],
+            "earlier_attempts": ["run_id", "task_id", "attempt"],
+            "task_attempts": [],  # a view
         }[table]
         assert pk == expected_pk, table
+
+
+def test_a_latest_attempt_also_in_earlier_attempts_shows_once(runner, db_path):
+    """Files written before migration 4 recorded every attempt in a table: the latest
+    one of each task is then in both `earlier_attempts` and its task row."""
+    result = runner.run(small_workflow("legacy_wf"), {})
+    with closing(sqlite3.connect(str(db_path), timeout=30)) as conn, conn:
+        conn.execute(
+            "INSERT INTO earlier_attempts (run_id, task_id, attempt, status, owner, started_at, "
+            "finished_at, error, traceback) SELECT run_id, task_id, attempts, status, owner, "
+            "started_at, finished_at, error, traceback FROM run_tasks WHERE run_id = ?",
+            (result.run_id,),
+        )
+    again = runner.get_run(result.run_id)
+    histories = {t: [a.attempt for a in r.history] for t, r in again.tasks.items()}
+    assert histories == {t: [1] for t in ["head", "left_arm", "right_arm", "tail"]}
+    assert again.tasks == result.tasks
+    viewed = query(
+        db_path, "SELECT task_id, attempt FROM task_attempts WHERE run_id = ?", (result.run_id,)
+    )
+    assert sorted((r["task_id"], r["attempt"]) for r in viewed) == [
+        ("head", 1),
+        ("left_arm", 1),
+        ("right_arm", 1),
+        ("tail", 1),
+    ]

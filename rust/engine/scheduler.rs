@@ -356,10 +356,8 @@ impl Scheduler {
                 ops.push(Op::FinishTask {
                     run_id: run_id.clone(),
                     task_id: task_id.clone(),
-                    attempt,
                     owner: self.shared.owner.clone(),
                     status: "completed",
-                    started_at,
                     at: now,
                     output: Some(output),
                     error: None,
@@ -442,10 +440,8 @@ impl Scheduler {
                 ops.push(Op::FinishTask {
                     run_id: run_id.clone(),
                     task_id: task_id.clone(),
-                    attempt,
                     owner: self.shared.owner.clone(),
                     status: "failed",
-                    started_at,
                     at: now,
                     output: None,
                     error: Some(error.clone()),

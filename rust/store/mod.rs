@@ -10,6 +10,7 @@ mod sqlite_api_table;
 mod sqlite_checkpoint;
 pub mod sqlite_library;
 mod sqlite_read;
+mod sqlite_tx;
 mod sqlite_write;
 
 pub use sqlite::{Committed, Durability, SqliteConfig, SqliteStore};
@@ -67,20 +68,20 @@ pub enum Op {
     },
     /// An attempt starts: the task is `running`, owned by `owner`.
     StartTask { run_id: Arc<str>, task_id: Arc<str>, attempt: u32, owner: Arc<str>, at: i64 },
-    /// An attempt ended: the task row takes its outcome and the attempt is recorded.
+    /// The task's last attempt ended: the task row takes its outcome, and is that
+    /// attempt's record too (its number and start came with `StartTask`).
     FinishTask {
         run_id: Arc<str>,
         task_id: Arc<str>,
-        attempt: u32,
         owner: Arc<str>,
         status: &'static str,
-        started_at: i64,
         at: i64,
         output: Option<String>,
         error: Option<String>,
         traceback: Option<String>,
     },
-    /// An attempt failed and the task will be tried again at `ready_at`.
+    /// An attempt failed and the task will be tried again at `ready_at`; the attempt
+    /// is recorded in `earlier_attempts`.
     RetryTask {
         run_id: Arc<str>,
         task_id: Arc<str>,

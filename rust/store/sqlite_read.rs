@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension, Row};
 
+use super::sqlite_tx::CachedTx;
 use super::{AttemptRecord, OrphanCandidate, RunFilter, RunRecord, TaskRecord};
 use crate::context::Map;
 use crate::errors::{Error, Result};
@@ -78,7 +79,7 @@ const RUN_COLUMNS: &str = "SELECT run_id, workflow, version, status, input, erro
 
 /// Run `run_id` with its tasks, their attempts and its events, from one snapshot.
 pub(crate) fn run(conn: &mut Connection, run_id: &str) -> Result<Option<RunRecord>> {
-    let tx = conn.transaction()?;
+    let tx = CachedTx::deferred(conn)?;
     let found = tx
         .prepare_cached(&format!("{RUN_COLUMNS} WHERE run_id = ?1"))?
         .query_row(params![run_id], run_from_row)
@@ -86,13 +87,13 @@ pub(crate) fn run(conn: &mut Connection, run_id: &str) -> Result<Option<RunRecor
     let Some(run) = found else { return Ok(None) };
     let mut run = run?;
     load_tasks(&tx, &mut run)?;
-    tx.finish()?;
+    tx.commit()?;
     Ok(Some(run))
 }
 
 /// Runs matching `filter`, newest first, with their tasks (one snapshot).
 pub(crate) fn runs(conn: &mut Connection, filter: &RunFilter) -> Result<Vec<RunRecord>> {
-    let tx = conn.transaction()?;
+    let tx = CachedTx::deferred(conn)?;
     let mut runs = Vec::new();
     {
         let mut query = tx.prepare_cached(&format!(
@@ -110,7 +111,7 @@ pub(crate) fn runs(conn: &mut Connection, filter: &RunFilter) -> Result<Vec<RunR
     for run in &mut runs {
         load_tasks(&tx, run)?;
     }
-    tx.finish()?;
+    tx.commit()?;
     Ok(runs)
 }
 
@@ -163,31 +164,43 @@ fn load_tasks(conn: &Connection, run: &mut RunRecord) -> Result<()> {
         let mut query = conn.prepare_cached(
             "SELECT task_id, position, status, attempts, started_at, finished_at, output, error, \
              traceback, reason, ready_at, hook_errors, dependencies FROM run_tasks \
-             WHERE run_id = ?1 ORDER BY position",
+             WHERE run_id = ?1",
         )?;
         let rows = query.query_map(params![run.run_id], task_from_row)?;
         for row in rows {
             run.tasks.push(row??);
         }
+        // Sorted here rather than by SQLite, which would copy every row into a sorter.
+        run.tasks.sort_unstable_by_key(|t| t.position);
     }
-    let index: HashMap<String, usize> =
-        run.tasks.iter().enumerate().map(|(i, t)| (t.task_id.clone(), i)).collect();
-    let mut query = conn.prepare_cached(
-        "SELECT task_id, attempt, status, started_at, finished_at, error, traceback \
-         FROM task_attempts WHERE run_id = ?1 ORDER BY task_id, attempt",
-    )?;
-    let mut rows = query.query(params![run.run_id])?;
-    while let Some(row) = rows.next()? {
-        let task_id: String = row.get(0)?;
-        if let Some(&i) = index.get(&task_id) {
-            run.tasks[i].history.push(AttemptRecord {
-                attempt: row.get::<_, i64>(1)? as u32,
-                status: row.get(2)?,
-                started_at: row.get(3)?,
-                finished_at: row.get(4)?,
-                error: row.get(5)?,
-                traceback: row.get(6)?,
+    {
+        // Attempts followed by another one; most runs have none.
+        let mut query = conn.prepare_cached(
+            "SELECT task_id, attempt, status, started_at, finished_at, error, traceback \
+             FROM earlier_attempts WHERE run_id = ?1 ORDER BY task_id, attempt",
+        )?;
+        let mut rows = query.query(params![run.run_id])?;
+        let mut index: Option<HashMap<String, usize>> = None;
+        while let Some(row) = rows.next()? {
+            let index = index.get_or_insert_with(|| {
+                run.tasks.iter().enumerate().map(|(i, t)| (t.task_id.clone(), i)).collect()
             });
+            let task_id: String = row.get(0)?;
+            if let Some(&i) = index.get(&task_id) {
+                run.tasks[i].history.push(AttemptRecord {
+                    attempt: row.get::<_, i64>(1)? as u32,
+                    status: row.get(2)?,
+                    started_at: row.get(3)?,
+                    finished_at: row.get(4)?,
+                    error: row.get(5)?,
+                    traceback: row.get(6)?,
+                });
+            }
+        }
+    }
+    for task in &mut run.tasks {
+        if let Some(latest) = latest_attempt(task) {
+            task.history.push(latest);
         }
     }
     let mut query =
@@ -197,10 +210,30 @@ fn load_tasks(conn: &Connection, run: &mut RunRecord) -> Result<()> {
     Ok(())
 }
 
-fn parse_map(text: &str, what: &str) -> Result<Map> {
+/// The task's latest attempt, recorded in its row, once it finished (completed or
+/// failed) and unless `earlier_attempts` holds it (files written before migration 4).
+fn latest_attempt(task: &TaskRecord) -> Option<AttemptRecord> {
+    if !matches!(task.status.as_str(), "completed" | "failed") || task.attempts == 0 {
+        return None;
+    }
+    if task.history.last().is_some_and(|a| a.attempt >= task.attempts) {
+        return None;
+    }
+    Some(AttemptRecord {
+        attempt: task.attempts,
+        status: task.status.clone(),
+        started_at: task.started_at?,
+        finished_at: task.finished_at?,
+        error: task.error.clone(),
+        traceback: task.traceback.clone(),
+    })
+}
+
+/// A stored JSON object; `what` names it in the error if it is not one.
+fn parse_map(text: &str, what: impl FnOnce() -> String) -> Result<Map> {
     match serde_json::from_str::<serde_json::Value>(text)? {
         serde_json::Value::Object(m) => Ok(m),
-        _ => Err(Error::Database(format!("{what} is not a JSON object"))),
+        _ => Err(Error::Database(format!("{} is not a JSON object", what()))),
     }
 }
 
@@ -208,7 +241,7 @@ fn parse_map(text: &str, what: &str) -> Result<Map> {
 fn run_from_row(row: &Row<'_>) -> rusqlite::Result<Result<RunRecord>> {
     let run_id: String = row.get(0)?;
     let input: String = row.get(4)?;
-    let input = match parse_map(&input, &format!("the input of run {run_id}")) {
+    let input = match parse_map(&input, || format!("the input of run {run_id}")) {
         Ok(input) => input,
         Err(e) => return Ok(Err(e)),
     };
@@ -237,7 +270,7 @@ fn task_from_row(row: &Row<'_>) -> rusqlite::Result<Result<TaskRecord>> {
     let dependencies: String = row.get(12)?;
     let parsed = (|| -> Result<(Option<Map>, Vec<String>)> {
         let output = match output {
-            Some(text) => Some(parse_map(&text, &format!("the output of task {task_id}"))?),
+            Some(text) => Some(parse_map(&text, || format!("the output of task {task_id}"))?),
             None => None,
         };
         Ok((output, serde_json::from_str(&dependencies)?))

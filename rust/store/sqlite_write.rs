@@ -19,6 +19,7 @@ use rusqlite::{params, Connection, OpenFlags};
 
 use super::sqlite::Committed;
 use super::sqlite_checkpoint::{self, Checkpointer};
+use super::sqlite_tx::CachedTx;
 use super::Op;
 use crate::errors::Result;
 
@@ -57,7 +58,7 @@ impl WriteConnection {
     /// Applies `ops` in order as one transaction; see `SqliteStore` for ownership.
     pub fn commit(&mut self, ops: &[Op], owner: &str, verify: &HashSet<Arc<str>>) -> Result<Committed> {
         let mut done = Committed::default();
-        let tx = Immediate::begin(&self.conn)?;
+        let tx = CachedTx::immediate(&self.conn)?;
         let inserted: HashSet<&str> =
             ops.iter().filter(|op| matches!(op, Op::InsertRun { .. })).filter_map(Op::run_id).collect();
         let touched: Vec<&str> = ops
@@ -111,7 +112,7 @@ impl WriteConnection {
         owner: &str,
         lease_until: i64,
     ) -> Result<bool> {
-        let tx = Immediate::begin(&self.conn)?;
+        let tx = CachedTx::immediate(&self.conn)?;
         let done = tx
             .prepare_cached(
                 "UPDATE runs SET owner = ?1, lease_expires_at = ?2, \
@@ -125,7 +126,7 @@ impl WriteConnection {
 
     /// Marks a running run of a gone owner `interrupted` (once), recording the event.
     pub fn mark_interrupted(&mut self, run_id: &str, owner: Option<&str>, at: i64) -> Result<()> {
-        let tx = Immediate::begin(&self.conn)?;
+        let tx = CachedTx::immediate(&self.conn)?;
         let done = tx
         .prepare_cached(
             "UPDATE runs SET status = 'interrupted' WHERE run_id = ?1 AND owner IS ?2 AND status = 'running'",
@@ -145,7 +146,7 @@ impl WriteConnection {
     /// Records a request to cancel run `run_id` for its owner to carry out; false when
     /// the run is unknown or final.
     pub fn request_cancel(&mut self, run_id: &str, at: i64) -> Result<bool> {
-        let tx = Immediate::begin(&self.conn)?;
+        let tx = CachedTx::immediate(&self.conn)?;
         let done = tx
             .prepare_cached(
                 "UPDATE runs SET cancel_requested_at = COALESCE(cancel_requested_at, ?1) \
@@ -154,45 +155,6 @@ impl WriteConnection {
             .execute(params![at, run_id])?;
         tx.commit()?;
         Ok(done > 0)
-    }
-}
-
-/// A `BEGIN IMMEDIATE` transaction whose begin and commit statements are prepared once
-/// and cached, like every other statement here (rusqlite's own `Transaction` parses
-/// them anew each time). Rolled back when dropped uncommitted.
-struct Immediate<'c> {
-    conn: &'c Connection,
-    open: bool,
-}
-
-impl<'c> Immediate<'c> {
-    fn begin(conn: &'c Connection) -> Result<Immediate<'c>> {
-        conn.prepare_cached("BEGIN IMMEDIATE")?.execute([])?;
-        Ok(Immediate { conn, open: true })
-    }
-
-    fn commit(mut self) -> Result<()> {
-        self.conn.prepare_cached("COMMIT")?.execute([])?;
-        self.open = false;
-        Ok(())
-    }
-}
-
-impl std::ops::Deref for Immediate<'_> {
-    type Target = Connection;
-
-    fn deref(&self) -> &Connection {
-        self.conn
-    }
-}
-
-impl Drop for Immediate<'_> {
-    fn drop(&mut self) {
-        if self.open && !self.conn.is_autocommit() {
-            if let Err(e) = self.conn.execute_batch("ROLLBACK") {
-                log::warn!("rolling back a failed write transaction failed: {e}");
-            }
-        }
     }
 }
 
@@ -242,6 +204,15 @@ fn apply(conn: &Connection, op: &Op) -> Result<Option<String>> {
             .execute(params![&**owner, lease_until, &**run_id])?;
         }
         Op::ResetTask { run_id, task_id } => {
+            // The latest attempt, kept in the task row, becomes an earlier one.
+            conn.prepare_cached(
+                "INSERT OR IGNORE INTO earlier_attempts (run_id, task_id, attempt, status, owner, \
+                 started_at, finished_at, error, traceback) \
+                 SELECT run_id, task_id, attempts, status, owner, started_at, finished_at, error, traceback \
+                 FROM run_tasks WHERE run_id = ?1 AND task_id = ?2 AND status IN ('completed', 'failed') \
+                 AND attempts > 0 AND started_at IS NOT NULL AND finished_at IS NOT NULL",
+            )?
+            .execute(params![&**run_id, &**task_id])?;
             conn.prepare_cached(
                 "UPDATE run_tasks SET status = 'pending', reason = NULL, error = NULL, traceback = NULL, \
                  output = NULL, finished_at = NULL, ready_at = NULL WHERE run_id = ?1 AND task_id = ?2",
@@ -262,28 +233,13 @@ fn apply(conn: &Connection, op: &Op) -> Result<Option<String>> {
             )?
             .execute(params![attempt, &**owner, at, &**run_id, &**task_id])?;
         }
-        Op::FinishTask {
-            run_id,
-            task_id,
-            attempt,
-            owner,
-            status,
-            started_at,
-            at,
-            output,
-            error,
-            traceback,
-        } => {
+        Op::FinishTask { run_id, task_id, owner, status, at, output, error, traceback } => {
+            // The row is the attempt's record too (see `earlier_attempts`).
             conn.prepare_cached(
                 "UPDATE run_tasks SET status = ?1, output = ?2, error = ?3, traceback = ?4, finished_at = ?5, \
-                 owner = NULL WHERE run_id = ?6 AND task_id = ?7",
+                 owner = ?6 WHERE run_id = ?7 AND task_id = ?8",
             )?
-            .execute(params![status, output, error, traceback, at, &**run_id, &**task_id])?;
-            conn.prepare_cached(
-                "INSERT INTO task_attempts (run_id, task_id, attempt, status, owner, started_at, finished_at, \
-                 error, traceback) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-            )?
-            .execute(params![&**run_id, &**task_id, attempt, status, &**owner, started_at, at, error, traceback])?;
+            .execute(params![status, output, error, traceback, at, &**owner, &**run_id, &**task_id])?;
         }
         Op::RetryTask { run_id, task_id, attempt, owner, started_at, at, ready_at, error, traceback } => {
             conn.prepare_cached(
@@ -292,8 +248,8 @@ fn apply(conn: &Connection, op: &Op) -> Result<Option<String>> {
             )?
             .execute(params![ready_at, error, traceback, at, &**run_id, &**task_id])?;
             conn.prepare_cached(
-                "INSERT INTO task_attempts (run_id, task_id, attempt, status, owner, started_at, finished_at, \
-                 error, traceback) VALUES (?1, ?2, ?3, 'failed', ?4, ?5, ?6, ?7, ?8)",
+                "INSERT INTO earlier_attempts (run_id, task_id, attempt, status, owner, started_at, \
+                 finished_at, error, traceback) VALUES (?1, ?2, ?3, 'failed', ?4, ?5, ?6, ?7, ?8)",
             )?
             .execute(params![&**run_id, &**task_id, attempt, &**owner, started_at, at, error, traceback])?;
         }
