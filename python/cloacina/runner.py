@@ -8,7 +8,7 @@ import weakref
 from collections.abc import Generator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from typing import Any
+from typing import Any, TypeVar
 
 from cloacina import _invoke, _native, backends
 from cloacina._loop import BackgroundLoop
@@ -44,17 +44,40 @@ class Attempt:
     traceback: str | None
 
 
-def _attempt(raw: Mapping[str, Any]) -> Attempt:
-    started, finished = _time(raw["started_at"]), _time(raw["finished_at"])
-    return Attempt(
-        attempt=raw["attempt"],
-        status=raw["status"],
-        started_at=started,
-        finished_at=finished,
-        duration=_span(started, finished),
-        error=raw["error"],
-        traceback=raw["traceback"],
-    )
+_T = TypeVar("_T")
+_new = object.__new__
+_set = object.__setattr__
+
+
+def _adopt(cls: type[_T], fields: dict[str, Any]) -> _T:
+    """An instance of the frozen dataclass ``cls`` whose ``__dict__`` is ``fields`` (which
+    holds every field, in order). Skips the generated ``__init__``, which sets each field
+    with its own ``object.__setattr__`` call: a run's result holds hundreds of these."""
+    obj = _new(cls)
+    _set(obj, "__dict__", fields)
+    return obj
+
+
+def _task_result(t: dict[str, Any]) -> TaskResult:
+    """A task's dict from the native layer (``TaskResult`` fields, times in integer
+    microseconds) as a ``TaskResult``; converts the dict in place."""
+    start, end = t["started_at"], t["finished_at"]
+    started, finished = _time(start), _time(end)
+    duration = _span(started, finished)
+    t["started_at"], t["finished_at"], t["duration"] = started, finished, duration
+    history = t["history"]
+    for i, a in enumerate(history):
+        if a["started_at"] == start and a["finished_at"] == end:
+            # The latest attempt: the task's own times, converted once.
+            a["started_at"], a["finished_at"], a["duration"] = started, finished, duration
+        else:
+            a_started, a_finished = _time(a["started_at"]), _time(a["finished_at"])
+            a["started_at"], a["finished_at"] = a_started, a_finished
+            a["duration"] = _span(a_started, a_finished)
+        history[i] = _adopt(Attempt, a)
+    if t["next_attempt_at"] is not None:
+        t["next_attempt_at"] = _time(t["next_attempt_at"])
+    return _adopt(TaskResult, t)
 
 
 @dataclass(frozen=True)
@@ -104,23 +127,7 @@ class RunResult:
 
     @classmethod
     def _from_native(cls, raw: Mapping[str, Any]) -> RunResult:
-        tasks = {}
-        for t in raw["tasks"]:
-            started, finished = _time(t["started_at"]), _time(t["finished_at"])
-            tasks[t["task_id"]] = TaskResult(
-                task_id=t["task_id"],
-                status=t["status"],
-                attempts=t["attempts"],
-                started_at=started,
-                finished_at=finished,
-                duration=_span(started, finished),
-                error=t["error"],
-                traceback=t["traceback"],
-                reason=t["reason"],
-                history=[_attempt(a) for a in t["history"]],
-                next_attempt_at=_time(t["ready_at"]) if t["status"] == "ready" else None,
-                hook_errors=list(t["hook_errors"] or []),
-            )
+        tasks = {t["task_id"]: _task_result(t) for t in raw["tasks"]}
         started, finished = _time(raw["started_at"]), _time(raw["finished_at"])
         return cls(
             run_id=raw["run_id"],

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import threading
@@ -9,7 +10,7 @@ import time
 from datetime import timedelta
 
 import pytest
-from cloacina import CloacinaError, Runner, RunResult, TaskResult, Workflow, task
+from cloacina import Attempt, CloacinaError, Runner, RunResult, TaskResult, Workflow, task
 from helpers import (
     assert_utc,
     eventually,
@@ -307,6 +308,27 @@ def test_get_run_returns_the_same_result(runner):
     }
     assert abs(again.started_at - result.started_at) <= MS
     assert abs(again.finished_at - result.finished_at) <= MS
+
+
+def test_results_are_ordinary_frozen_dataclasses(runner):
+    """Results are built without their generated __init__ (for speed): they must still
+    hold every field and behave like instances that __init__ built."""
+    result = runner.run(etl_workflow(), {"source": "c.csv"})
+    for tr in result.tasks.values():
+        for obj, cls in [(tr, TaskResult)] + [(a, Attempt) for a in tr.history]:
+            assert isinstance(obj, cls)
+            names = [f.name for f in dataclasses.fields(cls)]
+            assert list(vars(obj)) == names
+            rebuilt = cls(**{n: getattr(obj, n) for n in names})
+            assert rebuilt == obj and repr(rebuilt) == repr(obj)
+            with pytest.raises(dataclasses.FrozenInstanceError):
+                obj.status = "failed"  # type: ignore[misc]
+        [latest] = tr.history
+        assert (latest.started_at, latest.finished_at) == (tr.started_at, tr.finished_at)
+        assert latest.duration == tr.duration
+    copy = dataclasses.replace(result.tasks["load"], status="failed")
+    assert copy.status == "failed" and result.tasks["load"].status == "completed"
+    assert dataclasses.asdict(result)["tasks"]["load"]["history"][0]["attempt"] == 1
 
 
 def test_get_run_of_unknown_id_is_none(runner):

@@ -118,8 +118,28 @@ fn json_to_py<'py>(py: Python<'py>, text: Option<&str>) -> PyResult<Bound<'py, P
     }
 }
 
+/// A task or attempt status as a Python str; the known ones are interned, so a result
+/// of hundreds of tasks does not create a string for each.
+fn status_to_py<'py>(py: Python<'py>, status: &str) -> Bound<'py, PyString> {
+    let known = match status {
+        "completed" => intern!(py, "completed"),
+        "failed" => intern!(py, "failed"),
+        "pending" => intern!(py, "pending"),
+        "ready" => intern!(py, "ready"),
+        "running" => intern!(py, "running"),
+        "skipped" => intern!(py, "skipped"),
+        "cancelled" => intern!(py, "cancelled"),
+        _ => return PyString::new(py, status),
+    };
+    known.clone()
+}
+
 /// A run record as a plain dict for the Python layer (times in integer microseconds).
 /// Built directly, key by key: this runs once per finished run a caller waits for.
+///
+/// Each task's dict and each attempt's dict have exactly the fields of the Python
+/// `TaskResult` and `Attempt` (times still in microseconds, `duration` None), so the
+/// Python layer converts the times in place and adopts the dict as the instance's.
 pub fn run_to_py<'py>(py: Python<'py>, run: &RunRecord) -> PyResult<Bound<'py, PyAny>> {
     let tasks = PyList::empty(py);
     for t in &run.tasks {
@@ -127,26 +147,32 @@ pub fn run_to_py<'py>(py: Python<'py>, run: &RunRecord) -> PyResult<Bound<'py, P
         for a in &t.history {
             let attempt = PyDict::new(py);
             attempt.set_item(intern!(py, "attempt"), a.attempt)?;
-            attempt.set_item(intern!(py, "status"), &a.status)?;
+            attempt.set_item(intern!(py, "status"), status_to_py(py, &a.status))?;
             attempt.set_item(intern!(py, "started_at"), a.started_at)?;
             attempt.set_item(intern!(py, "finished_at"), a.finished_at)?;
+            attempt.set_item(intern!(py, "duration"), py.None())?;
             attempt.set_item(intern!(py, "error"), &a.error)?;
             attempt.set_item(intern!(py, "traceback"), &a.traceback)?;
             history.append(attempt)?;
         }
+        let next_attempt_at = if t.status == "ready" { t.ready_at } else { None };
+        let mut hook_errors = json_to_py(py, t.hook_errors.as_deref())?;
+        if hook_errors.is_none() {
+            hook_errors = PyList::empty(py).into_any();
+        }
         let task = PyDict::new(py);
         task.set_item(intern!(py, "task_id"), &t.task_id)?;
-        task.set_item(intern!(py, "position"), t.position)?;
-        task.set_item(intern!(py, "status"), &t.status)?;
+        task.set_item(intern!(py, "status"), status_to_py(py, &t.status))?;
         task.set_item(intern!(py, "attempts"), t.attempts)?;
         task.set_item(intern!(py, "started_at"), t.started_at)?;
         task.set_item(intern!(py, "finished_at"), t.finished_at)?;
+        task.set_item(intern!(py, "duration"), py.None())?;
         task.set_item(intern!(py, "error"), &t.error)?;
         task.set_item(intern!(py, "traceback"), &t.traceback)?;
         task.set_item(intern!(py, "reason"), &t.reason)?;
-        task.set_item(intern!(py, "ready_at"), t.ready_at)?;
-        task.set_item(intern!(py, "hook_errors"), json_to_py(py, t.hook_errors.as_deref())?)?;
         task.set_item(intern!(py, "history"), history)?;
+        task.set_item(intern!(py, "next_attempt_at"), next_attempt_at)?;
+        task.set_item(intern!(py, "hook_errors"), hook_errors)?;
         tasks.append(task)?;
     }
     let events = PyList::empty(py);
