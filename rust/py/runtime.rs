@@ -4,6 +4,7 @@
 use std::future::Future;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::pin::pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll, Wake, Waker};
 use std::thread::Thread;
@@ -12,6 +13,7 @@ use std::time::{Duration, Instant};
 use pyo3::prelude::*;
 use tokio::runtime::Runtime;
 
+use crate::engine::workers::{spin_until, SPIN};
 use crate::errors::{Error, Result};
 
 struct Owned {
@@ -44,16 +46,21 @@ pub fn runtime() -> Result<&'static Runtime> {
 /// How often a blocked caller wakes to let Python run signal handlers (Ctrl-C).
 const SIGNAL_CHECK: Duration = Duration::from_millis(100);
 
-/// Wakes the thread that polls a future by unparking it.
-struct Unpark(Thread);
+/// Wakes the thread that polls a future: sets `woken` (seen by a thread still
+/// spinning) and unparks it (a thread already parked).
+struct Unpark {
+    thread: Thread,
+    woken: AtomicBool,
+}
 
 impl Wake for Unpark {
     fn wake(self: Arc<Self>) {
-        self.0.unpark();
+        self.wake_by_ref();
     }
 
     fn wake_by_ref(self: &Arc<Self>) {
-        self.0.unpark();
+        self.woken.store(true, Ordering::SeqCst);
+        self.thread.unpark();
     }
 }
 
@@ -62,9 +69,11 @@ impl Wake for Unpark {
 /// through. Returns Ok(None) if `timeout` passes first; the future is polled at least
 /// once, so a zero timeout still sees an answer already there. The future is dropped
 /// on a timeout, as it is when a signal handler raises. Nothing hops to another thread
-/// to run it: an answer from the scheduler unparks this thread directly. Safe from any
-/// thread that may block, including a task running on one of the runtime's blocking
-/// threads.
+/// to run it: an answer from the scheduler unparks this thread directly. The first time
+/// the future is pending the thread spins briefly (yielding its core) before it parks:
+/// the scheduler's answer to a call usually comes within that, and waking a parked
+/// thread costs more than the answer itself on a small machine. Safe from any thread
+/// that may block, including a task running on one of the runtime's blocking threads.
 pub fn wait<T, F>(py: Python<'_>, fut: F, timeout: Option<Duration>) -> PyResult<Option<T>>
 where
     T: Send,
@@ -72,8 +81,10 @@ where
 {
     let runtime = runtime()?;
     let mut fut = pin!(fut);
-    let waker = Waker::from(Arc::new(Unpark(std::thread::current())));
+    let unpark = Arc::new(Unpark { thread: std::thread::current(), woken: AtomicBool::new(false) });
+    let waker = Waker::from(unpark.clone());
     let deadline = timeout.map(|t| Instant::now() + t);
+    let mut spun = false;
     loop {
         let slice_end = Instant::now() + SIGNAL_CHECK;
         let slice_end = deadline.map_or(slice_end, |d| d.min(slice_end));
@@ -90,13 +101,21 @@ where
                     }
                     Ok(Poll::Pending) => {}
                 }
-                // A wake-up sets the thread's park token, so one that came during the
-                // poll makes the park below return at once: none is lost.
+                // A wake-up sets `woken` and the thread's park token, so one that came
+                // during the poll ends the spin or the park below at once: none is lost.
+                if !spun {
+                    spun = true;
+                    let limit = slice_end.saturating_duration_since(Instant::now()).min(SPIN);
+                    if spin_until(limit, || unpark.woken.swap(false, Ordering::SeqCst)) {
+                        continue;
+                    }
+                }
                 let now = Instant::now();
                 if now >= slice_end {
                     return None;
                 }
                 std::thread::park_timeout(slice_end - now);
+                unpark.woken.store(false, Ordering::SeqCst);
             }
         });
         if let Some(result) = polled {
