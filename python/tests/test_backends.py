@@ -269,3 +269,66 @@ def test_a_latest_attempt_also_in_earlier_attempts_shows_once(runner, db_path):
         ("right_arm", 1),
         ("tail", 1),
     ]
+
+
+def test_a_file_from_before_migration_4_is_upgraded(tmp_path):
+    """Migration 4 on a real file: before it, `task_attempts` was a table holding every
+    attempt, the latest ones included, and finished task rows had no owner."""
+    path = tmp_path / "old.db"
+    url = f"sqlite:///{path}"
+    calls = []
+
+    @task(id="upgrade_flaky", retries=2, retry_delay=0)
+    def flaky(ctx):
+        calls.append(1)
+        if len(calls) == 1:
+            raise ConnectionError("first try")
+        ctx["flaky"] = True
+
+    @task(id="upgrade_broken", dependencies=[flaky])
+    def broken(ctx):
+        raise ValueError("bug")
+
+    wf = Workflow("upgrade_wf", [flaky, broken])
+    with Runner(url) as runner:
+        first = runner.run(wf, {})
+    assert first.status == "failed"
+    # Take the file back to what the code before migration 4 wrote.
+    with closing(sqlite3.connect(str(path))) as conn, conn:
+        conn.execute("DROP VIEW task_attempts")
+        conn.execute("ALTER TABLE earlier_attempts RENAME TO task_attempts")
+        conn.execute(
+            "INSERT INTO task_attempts (run_id, task_id, attempt, status, owner, started_at, "
+            "finished_at, error, traceback) SELECT run_id, task_id, attempts, status, owner, "
+            "started_at, finished_at, error, traceback FROM run_tasks "
+            "WHERE status IN ('completed', 'failed')"
+        )
+        conn.execute("UPDATE run_tasks SET owner = NULL WHERE status IN ('completed', 'failed')")
+        conn.execute("DELETE FROM _sqlx_migrations WHERE version = 4")
+
+    @task(id="upgrade_broken", dependencies=[flaky])
+    def fixed(ctx):
+        ctx["fixed"] = True
+
+    with Runner(url) as runner:
+        assert runner.get_run(first.run_id).tasks == first.tasks
+        second = runner.resume(first.run_id).wait(timeout=30)
+    assert second.status == "completed", second
+    statuses = {t: [(a.attempt, a.status) for a in r.history] for t, r in second.tasks.items()}
+    assert statuses == {
+        "upgrade_flaky": [(1, "failed"), (2, "completed")],
+        "upgrade_broken": [(1, "failed"), (2, "completed")],
+    }
+    viewed = query(
+        path,
+        "SELECT task_id, attempt, status FROM task_attempts WHERE run_id = ? "
+        "ORDER BY task_id, attempt",
+        (first.run_id,),
+    )
+    assert [(r["task_id"], r["attempt"], r["status"]) for r in viewed] == [
+        ("upgrade_broken", 1, "failed"),
+        ("upgrade_broken", 2, "completed"),
+        ("upgrade_flaky", 1, "failed"),
+        ("upgrade_flaky", 2, "completed"),
+    ]
+    assert len(calls) == 2  # the completed task did not run again
