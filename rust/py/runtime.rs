@@ -46,6 +46,9 @@ pub fn runtime() -> Result<&'static Runtime> {
 /// How often a blocked caller wakes to let Python run signal handlers (Ctrl-C).
 const SIGNAL_CHECK: Duration = Duration::from_millis(100);
 
+/// Whether a blocked caller is spinning (see `wait`).
+static CALLER_SPINNING: AtomicBool = AtomicBool::new(false);
+
 /// Wakes the thread that polls a future: sets `woken` (seen by a thread still
 /// spinning) and unparks it (a thread already parked).
 struct Unpark {
@@ -70,10 +73,11 @@ impl Wake for Unpark {
 /// once, so a zero timeout still sees an answer already there. The future is dropped
 /// on a timeout, as it is when a signal handler raises. Nothing hops to another thread
 /// to run it: an answer from the scheduler unparks this thread directly. The first time
-/// the future is pending the thread spins briefly (yielding its core) before it parks:
-/// the scheduler's answer to a call usually comes within that, and waking a parked
-/// thread costs more than the answer itself on a small machine. Safe from any thread
-/// that may block, including a task running on one of the runtime's blocking threads.
+/// the future is pending the thread spins briefly (yielding its core; one caller at a
+/// time) before it parks: the scheduler's answer to a call usually comes within that,
+/// and waking a parked thread costs more than the answer itself on a small machine.
+/// Safe from any thread that may block, including a task running on one of the
+/// runtime's blocking threads.
 pub fn wait<T, F>(py: Python<'_>, fut: F, timeout: Option<Duration>) -> PyResult<Option<T>>
 where
     T: Send,
@@ -105,9 +109,15 @@ where
                 // during the poll ends the spin or the park below at once: none is lost.
                 if !spun {
                     spun = true;
-                    let limit = slice_end.saturating_duration_since(Instant::now()).min(SPIN);
-                    if spin_until(limit, || unpark.woken.swap(false, Ordering::SeqCst)) {
-                        continue;
+                    // One caller spins at a time: many threads blocked in calls at once
+                    // would otherwise take the cores the engine's own threads need.
+                    if !CALLER_SPINNING.swap(true, Ordering::SeqCst) {
+                        let limit = slice_end.saturating_duration_since(Instant::now()).min(SPIN);
+                        let woken = spin_until(limit, || unpark.woken.swap(false, Ordering::SeqCst));
+                        CALLER_SPINNING.store(false, Ordering::SeqCst);
+                        if woken {
+                            continue;
+                        }
                     }
                 }
                 let now = Instant::now();
