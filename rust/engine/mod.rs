@@ -297,13 +297,8 @@ impl Engine {
     }
 
     /// Run `run_id` as stored, if it exists.
-    pub async fn get_run(&self, run_id: &str) -> Result<Option<RunRecord>> {
-        self.shared.store.run(run_id).await
-    }
-
-    /// `get_run` on the calling thread, for callers that may block (not tokio workers).
-    pub fn get_run_blocking(&self, run_id: &str) -> Result<Option<RunRecord>> {
-        self.shared.store.run_blocking(run_id)
+    pub async fn get_run(&self, run_id: &str, reads: Reads) -> Result<Option<RunRecord>> {
+        self.shared.store.run(run_id, reads).await
     }
 
     /// Runs matching `filter`, newest first.
@@ -340,7 +335,7 @@ impl Engine {
         let record = self
             .shared
             .store
-            .run(run_id)
+            .run(run_id, Reads::Offloaded)
             .await?
             .ok_or_else(|| Error::Task(format!("no run with id '{run_id}'")))?;
         let mode = match record.status.as_str() {
@@ -447,7 +442,7 @@ async fn recover_orphans(shared: &Shared, commands: &mpsc::UnboundedSender<Comma
         if !write(commands, move |w| w.claim_run(&id, expected.as_deref(), &me, until)).await? {
             continue; // another runner got there first
         }
-        let Some(mut record) = shared.store.run(&candidate.run_id).await? else { continue };
+        let Some(mut record) = shared.store.run(&candidate.run_id, Reads::Offloaded).await? else { continue };
         record.owner = candidate.owner.clone(); // read after the claim: keep who had it
 
         let (reply, rx) = oneshot::channel();

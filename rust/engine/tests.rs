@@ -83,7 +83,7 @@ async fn engine(dir: &tempfile::TempDir) -> Engine {
 async fn run(engine: &Engine, wf: &Arc<WorkflowDef>, input: Value) -> crate::store::RunRecord {
     let id = engine.submit(wf.clone(), obj(input), None, Reads::Offloaded).await.unwrap();
     engine.wait(&id, Reads::Offloaded).await.unwrap();
-    engine.get_run(&id).await.unwrap().unwrap()
+    engine.get_run(&id, Reads::Offloaded).await.unwrap().unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -216,7 +216,7 @@ async fn cancel_ends_the_run_and_its_pending_tasks() {
     let id = engine.submit(wf, obj(json!({})), None, Reads::Offloaded).await.unwrap();
     assert!(engine.cancel(&id).await.unwrap());
     engine.wait(&id, Reads::Offloaded).await.unwrap();
-    let run = engine.get_run(&id).await.unwrap().unwrap();
+    let run = engine.get_run(&id, Reads::Offloaded).await.unwrap().unwrap();
     assert_eq!(run.status, "cancelled");
     assert!(run.tasks.iter().all(|t| t.status == "cancelled"));
     assert!(!engine.cancel(&id).await.unwrap(), "a final run cannot be cancelled again");

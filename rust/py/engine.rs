@@ -159,11 +159,8 @@ impl PyEngine {
 
     /// Run `run_id` as a dict, or None.
     fn get_run(&self, py: Python<'_>, run_id: String) -> PyResult<Option<Py<PyAny>>> {
-        // Refuses a forked child, whose engine threads are gone.
-        runtime()?;
         // Read on this thread with the GIL released: no hop to another thread.
-        let engine = &self.engine;
-        let run = py.detach(|| engine.get_run_blocking(&run_id))?;
+        let run = wait(py, self.engine.get_run(&run_id, Reads::Inline), None)?.expect("no timeout");
         run.map(|r| run_to_py(py, &r).map(Bound::unbind)).transpose()
     }
 
@@ -172,7 +169,7 @@ impl PyEngine {
         let engine = self.engine.clone();
         runtime()?;
         pyo3_async_runtimes::tokio::future_into_py(py, async move {
-            let run = engine.get_run(&run_id).await?;
+            let run = engine.get_run(&run_id, Reads::Offloaded).await?;
             Python::attach(|py| run.map(|r| run_to_py(py, &r).map(Bound::unbind)).transpose())
         })
     }

@@ -190,15 +190,9 @@ impl SqliteStore {
     }
 
     /// Run `run_id` with its tasks and their attempts, if it exists (one snapshot).
-    pub async fn run(&self, run_id: &str) -> Result<Option<RunRecord>> {
+    pub async fn run(&self, run_id: &str, reads: Reads) -> Result<Option<RunRecord>> {
         let run_id = run_id.to_owned();
-        self.read(Reads::Offloaded, move |c| sqlite_read::run(c, &run_id)).await
-    }
-
-    /// `run`, read on the calling thread: for callers that may block (never a tokio
-    /// worker), such as a Python thread waiting with the GIL released.
-    pub fn run_blocking(&self, run_id: &str) -> Result<Option<RunRecord>> {
-        self.readers.with(|c| sqlite_read::run(c, run_id))
+        self.read(reads, move |c| sqlite_read::run(c, &run_id)).await
     }
 
     /// Runs matching `filter`, newest first, with their tasks (one snapshot).
