@@ -74,14 +74,23 @@ impl Readers {
     }
 }
 
-const RUN_COLUMNS: &str = "SELECT run_id, workflow, version, status, input, error, created_at, started_at, \
-     finished_at, owner, lease_expires_at, idempotency_key FROM runs";
+/// A query of `runs` selecting the columns `run_from_row` reads, then `$rest`: a
+/// literal, so each query is one constant string (no formatting per read).
+macro_rules! select_runs {
+    ($rest:literal) => {
+        concat!(
+            "SELECT run_id, workflow, version, status, input, error, created_at, started_at, \
+             finished_at, owner, lease_expires_at, idempotency_key FROM runs ",
+            $rest
+        )
+    };
+}
 
 /// Run `run_id` with its tasks, their attempts and its events, from one snapshot.
 pub(crate) fn run(conn: &mut Connection, run_id: &str) -> Result<Option<RunRecord>> {
     let tx = CachedTx::deferred(conn)?;
     let found = tx
-        .prepare_cached(&format!("{RUN_COLUMNS} WHERE run_id = ?1"))?
+        .prepare_cached(select_runs!("WHERE run_id = ?1"))?
         .query_row(params![run_id], run_from_row)
         .optional()?;
     let Some(run) = found else { return Ok(None) };
@@ -96,8 +105,8 @@ pub(crate) fn runs(conn: &mut Connection, filter: &RunFilter) -> Result<Vec<RunR
     let tx = CachedTx::deferred(conn)?;
     let mut runs = Vec::new();
     {
-        let mut query = tx.prepare_cached(&format!(
-            "{RUN_COLUMNS} WHERE (?1 IS NULL OR workflow = ?1) AND (?2 IS NULL OR status = ?2) \
+        let mut query = tx.prepare_cached(select_runs!(
+            "WHERE (?1 IS NULL OR workflow = ?1) AND (?2 IS NULL OR status = ?2) \
              ORDER BY created_at DESC, run_id DESC LIMIT ?3"
         ))?;
         let rows = query.query_map(
@@ -212,6 +221,8 @@ fn load_tasks(conn: &Connection, run: &mut RunRecord) -> Result<()> {
 
 /// The task's latest attempt, recorded in its row, once it finished (completed or
 /// failed) and unless `earlier_attempts` holds it (files written before migration 4).
+/// The view `task_attempts` states the same rule in SQL; reading the task rows already
+/// loaded here avoids querying that view (a union and a probe per task) on every read.
 fn latest_attempt(task: &TaskRecord) -> Option<AttemptRecord> {
     if !matches!(task.status.as_str(), "completed" | "failed") || task.attempts == 0 {
         return None;

@@ -73,8 +73,9 @@ impl WriteConnection {
         if !touched.is_empty() {
             let ids = serde_json::to_string(&touched)?;
             let mut lost = tx.prepare_cached(
-            "SELECT run_id FROM runs WHERE run_id IN (SELECT value FROM json_each(?1)) AND owner IS NOT ?2",
-        )?;
+                "SELECT run_id FROM runs WHERE run_id IN (SELECT value FROM json_each(?1)) \
+                 AND owner IS NOT ?2",
+            )?;
             let rows = lost.query_map(params![ids, owner], |row| row.get::<_, String>(0))?;
             for run_id in rows {
                 let run_id = run_id?;
@@ -116,8 +117,8 @@ impl WriteConnection {
         let done = tx
             .prepare_cached(
                 "UPDATE runs SET owner = ?1, lease_expires_at = ?2, \
-         status = CASE WHEN status = 'interrupted' THEN 'running' ELSE status END \
-         WHERE run_id = ?3 AND owner IS ?4",
+                 status = CASE WHEN status = 'interrupted' THEN 'running' ELSE status END \
+                 WHERE run_id = ?3 AND owner IS ?4",
             )?
             .execute(params![owner, lease_until, run_id, expected_owner])?;
         tx.commit()?;
@@ -128,10 +129,11 @@ impl WriteConnection {
     pub fn mark_interrupted(&mut self, run_id: &str, owner: Option<&str>, at: i64) -> Result<()> {
         let tx = CachedTx::immediate(&self.conn)?;
         let done = tx
-        .prepare_cached(
-            "UPDATE runs SET status = 'interrupted' WHERE run_id = ?1 AND owner IS ?2 AND status = 'running'",
-        )?
-        .execute(params![run_id, owner])?;
+            .prepare_cached(
+                "UPDATE runs SET status = 'interrupted' \
+                 WHERE run_id = ?1 AND owner IS ?2 AND status = 'running'",
+            )?
+            .execute(params![run_id, owner])?;
         if done > 0 {
             let detail = serde_json::json!({ "owner": owner }).to_string();
             tx.prepare_cached(
@@ -150,7 +152,7 @@ impl WriteConnection {
         let done = tx
             .prepare_cached(
                 "UPDATE runs SET cancel_requested_at = COALESCE(cancel_requested_at, ?1) \
-             WHERE run_id = ?2 AND status IN ('pending', 'running')",
+                 WHERE run_id = ?2 AND status IN ('pending', 'running')",
             )?
             .execute(params![at, run_id])?;
         tx.commit()?;
@@ -204,13 +206,13 @@ fn apply(conn: &Connection, op: &Op) -> Result<Option<String>> {
             .execute(params![&**owner, lease_until, &**run_id])?;
         }
         Op::ResetTask { run_id, task_id } => {
-            // The latest attempt, kept in the task row, becomes an earlier one.
+            // The latest attempt, kept in the task row, becomes an earlier one: the view
+            // `task_attempts` (migration 4) says which row holds one.
             conn.prepare_cached(
                 "INSERT OR IGNORE INTO earlier_attempts (run_id, task_id, attempt, status, owner, \
                  started_at, finished_at, error, traceback) \
-                 SELECT run_id, task_id, attempts, status, owner, started_at, finished_at, error, traceback \
-                 FROM run_tasks WHERE run_id = ?1 AND task_id = ?2 AND status IN ('completed', 'failed') \
-                 AND attempts > 0 AND started_at IS NOT NULL AND finished_at IS NOT NULL",
+                 SELECT run_id, task_id, attempt, status, owner, started_at, finished_at, error, traceback \
+                 FROM task_attempts WHERE run_id = ?1 AND task_id = ?2",
             )?
             .execute(params![&**run_id, &**task_id])?;
             conn.prepare_cached(
