@@ -1,5 +1,12 @@
 //! Trigger rules: plain JSON data, parsed and validated at definition, evaluated by the
-//! scheduler when all of a task's dependencies are final. A false rule skips the task.
+//! scheduler when all of a task's direct dependencies are final.
+//!
+//! A rule's verdict is one of three, as in Apache Airflow: run the task, skip it (the
+//! rule chose not to run it), or mark it `upstream_failed` (it cannot run because
+//! something upstream failed, under a rule that needs success). The dependency rules
+//! follow Airflow's `trigger_rule_dep.py` once every direct dependency is done; a task
+//! without dependencies satisfies every dependency rule (Airflow runs a task without
+//! upstream whatever its rule).
 
 use serde_json::Value;
 
@@ -12,6 +19,8 @@ pub enum Upstream {
     Completed,
     Failed,
     Skipped,
+    /// It did not run because something upstream of it failed.
+    UpstreamFailed,
     Cancelled,
 }
 
@@ -21,8 +30,32 @@ impl Upstream {
             Upstream::Completed => "completed",
             Upstream::Failed => "failed",
             Upstream::Skipped => "was skipped",
+            Upstream::UpstreamFailed => "did not run (upstream_failed)",
             Upstream::Cancelled => "was cancelled",
         }
+    }
+
+    /// Counted as a failure by the dependency rules (`failed`, `upstream_failed`, and a
+    /// cancelled task, which did not succeed either).
+    fn is_failure(self) -> bool {
+        matches!(self, Upstream::Failed | Upstream::UpstreamFailed | Upstream::Cancelled)
+    }
+}
+
+/// What a rule decides for its task.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    Run,
+    /// The rule chose not to run the task; the reason is recorded.
+    Skip(String),
+    /// The task cannot run because something upstream failed; the reason names it.
+    UpstreamFailed(String),
+}
+
+impl Verdict {
+    /// True for `Run`.
+    pub fn runs(&self) -> bool {
+        matches!(self, Verdict::Run)
     }
 }
 
@@ -40,16 +73,51 @@ pub enum Op {
     Exists,
 }
 
+impl Op {
+    /// The operator as written in a rule.
+    pub fn symbol(self) -> &'static str {
+        match self {
+            Op::Eq => "==",
+            Op::Ne => "!=",
+            Op::Gt => ">",
+            Op::Ge => ">=",
+            Op::Lt => "<",
+            Op::Le => "<=",
+            Op::In => "in",
+            Op::NotIn => "not_in",
+            Op::Exists => "exists",
+        }
+    }
+}
+
 /// A trigger rule.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub enum Rule {
+    /// Every dependency completed (the default).
     #[default]
     AllSuccess,
-    AllDone,
-    OneSuccess,
-    OneFailed,
+    /// Every dependency failed or is `upstream_failed`.
     AllFailed,
+    /// Every dependency is final, however it ended.
+    AllDone,
+    /// At least one dependency completed.
+    OneSuccess,
+    /// At least one dependency failed or is `upstream_failed`.
+    OneFailed,
+    /// At least one dependency completed or failed.
+    OneDone,
+    /// No dependency failed or is `upstream_failed` (completed or skipped).
     NoneFailed,
+    /// No dependency failed or is `upstream_failed`, and at least one completed.
+    NoneFailedMinOneSuccess,
+    /// No dependency was skipped.
+    NoneSkipped,
+    /// Every dependency was skipped.
+    AllSkipped,
+    /// Every dependency is final, none was skipped, and at least one completed.
+    AllDoneMinOneSuccess,
+    /// Runs whatever its dependencies did.
+    Always,
     /// The named upstream task ended with this status.
     TaskIs {
         task: String,
@@ -65,12 +133,43 @@ pub enum Rule {
     Not(Box<Rule>),
 }
 
+/// The rules over the direct dependencies' outcomes, by name.
+const DEPENDENCY_RULES: [(&str, Rule); 12] = [
+    ("all_success", Rule::AllSuccess),
+    ("all_failed", Rule::AllFailed),
+    ("all_done", Rule::AllDone),
+    ("one_success", Rule::OneSuccess),
+    ("one_failed", Rule::OneFailed),
+    ("one_done", Rule::OneDone),
+    ("none_failed", Rule::NoneFailed),
+    ("none_failed_min_one_success", Rule::NoneFailedMinOneSuccess),
+    ("none_skipped", Rule::NoneSkipped),
+    ("all_skipped", Rule::AllSkipped),
+    ("all_done_min_one_success", Rule::AllDoneMinOneSuccess),
+    ("always", Rule::Always),
+];
+
 /// What a rule looks at: the direct dependencies' outcomes, any named upstream task's
 /// outcome, and the task's input context.
 pub trait Facts {
     fn dependencies(&self) -> Vec<(&str, Upstream)>;
     fn status_of(&self, task: &str) -> Option<Upstream>;
     fn context(&self) -> &Map;
+    /// Why an `upstream_failed` task did not run (it names the task that failed).
+    fn cause_of(&self, _task: &str) -> Option<&str> {
+        None
+    }
+}
+
+/// How the direct dependencies ended.
+#[derive(Default)]
+struct Counts {
+    total: usize,
+    success: usize,
+    /// Failed (or cancelled): ran and did not succeed.
+    failed: usize,
+    upstream_failed: usize,
+    skipped: usize,
 }
 
 impl Rule {
@@ -94,13 +193,10 @@ impl Rule {
             }
             rules.iter().map(Rule::parse).collect()
         };
+        if let Some((_, rule)) = DEPENDENCY_RULES.iter().find(|(n, _)| *n == name) {
+            return Ok(rule.clone());
+        }
         Ok(match name {
-            "all_success" => Rule::AllSuccess,
-            "all_done" => Rule::AllDone,
-            "one_success" => Rule::OneSuccess,
-            "one_failed" => Rule::OneFailed,
-            "all_failed" => Rule::AllFailed,
-            "none_failed" => Rule::NoneFailed,
             "task_succeeded" => Rule::TaskIs { task: task()?, status: Upstream::Completed },
             "task_failed" => Rule::TaskIs { task: task()?, status: Upstream::Failed },
             "task_skipped" => Rule::TaskIs { task: task()?, status: Upstream::Skipped },
@@ -151,52 +247,124 @@ impl Rule {
         }
     }
 
-    /// Evaluates the rule.
+    /// Whether the task runs: `verdict(..)` is `Run`.
     pub fn holds(&self, facts: &dyn Facts) -> bool {
-        let deps = || facts.dependencies();
+        self.verdict(facts).runs()
+    }
+
+    /// Decides the task: run it, skip it, or mark it `upstream_failed`, with the reason.
+    ///
+    /// Combinations: `all_of` runs when every part runs, else it takes a part's
+    /// `upstream_failed` verdict if there is one, else it skips; `any_of` runs
+    /// when a part runs, else it is `upstream_failed` if a part is, else skipped;
+    /// `not_` runs exactly when its part does not.
+    pub fn verdict(&self, facts: &dyn Facts) -> Verdict {
+        let false_rule = || Verdict::Skip(format!("trigger rule {} is false", self.describe()));
         match self {
-            Rule::AllSuccess => deps().iter().all(|(_, s)| *s == Upstream::Completed),
-            Rule::AllDone => true,
-            Rule::OneSuccess => deps().iter().any(|(_, s)| *s == Upstream::Completed),
-            Rule::OneFailed => deps().iter().any(|(_, s)| *s == Upstream::Failed),
-            Rule::AllFailed => deps().iter().all(|(_, s)| *s == Upstream::Failed),
-            Rule::NoneFailed => deps().iter().all(|(_, s)| *s != Upstream::Failed),
-            Rule::TaskIs { task, status } => facts.status_of(task) == Some(*status),
-            Rule::ContextValue { key, op, value } => compare(facts.context().get(key), *op, value),
-            Rule::AllOf(rs) => rs.iter().all(|r| r.holds(facts)),
-            Rule::AnyOf(rs) => rs.iter().any(|r| r.holds(facts)),
-            Rule::Not(r) => !r.holds(facts),
+            Rule::TaskIs { task, status } => {
+                if facts.status_of(task) == Some(*status) {
+                    Verdict::Run
+                } else {
+                    false_rule()
+                }
+            }
+            Rule::ContextValue { key, op, value } => {
+                if compare(facts.context().get(key), *op, value) {
+                    Verdict::Run
+                } else {
+                    false_rule()
+                }
+            }
+            Rule::AllOf(rs) => {
+                let mut runs = true;
+                for r in rs {
+                    match r.verdict(facts) {
+                        Verdict::Run => {}
+                        failed @ Verdict::UpstreamFailed(_) => return failed,
+                        Verdict::Skip(_) => runs = false,
+                    }
+                }
+                if runs {
+                    Verdict::Run
+                } else {
+                    false_rule()
+                }
+            }
+            Rule::AnyOf(rs) => {
+                let mut failed = None;
+                for r in rs {
+                    match r.verdict(facts) {
+                        Verdict::Run => return Verdict::Run,
+                        f @ Verdict::UpstreamFailed(_) => {
+                            failed.get_or_insert(f);
+                        }
+                        Verdict::Skip(_) => {}
+                    }
+                }
+                failed.unwrap_or_else(false_rule)
+            }
+            Rule::Not(r) => {
+                if r.verdict(facts).runs() {
+                    false_rule()
+                } else {
+                    Verdict::Run
+                }
+            }
+            dependency_rule => dependency_rule.dependency_verdict(facts),
         }
     }
 
-    /// Why the rule is false, for the skipped task's record.
-    pub fn explain(&self, facts: &dyn Facts) -> String {
+    /// The verdict of a rule over the direct dependencies' outcomes, as Airflow decides
+    /// it once they are all done.
+    fn dependency_verdict(&self, facts: &dyn Facts) -> Verdict {
+        let deps = facts.dependencies();
+        if deps.is_empty() {
+            return Verdict::Run; // as in Airflow: a task without upstream runs
+        }
+        let mut n = Counts { total: deps.len(), ..Counts::default() };
+        for (_, status) in &deps {
+            match status {
+                Upstream::Completed => n.success += 1,
+                Upstream::Failed | Upstream::Cancelled => n.failed += 1,
+                Upstream::UpstreamFailed => n.upstream_failed += 1,
+                Upstream::Skipped => n.skipped += 1,
+            }
+        }
+        let failures = n.failed + n.upstream_failed;
+        let upstream_failed = || Verdict::UpstreamFailed(failure_cause(facts, &deps));
+        let skip = |why: &str| Verdict::Skip(format!("trigger rule {}: {why}", self.describe()));
+        // "upstream task 'x' <how it ended>" for the first dependency that ended so.
+        let first = |pred: &dyn Fn(Upstream) -> bool| {
+            let (id, status) =
+                deps.iter().find(|(_, s)| pred(*s)).copied().unwrap_or(("?", Upstream::Skipped));
+            format!("upstream task '{id}' {}", status.word())
+        };
+        let all_skipped = n.skipped == n.total;
         match self {
-            Rule::AllSuccess => {
-                match facts.dependencies().into_iter().find(|(_, s)| *s != Upstream::Completed) {
-                    Some((id, s)) => format!("upstream task '{id}' {}", s.word()),
-                    None => "trigger rule all_success is false".into(),
-                }
-            }
-            Rule::NoneFailed => {
-                match facts.dependencies().into_iter().find(|(_, s)| *s == Upstream::Failed) {
-                    Some((id, _)) => format!("trigger rule none_failed: upstream task '{id}' failed"),
-                    None => "trigger rule none_failed is false".into(),
-                }
-            }
-            other => format!("trigger rule {} is false", other.describe()),
+            Rule::AllSuccess if failures > 0 => upstream_failed(),
+            // The default rule's skip reads plainly: the skipped dependency.
+            Rule::AllSuccess if n.skipped > 0 => Verdict::Skip(first(&|s| s == Upstream::Skipped)),
+            Rule::AllFailed if n.success + n.skipped > 0 => skip(&first(&|s| !s.is_failure())),
+            Rule::OneSuccess if all_skipped => skip("every upstream task was skipped"),
+            Rule::OneSuccess if n.success == 0 => upstream_failed(),
+            Rule::OneFailed if failures == 0 => skip("no upstream task failed"),
+            Rule::OneDone if n.success + n.failed == 0 => skip("no upstream task completed or failed"),
+            Rule::NoneFailed | Rule::NoneFailedMinOneSuccess if failures > 0 => upstream_failed(),
+            Rule::NoneFailedMinOneSuccess if all_skipped => skip("every upstream task was skipped"),
+            Rule::NoneSkipped if n.skipped > 0 => skip(&first(&|s| s == Upstream::Skipped)),
+            Rule::AllSkipped if !all_skipped => skip(&first(&|s| s != Upstream::Skipped)),
+            Rule::AllDoneMinOneSuccess if n.skipped > 0 => skip(&first(&|s| s == Upstream::Skipped)),
+            Rule::AllDoneMinOneSuccess if n.success == 0 => upstream_failed(),
+            _ => Verdict::Run,
         }
     }
 
-    /// A short text form of the rule.
+    /// A short text form of the rule, as the Python builders write it.
     pub fn describe(&self) -> String {
+        if let Some((name, _)) = DEPENDENCY_RULES.iter().find(|(_, r)| r == self) {
+            return format!("{name}()");
+        }
         match self {
-            Rule::AllSuccess => "all_success()".into(),
-            Rule::AllDone => "all_done()".into(),
-            Rule::OneSuccess => "one_success()".into(),
-            Rule::OneFailed => "one_failed()".into(),
-            Rule::AllFailed => "all_failed()".into(),
-            Rule::NoneFailed => "none_failed()".into(),
             Rule::TaskIs { task, status } => {
                 let f = match status {
                     Upstream::Completed => "task_succeeded",
@@ -205,8 +373,9 @@ impl Rule {
                 };
                 format!("{f}({task:?})")
             }
+            Rule::ContextValue { key, op: Op::Exists, .. } => format!("context_value({key:?}, \"exists\")"),
             Rule::ContextValue { key, op, value } => {
-                format!("context_value({key:?}, {op:?}, {value})")
+                format!("context_value({key:?}, {:?}, {value})", op.symbol())
             }
             Rule::AllOf(rs) => {
                 format!("all_of({})", rs.iter().map(Rule::describe).collect::<Vec<_>>().join(", "))
@@ -215,7 +384,25 @@ impl Rule {
                 format!("any_of({})", rs.iter().map(Rule::describe).collect::<Vec<_>>().join(", "))
             }
             Rule::Not(r) => format!("not_({})", r.describe()),
+            _ => unreachable!("dependency rules are described above"),
         }
+    }
+}
+
+/// Why a task is `upstream_failed`: the first dependency that failed (or was
+/// cancelled), else the cause recorded for the first `upstream_failed` one, which names
+/// the task that failed further up.
+fn failure_cause(facts: &dyn Facts, deps: &[(&str, Upstream)]) -> String {
+    if let Some((id, status)) = deps.iter().find(|(_, s)| matches!(s, Upstream::Failed | Upstream::Cancelled))
+    {
+        return format!("upstream task '{id}' {}", status.word());
+    }
+    match deps.iter().find(|(_, s)| *s == Upstream::UpstreamFailed) {
+        Some((id, _)) => match facts.cause_of(id) {
+            Some(cause) => cause.to_string(),
+            None => format!("upstream task '{id}' {}", Upstream::UpstreamFailed.word()),
+        },
+        None => "an upstream task failed".into(),
     }
 }
 
@@ -276,25 +463,102 @@ mod tests {
         fn context(&self) -> &Map {
             &self.ctx
         }
+        fn cause_of(&self, task: &str) -> Option<&str> {
+            (task == "uf").then_some("upstream task 'root' failed")
+        }
     }
 
     fn facts(deps: &[(&'static str, Upstream)], ctx: Value) -> F {
         F { deps: deps.to_vec(), ctx: ctx.as_object().cloned().unwrap() }
     }
 
+    fn rule(name: &str) -> Rule {
+        Rule::parse(&json!({ "rule": name })).unwrap()
+    }
+
+    /// R: runs, S: skipped, U: upstream_failed.
+    fn code(v: &Verdict) -> char {
+        match v {
+            Verdict::Run => 'R',
+            Verdict::Skip(_) => 'S',
+            Verdict::UpstreamFailed(_) => 'U',
+        }
+    }
+
     #[test]
-    fn dependency_rules() {
+    fn dependency_rules_decide_as_airflow_does() {
         use Upstream::*;
-        let f = facts(&[("a", Completed), ("b", Failed)], json!({}));
-        assert!(!Rule::AllSuccess.holds(&f));
-        assert!(Rule::AllDone.holds(&f));
-        assert!(Rule::OneSuccess.holds(&f));
-        assert!(Rule::OneFailed.holds(&f));
-        assert!(!Rule::AllFailed.holds(&f));
-        assert!(!Rule::NoneFailed.holds(&f));
-        assert_eq!(Rule::AllSuccess.explain(&f), "upstream task 'b' failed");
-        let r = Rule::parse(&json!({"rule": "not", "of": {"rule": "task_failed", "task": "b"}})).unwrap();
+        // Upstream outcomes: ok+bad, ok+skip, bad+skip, uf alone, skip+skip, ok+ok.
+        let cases: [&[(&'static str, Upstream)]; 6] = [
+            &[("ok", Completed), ("bad", Failed)],
+            &[("ok", Completed), ("sk", Skipped)],
+            &[("bad", Failed), ("sk", Skipped)],
+            &[("uf", UpstreamFailed)],
+            &[("sk", Skipped), ("sk2", Skipped)],
+            &[("ok", Completed), ("ok2", Completed)],
+        ];
+        let expected = [
+            ("all_success", "USUUSR"),
+            ("all_failed", "SSSRSS"),
+            ("all_done", "RRRRRR"),
+            ("one_success", "RRUUSR"),
+            ("one_failed", "RSRRSS"),
+            ("one_done", "RRRSSR"),
+            ("none_failed", "URUURR"),
+            ("none_failed_min_one_success", "URUUSR"),
+            ("none_skipped", "RSSRSR"),
+            ("all_skipped", "SSSSRS"),
+            ("all_done_min_one_success", "RSSUSR"),
+            ("always", "RRRRRR"),
+        ];
+        for (name, row) in expected {
+            let got: String =
+                cases.iter().map(|deps| code(&rule(name).verdict(&facts(deps, json!({}))))).collect();
+            assert_eq!(got, row, "{name}");
+        }
+    }
+
+    #[test]
+    fn a_task_without_dependencies_runs_whatever_its_dependency_rule() {
+        for (name, _) in DEPENDENCY_RULES {
+            assert_eq!(rule(name).verdict(&facts(&[], json!({}))), Verdict::Run, "{name}");
+        }
+        let ctx = Rule::parse(&json!({"rule": "context_value", "key": "k", "op": "exists"})).unwrap();
+        assert!(!ctx.holds(&facts(&[], json!({}))), "a context rule still decides a root task");
+    }
+
+    #[test]
+    fn reasons_name_the_task_that_failed() {
+        use Upstream::*;
+        let v = Rule::AllSuccess.verdict(&facts(&[("ok", Completed), ("bad", Failed)], json!({})));
+        assert_eq!(v, Verdict::UpstreamFailed("upstream task 'bad' failed".into()));
+        let v = Rule::NoneFailed.verdict(&facts(&[("uf", UpstreamFailed)], json!({})));
+        assert_eq!(v, Verdict::UpstreamFailed("upstream task 'root' failed".into()));
+        let v = Rule::AllSuccess.verdict(&facts(&[("sk", Skipped)], json!({})));
+        assert_eq!(v, Verdict::Skip("upstream task 'sk' was skipped".into()));
+        let v = Rule::OneFailed.verdict(&facts(&[("ok", Completed)], json!({})));
+        assert_eq!(v, Verdict::Skip("trigger rule one_failed(): no upstream task failed".into()));
+    }
+
+    #[test]
+    fn combinations() {
+        use Upstream::*;
+        let f = facts(&[("ok", Completed), ("bad", Failed)], json!({"n": 1}));
+        let parse = |v: Value| Rule::parse(&v).unwrap();
+        let r = parse(json!({"rule": "not", "of": {"rule": "task_failed", "task": "bad"}}));
         assert!(!r.holds(&f));
+        let both = parse(json!({"rule": "all_of", "rules": [{"rule": "all_success"},
+            {"rule": "context_value", "key": "n", "op": "==", "value": 1}]}));
+        assert_eq!(code(&both.verdict(&f)), 'U');
+        let either = parse(json!({"rule": "any_of", "rules": [{"rule": "all_success"},
+            {"rule": "context_value", "key": "n", "op": "==", "value": 2}]}));
+        assert_eq!(code(&either.verdict(&f)), 'U');
+        let negated = parse(json!({"rule": "not", "of": {"rule": "all_success"}}));
+        assert_eq!(code(&negated.verdict(&f)), 'R');
+        assert_eq!(
+            parse(json!({"rule": "context_value", "key": "n", "op": "==", "value": 2})).describe(),
+            "context_value(\"n\", \"==\", 2)"
+        );
     }
 
     #[test]

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from typing import Any
 
 from cloacina.context import Context
-from cloacina.errors import Fail, Retry, TaskError, TaskTimeout
+from cloacina.errors import Fail, Retry, Skip, TaskError, TaskTimeout
 
 # Attempts of sync bodies now running: token -> [thread ident, interrupted?].
 _running: dict[str, list[Any]] = {}
@@ -121,7 +121,10 @@ def describe_failure(
     """``(error, traceback, hint, delay)`` for a task's exception: ``"Type: message"``,
     the traceback without the engine's frames, and whether to retry: ``"never"`` for
     ``Fail`` or an exception ``retry_on`` does not match, ``"retry"`` (with ``Retry``'s
-    delay) for ``Retry``, ``"policy"`` otherwise."""
+    delay) for ``Retry``, ``"policy"`` otherwise. ``Skip`` is ``(reason, "", "skip",
+    None)``: the task skipped itself."""
+    if isinstance(exc, Skip):
+        return str(exc) or "the task skipped itself", "", "skip", None
     tb = exc.__traceback__
     while tb is not None and tb.tb_frame.f_code.co_filename in _INTERNAL_FILES:
         tb = tb.tb_next

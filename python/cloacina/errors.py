@@ -34,12 +34,22 @@ class Fail(CloacinaError):
     """Raise in a task to fail it at once, without any retry."""
 
 
+class Skip(CloacinaError):
+    """Raise in a task to skip it: the task ends ``skipped`` with this message as its
+    reason, its writes are discarded, it is not retried, and downstream trigger rules
+    see a skipped task (Airflow's ``AirflowSkipException``)."""
+
+    def __init__(self, reason: str = "the task skipped itself") -> None:
+        super().__init__(reason)
+
+
 __all__ = [
     "CloacinaError",
     "ConfigurationError",
     "DatabaseError",
     "Fail",
     "Retry",
+    "Skip",
     "TaskError",
     "TaskTimeout",
     "WorkflowError",

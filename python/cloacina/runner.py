@@ -86,7 +86,10 @@ class TaskResult:
 
     task_id: str
     status: str
-    """``pending | ready | running | completed | failed | skipped | cancelled``"""
+    """``pending | ready | running | completed | failed | skipped | upstream_failed |
+    cancelled``: ``skipped`` means chosen not to run (a trigger rule, or ``Skip`` raised
+    by the task); ``upstream_failed`` that it could not run because a task upstream
+    failed."""
     attempts: int
     started_at: datetime | None
     finished_at: datetime | None
@@ -95,7 +98,8 @@ class TaskResult:
     """The exception as ``"Type: message"`` (or why the engine failed the task)."""
     traceback: str | None
     reason: str | None = None
-    """Why the task was skipped or cancelled."""
+    """Why the task was skipped, ``upstream_failed`` (naming the task that failed) or
+    cancelled."""
     history: list[Attempt] = field(default_factory=list)
     """Every finished attempt, oldest first."""
     next_attempt_at: datetime | None = None
@@ -328,8 +332,9 @@ class Runner:
         """Runs ``run_id`` again from where it stopped, with the current definitions.
 
         An interrupted run (its process died) continues; a failed or cancelled run runs
-        its failed, skipped and cancelled tasks again, keeping every completed task's
-        output as it was. The run's history keeps both passes.
+        its failed, ``upstream_failed`` and cancelled tasks again and decides its skipped
+        tasks' rules again, keeping every completed task's output as it was. The run's
+        history keeps both passes.
         """
         self._engine_or_raise().resume(run_id)
         return RunHandle(self, run_id)

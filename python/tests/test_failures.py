@@ -57,15 +57,15 @@ def failing_workflow() -> Workflow:
     return Workflow("failing_wf", tasks)
 
 
-def test_failure_skips_downstream_and_finishes_other_branches(runner):
+def test_failure_blocks_downstream_and_finishes_other_branches(runner):
     result = runner.run(failing_workflow(), {"in": 0})
     assert result.status == "failed"
     statuses = {tid: t.status for tid, t in result.tasks.items()}
     assert statuses == {
         "root": "completed",
         "exploder": "failed",
-        "downstream_1": "skipped",
-        "downstream_2": "skipped",
+        "downstream_1": "upstream_failed",
+        "downstream_2": "upstream_failed",
         "good": "completed",
         "lone_1": "completed",
         "lone_2": "completed",
@@ -123,7 +123,7 @@ def test_failure_rows(runner, rows):
     assert "boom-42" in tasks["exploder"]["error"]
     assert 'raise ValueError("boom-42")' in tasks["exploder"]["traceback"]
     for tid in ("downstream_1", "downstream_2"):
-        assert tasks[tid]["status"] == "skipped"
+        assert tasks[tid]["status"] == "upstream_failed"
         assert tasks[tid]["output"] is None
         assert tasks[tid]["attempts"] == 0
     assert loads(tasks["good"]["output"]) == {"good": 1}
@@ -169,7 +169,7 @@ def test_join_of_a_failed_and_a_good_branch_is_skipped(runner):
     result = runner.run(Workflow("failed_join_wf", [fails_fast, works, joined]), {})
     assert result.status == "failed"
     assert result.tasks["works"].status == "completed"
-    assert result.tasks["joined"].status == "skipped"
+    assert result.tasks["joined"].status == "upstream_failed"
     assert result.context == {"works": True}
 
 
@@ -231,7 +231,7 @@ def test_non_json_value_fails_the_task_naming_task_and_key(runner, rows, body, k
     assert tr.status == "failed"
     assert "unserializable" in tr.error
     assert key in tr.error
-    assert result.tasks["downstream"].status == "skipped"
+    assert result.tasks["downstream"].status == "upstream_failed"
     assert result.context == {"before": 1}
 
     [row] = rows(

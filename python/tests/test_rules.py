@@ -65,9 +65,10 @@ def assert_ran(result, seen):
     assert len(seen) == 1
 
 
-def assert_skipped(result, seen, reason_part: str | None = None):
+def assert_skipped(result, seen, reason_part: str | None = None, status: str = "skipped"):
+    """The probe did not run: ``skipped`` (its rule chose not to) or ``upstream_failed``."""
     t = result.tasks[PROBE_ID]
-    assert t.status == "skipped", (t.status, t.error)
+    assert t.status == status, (t.status, t.error, t.reason)
     assert seen == []
     assert t.attempts == 0
     assert t.history == []
@@ -84,45 +85,47 @@ def assert_run_status(result, deps):
     assert result.status == ("failed" if failed else "completed"), result.error
 
 
-# (rule, dependencies, runs?)
+RAN, SKIPPED, BLOCKED = "completed", "skipped", "upstream_failed"
+
+# (rule, dependencies, what the probe ends as)
 DEPENDENCY_CASES = [
-    ("all_success", rules.all_success, ["ok", "ok2"], True),
-    ("all_success", rules.all_success, ["ok", "bad"], False),
-    ("all_success", rules.all_success, ["ok", "sk"], False),
-    ("all_done", rules.all_done, ["ok", "bad", "sk"], True),
-    ("all_done", rules.all_done, ["bad", "bad2"], True),
-    ("all_done", rules.all_done, ["sk"], True),
-    ("one_success", rules.one_success, ["ok", "bad"], True),
-    ("one_success", rules.one_success, ["sk", "ok"], True),
-    ("one_success", rules.one_success, ["bad", "sk"], False),
-    ("one_failed", rules.one_failed, ["ok", "bad"], True),
-    ("one_failed", rules.one_failed, ["ok", "sk"], False),
-    ("all_failed", rules.all_failed, ["bad", "bad2"], True),
-    ("all_failed", rules.all_failed, ["bad", "ok"], False),
-    ("all_failed", rules.all_failed, ["bad", "sk"], False),
-    ("none_failed", rules.none_failed, ["ok", "sk"], True),
-    ("none_failed", rules.none_failed, ["ok", "ok2"], True),
-    ("none_failed", rules.none_failed, ["ok", "bad"], False),
+    ("all_success", rules.all_success, ["ok", "ok2"], RAN),
+    ("all_success", rules.all_success, ["ok", "bad"], BLOCKED),
+    ("all_success", rules.all_success, ["ok", "sk"], SKIPPED),
+    ("all_done", rules.all_done, ["ok", "bad", "sk"], RAN),
+    ("all_done", rules.all_done, ["bad", "bad2"], RAN),
+    ("all_done", rules.all_done, ["sk"], RAN),
+    ("one_success", rules.one_success, ["ok", "bad"], RAN),
+    ("one_success", rules.one_success, ["sk", "ok"], RAN),
+    ("one_success", rules.one_success, ["bad", "sk"], BLOCKED),
+    ("one_failed", rules.one_failed, ["ok", "bad"], RAN),
+    ("one_failed", rules.one_failed, ["ok", "sk"], SKIPPED),
+    ("all_failed", rules.all_failed, ["bad", "bad2"], RAN),
+    ("all_failed", rules.all_failed, ["bad", "ok"], SKIPPED),
+    ("all_failed", rules.all_failed, ["bad", "sk"], SKIPPED),
+    ("none_failed", rules.none_failed, ["ok", "sk"], RAN),
+    ("none_failed", rules.none_failed, ["ok", "ok2"], RAN),
+    ("none_failed", rules.none_failed, ["ok", "bad"], BLOCKED),
 ]
 
 
 @pytest.mark.parametrize(
-    ("rule", "deps", "runs"),
-    [(make(), deps, runs) for _, make, deps, runs in DEPENDENCY_CASES],
+    ("rule", "deps", "outcome"),
+    [(make(), deps, outcome) for _, make, deps, outcome in DEPENDENCY_CASES],
     ids=[f"{name}-{'+'.join(deps)}" for name, _, deps, _ in DEPENDENCY_CASES],
 )
-def test_dependency_rules(runner, rule, deps, runs):
+def test_dependency_rules(runner, rule, deps, outcome):
     result, seen = run_probe(runner, deps, rule)
-    if runs:
+    if outcome == RAN:
         assert_ran(result, seen)
     else:
-        assert_skipped(result, seen)
+        assert_skipped(result, seen, status=outcome)
     assert_run_status(result, deps)
 
 
 def test_default_rule_is_all_success(runner):
     result, seen = run_probe(runner, ["ok", "bad"], None)
-    assert_skipped(result, seen, "upstream task 'bad' failed")
+    assert_skipped(result, seen, "upstream task 'bad' failed", status=BLOCKED)
     result, seen = run_probe(runner, ["ok", "ok2"], None)
     assert_ran(result, seen)
 
@@ -137,8 +140,8 @@ def test_all_success_reasons(runner):
 
 def test_none_failed_reason_names_the_failed_task(runner):
     result, seen = run_probe(runner, ["ok", "bad"], rules.none_failed())
-    assert_skipped(result, seen, "'bad'")
-    assert "none_failed" in result.tasks[PROBE_ID].reason
+    assert_skipped(result, seen, status=BLOCKED)
+    assert result.tasks[PROBE_ID].reason == "upstream task 'bad' failed"
 
 
 @pytest.mark.parametrize(
@@ -150,7 +153,7 @@ def test_none_failed_reason_names_the_failed_task(runner):
     ],
 )
 def test_false_rule_reason_names_the_rule(runner, rule, name):
-    deps = {"one_success": ["bad", "sk"], "one_failed": ["ok"], "all_failed": ["ok", "bad"]}
+    deps = {"one_success": ["sk"], "one_failed": ["ok"], "all_failed": ["ok", "bad"]}
     result, seen = run_probe(runner, deps[name], rule)
     assert_skipped(result, seen, "trigger rule")
     assert name in result.tasks[PROBE_ID].reason
@@ -499,7 +502,7 @@ def test_cleanup_with_all_done_runs_after_a_failure(runner, rows):
     assert statuses == {
         "extract": "completed",
         "load": "failed",
-        "report": "skipped",
+        "report": "upstream_failed",
         "cleanup": "completed",
         "after_cleanup": "completed",
     }
@@ -517,7 +520,7 @@ def test_cleanup_with_all_done_runs_after_a_failure(runner, rows):
             "SELECT task_id, status, reason FROM run_tasks WHERE run_id = ?", result.run_id
         )
     }
-    assert db["report"]["status"] == "skipped"
+    assert db["report"]["status"] == "upstream_failed"
     assert db["report"]["reason"] == "upstream task 'load' failed"
     assert db["cleanup"]["status"] == "completed"
     assert db["cleanup"]["reason"] is None
@@ -623,7 +626,7 @@ def test_error_handler_with_one_failed(runner):
 
     result = runner.run(Workflow("handler_wf", [on_error, on_all_ok]), {})
     assert result.tasks["on_error"].status == "completed"
-    assert result.tasks["on_all_ok"].status == "skipped"
+    assert result.tasks["on_all_ok"].status == "upstream_failed"
     assert result.status == "failed"
     assert result.context == {"a": 1, "alerted": True}
 

@@ -38,6 +38,9 @@ pub enum Outcome {
     Completed(Map),
     /// The attempt failed; `traceback` is the language's own traceback text, if any.
     Failed { error: String, traceback: Option<String>, hint: RetryHint },
+    /// The body decided not to do its work (`raise Skip(reason)`): the task ends
+    /// `skipped`, its writes discarded, and is not retried.
+    Skipped { reason: String },
 }
 
 impl Outcome {

@@ -22,6 +22,7 @@ use crate::errors::{Error, Result};
 use crate::graph::{Graph, TaskSpec};
 use crate::policy::TaskPolicy;
 use crate::registry::{self, WorkflowDef};
+use crate::rules::Verdict;
 use crate::store::{now_micros, Committed, Op, RunRecord, WriteConnection};
 
 /// Most messages folded into one transaction.
@@ -362,6 +363,7 @@ impl Scheduler {
                     output: Some(output),
                     error: None,
                     traceback: None,
+                    reason: None,
                 });
                 if let Some(def) = def.as_ref().filter(|d| d.body.has_hook(HookKind::Success)) {
                     let base =
@@ -446,6 +448,7 @@ impl Scheduler {
                     output: None,
                     error: Some(error.clone()),
                     traceback,
+                    reason: None,
                 });
                 if let Some(def) = def.as_ref().filter(|d| d.body.has_hook(HookKind::Failure)) {
                     effects.hooks.push(HookCall {
@@ -463,6 +466,24 @@ impl Scheduler {
                 task.input = None;
                 task.error = Some(error);
             }
+            Outcome::Skipped { reason } => {
+                log::debug!("task '{task_id}' of run {run_id} skipped itself: {reason}");
+                ops.push(Op::FinishTask {
+                    run_id: run_id.clone(),
+                    task_id: task_id.clone(),
+                    owner: self.shared.owner.clone(),
+                    status: "skipped",
+                    at: now,
+                    output: None,
+                    error: None,
+                    traceback: None,
+                    reason: Some(reason.clone()),
+                });
+                let task = &mut run.tasks[position as usize];
+                task.status = TaskStatus::Skipped;
+                task.input = None;
+                task.reason = Some(reason.into());
+            }
         }
         run.unfinished -= 1;
         Self::release_successors(run, position, now, ops, &mut self.queue, effects);
@@ -472,8 +493,9 @@ impl Scheduler {
         }
     }
 
-    /// Decides a task whose dependencies are all final: ready when its trigger rule
-    /// holds, skipped (with the reason) otherwise.
+    /// Decides a task whose dependencies are all final by its trigger rule: ready, or
+    /// final without running (`skipped` or `upstream_failed`, with the reason). Returns
+    /// true when it is ready.
     fn decide(
         run: &mut RunState,
         position: u32,
@@ -487,33 +509,34 @@ impl Scheduler {
         let default_policy = TaskPolicy::default();
         let trigger = &def.as_ref().map_or(&default_policy, |d| &d.policy).trigger;
         let input = run.input_for(position);
-        let facts = RuleFacts { run, position, context: &input };
-        let verdict = if trigger.holds(&facts) { None } else { Some(trigger.explain(&facts)) };
+        let verdict = trigger.verdict(&RuleFacts { run, position, context: &input });
         let task = &mut run.tasks[position as usize];
-        match verdict {
-            None => {
+        let (status, label, reason) = match verdict {
+            Verdict::Run => {
                 task.status = TaskStatus::Ready;
                 task.input = Some(input);
                 queue.push_back((run.run_id.clone(), position));
                 effects.became_ready.push((run.run_id.clone(), position));
-                true
+                return true;
             }
-            Some(reason) => {
-                task.status = TaskStatus::Skipped;
-                ops.push(Op::MarkTask {
-                    run_id: run.run_id.clone(),
-                    task_id,
-                    status: "skipped",
-                    reason: Some(reason),
-                    at: Some(now),
-                });
-                run.unfinished -= 1;
-                false
-            }
-        }
+            Verdict::Skip(reason) => (TaskStatus::Skipped, "skipped", reason),
+            Verdict::UpstreamFailed(reason) => (TaskStatus::UpstreamFailed, "upstream_failed", reason),
+        };
+        log::debug!("task '{task_id}' of run {}: {label} ({reason})", run.run_id);
+        task.status = status;
+        task.reason = Some(reason.as_str().into());
+        ops.push(Op::MarkTask {
+            run_id: run.run_id.clone(),
+            task_id,
+            status: label,
+            reason: Some(reason),
+            at: Some(now),
+        });
+        run.unfinished -= 1;
+        false
     }
 
-    /// Decides a task whose dependencies are all final and, if it is skipped, goes on
+    /// Decides a task whose dependencies are all final and, if it does not run, goes on
     /// down the graph.
     fn settle(
         run: &mut RunState,
@@ -529,7 +552,7 @@ impl Scheduler {
     }
 
     /// Decides every successor whose dependencies are now all final (and so on down the
-    /// graph, through skipped tasks).
+    /// graph, through tasks that do not run).
     fn release_successors(
         run: &mut RunState,
         position: u32,
@@ -807,7 +830,7 @@ impl Scheduler {
                     task.delta = Some(Arc::new(t.output.clone().unwrap_or_default()));
                     TaskStatus::Completed
                 }
-                "failed" | "skipped" | "cancelled" if reopen => {
+                "failed" | "upstream_failed" | "skipped" | "cancelled" if reopen => {
                     reset.push(position as u32);
                     ops.push(Op::ResetTask { run_id: run_id.clone(), task_id: task.id.clone() });
                     TaskStatus::Pending
@@ -817,6 +840,10 @@ impl Scheduler {
                     TaskStatus::Failed
                 }
                 "skipped" => TaskStatus::Skipped,
+                "upstream_failed" => {
+                    task.reason = t.reason.as_deref().map(Arc::from);
+                    TaskStatus::UpstreamFailed
+                }
                 "cancelled" => TaskStatus::Cancelled,
                 "running" => {
                     interrupted.push(t.task_id.clone());

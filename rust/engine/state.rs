@@ -18,6 +18,8 @@ pub enum TaskStatus {
     Completed,
     Failed,
     Skipped,
+    /// Did not run because a dependency failed (or itself did not run for that reason).
+    UpstreamFailed,
     Cancelled,
 }
 
@@ -28,6 +30,7 @@ impl TaskStatus {
             TaskStatus::Completed => Some(Upstream::Completed),
             TaskStatus::Failed => Some(Upstream::Failed),
             TaskStatus::Skipped => Some(Upstream::Skipped),
+            TaskStatus::UpstreamFailed => Some(Upstream::UpstreamFailed),
             TaskStatus::Cancelled => Some(Upstream::Cancelled),
             _ => None,
         }
@@ -54,6 +57,9 @@ pub struct TaskState {
     /// How many such successors have yet to start.
     pub output_users: u32,
     pub error: Option<String>,
+    /// Why a skipped or `upstream_failed` task did not run (for an `upstream_failed`
+    /// one, it names the task that failed, and its successors inherit it).
+    pub reason: Option<Arc<str>>,
 }
 
 /// A run this engine drives.
@@ -93,6 +99,7 @@ impl RunState {
                     output_context: None,
                     output_users: 0,
                     error: None,
+                    reason: None,
                 }
             })
             .collect();
@@ -180,5 +187,10 @@ impl Facts for RuleFacts<'_> {
 
     fn context(&self) -> &Map {
         self.context
+    }
+
+    fn cause_of(&self, task: &str) -> Option<&str> {
+        let p = self.run.workflow.graph.position(task)?;
+        self.run.tasks[p as usize].reason.as_deref()
     }
 }

@@ -108,7 +108,7 @@ async fn chain_runs_in_order_and_persists_deltas() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn failure_skips_downstream_and_independent_branch_completes() {
+async fn failure_blocks_downstream_and_independent_branch_completes() {
     let dir = tempfile::tempdir().unwrap();
     let engine = engine(&dir).await;
     let specs = vec![
@@ -122,7 +122,9 @@ async fn failure_skips_downstream_and_independent_branch_completes() {
     let status = |id: &str| run.tasks.iter().find(|t| t.task_id == id).unwrap().status.clone();
     assert_eq!(run.status, "failed");
     assert_eq!(status("rf_bad"), "failed");
-    assert_eq!(status("rf_after_bad"), "skipped");
+    assert_eq!(status("rf_after_bad"), "upstream_failed");
+    let after = run.tasks.iter().find(|t| t.task_id == "rf_after_bad").unwrap();
+    assert_eq!(after.reason.as_deref(), Some("upstream task 'rf_bad' failed"));
     assert_eq!(status("rf_good"), "completed");
     assert!(run.error.unwrap().contains("rf_bad"));
     engine.close().await;
@@ -195,7 +197,7 @@ async fn all_done_rule_runs_cleanup_after_a_failure() {
     let wf = registry::register_workflow("rt_rules", None, &specs, None).unwrap();
     let run = run(&engine, &wf, json!({})).await;
     let status = |id: &str| run.tasks.iter().find(|t| t.task_id == id).unwrap().status.clone();
-    assert_eq!(status("rd_next"), "skipped");
+    assert_eq!(status("rd_next"), "upstream_failed");
     assert_eq!(status("rd_cleanup"), "completed");
     assert_eq!(run.status, "failed");
     engine.close().await;

@@ -128,6 +128,7 @@ fn status_to_py<'py>(py: Python<'py>, status: &str) -> Bound<'py, PyString> {
         "ready" => intern!(py, "ready"),
         "running" => intern!(py, "running"),
         "skipped" => intern!(py, "skipped"),
+        "upstream_failed" => intern!(py, "upstream_failed"),
         "cancelled" => intern!(py, "cancelled"),
         _ => return PyString::new(py, status),
     };

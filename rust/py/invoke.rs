@@ -233,7 +233,7 @@ impl PythonExecutor {
         })();
         result.map_err(|err| match failure_from_pyerr(py, &err, None) {
             Outcome::Failed { error, .. } => error,
-            Outcome::Completed(_) => err.to_string(),
+            Outcome::Completed(_) | Outcome::Skipped { .. } => err.to_string(),
         })
     }
 }
@@ -325,7 +325,7 @@ fn never(error: String) -> Outcome {
 
 /// An exception as `"Type: message"`, its formatted traceback (engine frames removed),
 /// and whether to retry it: `Fail` never, `Retry` always (within the budget), others if
-/// they match `retry_on`.
+/// they match `retry_on`. `Skip` is no failure: the task ends skipped with its reason.
 fn failure_from_pyerr(py: Python<'_>, err: &PyErr, retry_on: Option<&Py<PyAny>>) -> Outcome {
     let value = err.value(py);
     if let Some(tb) = err.traceback(py) {
@@ -339,6 +339,7 @@ fn failure_from_pyerr(py: Python<'_>, err: &PyErr, retry_on: Option<&Py<PyAny>>)
     match described {
         Ok((error, traceback, hint, delay)) => {
             let hint = match hint.as_str() {
+                "skip" => return Outcome::Skipped { reason: error },
                 "never" => RetryHint::Never,
                 "retry" => RetryHint::Requested(delay),
                 _ => RetryHint::Policy,

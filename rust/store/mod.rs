@@ -68,8 +68,9 @@ pub enum Op {
     },
     /// An attempt starts: the task is `running`, owned by `owner`.
     StartTask { run_id: Arc<str>, task_id: Arc<str>, attempt: u32, owner: Arc<str>, at: i64 },
-    /// The task's last attempt ended: the task row takes its outcome, and is that
-    /// attempt's record too (its number and start came with `StartTask`).
+    /// The task's last attempt ended (`completed`, `failed`, or `skipped` by the body
+    /// itself): the task row takes its outcome, and is that attempt's record too (its
+    /// number and start came with `StartTask`).
     FinishTask {
         run_id: Arc<str>,
         task_id: Arc<str>,
@@ -79,6 +80,7 @@ pub enum Op {
         output: Option<String>,
         error: Option<String>,
         traceback: Option<String>,
+        reason: Option<String>,
     },
     /// An attempt failed and the task will be tried again at `ready_at`; the attempt
     /// is recorded in `earlier_attempts`.
@@ -95,7 +97,7 @@ pub enum Op {
     },
     /// A hook raised: `entry` is a JSON object appended to the task's `hook_errors`.
     AddHookError { run_id: Arc<str>, task_id: Arc<str>, entry: String },
-    /// A task changes status without running (ready, skipped, cancelled).
+    /// A task changes status without running (ready, skipped, upstream_failed, cancelled).
     MarkTask {
         run_id: Arc<str>,
         task_id: Arc<str>,

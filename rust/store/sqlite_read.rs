@@ -219,12 +219,13 @@ fn load_tasks(conn: &Connection, run: &mut RunRecord) -> Result<()> {
     Ok(())
 }
 
-/// The task's latest attempt, recorded in its row, once it finished (completed or
-/// failed) and unless `earlier_attempts` holds it (files written before migration 4).
+/// The task's latest attempt, recorded in its row, once it finished (completed, failed,
+/// or skipped by the body itself) and unless `earlier_attempts` holds it (files written
+/// before migration 4, and a task skipped by its rule after `resume`).
 /// The view `task_attempts` states the same rule in SQL; reading the task rows already
 /// loaded here avoids querying that view (a union and a probe per task) on every read.
 fn latest_attempt(task: &TaskRecord) -> Option<AttemptRecord> {
-    if !matches!(task.status.as_str(), "completed" | "failed") || task.attempts == 0 {
+    if !matches!(task.status.as_str(), "completed" | "failed" | "skipped") || task.attempts == 0 {
         return None;
     }
     if task.history.last().is_some_and(|a| a.attempt >= task.attempts) {

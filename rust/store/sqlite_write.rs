@@ -235,13 +235,13 @@ fn apply(conn: &Connection, op: &Op) -> Result<Option<String>> {
             )?
             .execute(params![attempt, &**owner, at, &**run_id, &**task_id])?;
         }
-        Op::FinishTask { run_id, task_id, owner, status, at, output, error, traceback } => {
+        Op::FinishTask { run_id, task_id, owner, status, at, output, error, traceback, reason } => {
             // The row is the attempt's record too (see `earlier_attempts`).
             conn.prepare_cached(
                 "UPDATE run_tasks SET status = ?1, output = ?2, error = ?3, traceback = ?4, finished_at = ?5, \
-                 owner = ?6 WHERE run_id = ?7 AND task_id = ?8",
+                 owner = ?6, reason = ?7 WHERE run_id = ?8 AND task_id = ?9",
             )?
-            .execute(params![status, output, error, traceback, at, &**owner, &**run_id, &**task_id])?;
+            .execute(params![status, output, error, traceback, at, &**owner, reason, &**run_id, &**task_id])?;
         }
         Op::RetryTask { run_id, task_id, attempt, owner, started_at, at, ready_at, error, traceback } => {
             conn.prepare_cached(

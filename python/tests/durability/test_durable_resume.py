@@ -15,7 +15,7 @@ def check_first_pass(first: dict, a: str, b: str, c: str) -> None:
     assert tasks[a]["status"] == "completed"
     assert tasks[b]["status"] == "failed"
     assert tasks[b]["error"] == "ValueError: bug in b"
-    assert tasks[c]["status"] == "skipped"
+    assert tasks[c]["status"] == "upstream_failed"
 
 
 def check_second_pass(second: dict, first: dict, a: str, b: str, c: str) -> None:
