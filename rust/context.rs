@@ -6,6 +6,11 @@ use std::sync::Arc;
 /// A context: string keys to JSON values, in insertion order.
 pub type Map = serde_json::Map<String, serde_json::Value>;
 
+/// How deep a value may nest (a scalar is 0, `[[1]]` is 2). Stored documents (a value
+/// under its key) are then at most one level deeper, well within what the reader
+/// parses (serde_json's 128): everything written can be read back.
+pub const MAX_DEPTH: usize = 100;
+
 /// Applies `delta` on top of `base` (later writes win), returning a new map.
 pub fn merged(base: &Map, delta: &Map) -> Map {
     let mut out = base.clone();

@@ -1,11 +1,14 @@
 //! The engine's one error type. No pyo3 here: `py/exceptions.rs` maps it to Python.
 
 /// Everything that can go wrong inside the engine, by what the user has to do about it.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum Error {
     /// Bad or unsupported configuration (a database URL, an option value).
     #[error("{0}")]
     Configuration(String),
+    /// An argument out of range (a duration, a count): Python's `ValueError`.
+    #[error("{0}")]
+    InvalidArgument(String),
     /// A workflow definition that cannot run (cycle, unknown dependency, duplicate id...).
     #[error("{0}")]
     Workflow(String),

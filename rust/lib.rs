@@ -4,10 +4,12 @@
 //! and is tested with `cargo test`; `py` binds it to Python as `cloacina._native`.
 
 pub mod context;
+pub mod duration;
 pub mod engine;
 pub mod errors;
 pub mod graph;
 pub mod policy;
+pub mod process;
 pub mod py;
 pub mod registry;
 pub mod rules;

@@ -61,10 +61,14 @@ impl TaskPolicy {
         let seconds = |key: &str| -> Result<Option<f64>> {
             match obj.get(key) {
                 None | Some(Value::Null) => Ok(None),
-                Some(x) => match x.as_f64() {
-                    Some(s) if s.is_finite() && s >= 0.0 => Ok(Some(s)),
-                    _ => Err(bad(format!("{key} must be a non-negative number of seconds, not {x}"))),
-                },
+                Some(x) => {
+                    let what = format!("task '{task}': {key}");
+                    let s = x
+                        .as_f64()
+                        .ok_or_else(|| bad(format!("{key} must be a number of seconds, not {x}")))?;
+                    crate::duration::seconds(&what, s)?;
+                    Ok(Some(s))
+                }
             }
         };
         if let Some(r) = obj.get("retries") {
@@ -129,7 +133,7 @@ impl TaskPolicy {
     pub fn delay(&self, attempt: u32) -> Duration {
         let d = self.base_delay(attempt);
         let d = if self.jitter { d * fastrand::f64() } else { d };
-        Duration::from_secs_f64(d.clamp(0.0, 1e9))
+        crate::duration::saturating(d)
     }
 }
 

@@ -82,9 +82,10 @@ pub fn register_workflow(
         return Err(Error::Workflow("a workflow needs a non-empty name".into()));
     }
     if let Some(t) = timeout {
-        if !(t.is_finite() && t > 0.0) {
-            return Err(Error::Workflow(format!(
-                "workflow '{name}': timeout must be a positive number of seconds"
+        crate::duration::seconds(&format!("workflow '{name}': timeout"), t)?;
+        if t <= 0.0 {
+            return Err(Error::InvalidArgument(format!(
+                "workflow '{name}': timeout must be more than 0 seconds"
             )));
         }
     }

@@ -3,6 +3,7 @@ failures. Called from the native engine; not public."""
 
 from __future__ import annotations
 
+import contextvars
 import ctypes
 import inspect
 import threading
@@ -10,10 +11,11 @@ import traceback
 from collections.abc import Callable
 from typing import Any
 
+from cloacina._durations import seconds
 from cloacina.context import Context
-from cloacina.errors import Fail, Retry, Skip, TaskError, TaskTimeout
+from cloacina.errors import Fail, Retry, Skip, TaskError, TaskInterrupted, TaskTimeout
 
-# Attempts of sync bodies now running: token -> [thread ident, interrupted?].
+# Attempts of sync bodies now running: token -> [thread ident, why interrupted or None].
 _running: dict[str, list[Any]] = {}
 _running_lock = threading.Lock()
 # Interrupts ("timeout" or "cancel") that arrived before their attempt started: the
@@ -35,6 +37,13 @@ def note_early_interrupt(token: str, why: str) -> None:
         _early[token] = why
 
 
+current_runner: contextvars.ContextVar[object | None] = contextvars.ContextVar(
+    "cloacina_current_runner", default=None
+)
+"""The key of the runner whose task attempt runs in this thread or asyncio task: a task
+that waits for another run of its own runner lends it its slot, and cannot close it."""
+
+
 def _set_async_exc(ident: int, exc: type[BaseException] | None) -> None:
     ctypes.pythonapi.PyThreadState_SetAsyncExc(
         ctypes.c_ulong(ident), ctypes.py_object(exc) if exc is not None else None
@@ -42,11 +51,15 @@ def _set_async_exc(ident: int, exc: type[BaseException] | None) -> None:
 
 
 def call_sync(
-    fn: Callable[[Context], Any], task_id: str, data: dict[str, Any], token: str
+    fn: Callable[[Context], Any],
+    task_id: str,
+    data: dict[str, Any],
+    token: str,
+    runner_key: object = None,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """Runs a sync task body; returns ``(writes, touched)`` (see ``Context._collect``)."""
     ident = threading.get_ident()
-    record = [ident, False]
+    record: list[Any] = [ident, None]
     with _running_lock:
         early = _early.pop(token, None)
         if early is None:
@@ -55,6 +68,7 @@ def call_sync(
         raise TaskTimeout(f"task '{task_id}' timed out before it started")
     if early is not None:
         raise TaskError(f"task '{task_id}' was cancelled before it started")
+    runner = current_runner.set(runner_key)
     try:
         ctx = Context._wrap(data)
         result = fn(ctx)
@@ -67,11 +81,16 @@ def call_sync(
                 "runner awaits it"
             )
         return ctx._collect(result, task_id)
+    except TaskInterrupted:
+        if record[1] == "timeout":
+            raise TaskTimeout(f"task '{task_id}' timed out") from None
+        raise TaskError(f"task '{task_id}' was stopped: its run was cancelled") from None
     finally:
+        current_runner.reset(runner)
         with _running_lock:
             _running.pop(token, None)
-            if record[1]:
-                # A TaskTimeout aimed at this attempt must not reach later code.
+            if record[1] is not None:
+                # An interruption aimed at this attempt must not reach later code.
                 _set_async_exc(ident, None)
 
 
@@ -85,15 +104,16 @@ async def call_async(
 
 
 def interrupt_sync(token: str, why: str) -> bool:
-    """Raises TaskTimeout inside the thread running the sync attempt ``token`` (timeouts
-    only: a cancelled sync attempt is left to finish). True if it was running."""
+    """Stops the sync attempt ``token`` (``why`` is ``"timeout"`` or ``"cancel"``) by
+    raising ``TaskInterrupted`` in its thread. True while it is still running: the engine
+    interrupts it again until it stops (a body blocked in C code finishes first)."""
     with _running_lock:
         record = _running.get(token)
         if record is None:
             return False
-        if why == "timeout":
-            record[1] = True
-            _set_async_exc(record[0], TaskTimeout)
+        if record[1] is None:
+            record[1] = why
+        _set_async_exc(record[0], TaskInterrupted)
     return True
 
 
@@ -122,19 +142,39 @@ def describe_failure(
     the traceback without the engine's frames, and whether to retry: ``"never"`` for
     ``Fail`` or an exception ``retry_on`` does not match, ``"retry"`` (with ``Retry``'s
     delay) for ``Retry``, ``"policy"`` otherwise. ``Skip`` is ``(reason, "", "skip",
-    None)``: the task skipped itself."""
+    None)``: the task skipped itself. Both texts are valid UTF-8 whatever the exception
+    holds (a lone surrogate becomes a ``\\udce9`` escape)."""
     if isinstance(exc, Skip):
-        return str(exc) or "the task skipped itself", "", "skip", None
+        return _utf8(_str(exc) or "the task skipped itself"), "", "skip", None
     tb = exc.__traceback__
     while tb is not None and tb.tb_frame.f_code.co_filename in _INTERNAL_FILES:
         tb = tb.tb_next
     name = type(exc).__qualname__
-    message = str(exc)
-    error = f"{name}: {message}" if message else name
-    text = "".join(traceback.format_exception(type(exc), exc, tb))
+    message = _str(exc)
+    error = _utf8(f"{name}: {message}" if message else name)
+    text = _utf8("".join(traceback.format_exception(type(exc), exc, tb)))
     if isinstance(exc, Fail):
         return error, text, "never", None
     if isinstance(exc, Retry):
-        return error, text, "retry", exc.delay
+        delay = getattr(exc, "delay", None)
+        try:
+            return error, text, "retry", None if delay is None else seconds("Retry delay", delay)
+        except (TypeError, ValueError) as bad:
+            # Changed after Retry checked it: handled as Retry(delay=nan) raising would be.
+            return f"{error} ({bad})", text, "policy", None
     matches = isinstance(exc, retry_on) if retry_on else isinstance(exc, Exception)
     return error, text, "policy" if matches else "never", None
+
+
+def _str(exc: BaseException) -> str:
+    """``str(exc)``, or what ``traceback`` shows when that raises."""
+    try:
+        return str(exc)
+    except Exception:
+        return "<exception str() failed>"
+
+
+def _utf8(text: str) -> str:
+    """``text`` as valid UTF-8: a lone surrogate (which no UTF-8 string can hold) becomes
+    a backslash escape, e.g. ``\\udce9``."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")

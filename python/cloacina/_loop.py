@@ -7,7 +7,7 @@ import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from cloacina._invoke import call_async, note_early_interrupt, take_early_interrupt
+from cloacina._invoke import call_async, current_runner, note_early_interrupt, take_early_interrupt
 
 if TYPE_CHECKING:
     import asyncio
@@ -19,8 +19,9 @@ if TYPE_CHECKING:
 class BackgroundLoop:
     """An asyncio loop on its own thread, started on first use."""
 
-    def __init__(self, name: str = "cloacina-loop") -> None:
+    def __init__(self, name: str = "cloacina-loop", runner_key: object = None) -> None:
         self._name = name
+        self._runner_key = runner_key
         self._lock = threading.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
@@ -77,7 +78,9 @@ class BackgroundLoop:
             # Timed out or cancelled before it could start: never start it.
             completion.fail(asyncio.CancelledError())
             return
-        task = asyncio.get_running_loop().create_task(self._drive(fn, task_id, data, completion))
+        task = asyncio.get_running_loop().create_task(
+            self._drive(fn, task_id, data, completion, self._runner_key)
+        )
         self._tasks[token] = task
         task.add_done_callback(lambda _: self._tasks.pop(token, None))
 
@@ -99,10 +102,17 @@ class BackgroundLoop:
 
     @staticmethod
     async def _drive(
-        fn: Callable[..., Any], task_id: str, data: dict[str, Any], completion: Any
+        fn: Callable[..., Any],
+        task_id: str,
+        data: dict[str, Any],
+        completion: Any,
+        runner_key: object,
     ) -> None:
+        current_runner.set(runner_key)  # this asyncio task's own copy of the context
         try:
             out = await call_async(fn, task_id, data)
+        except GeneratorExit:
+            raise  # the loop is gone: the dropped completion reports the attempt failed
         except BaseException as exc:
             completion.fail(exc)
         else:

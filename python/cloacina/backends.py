@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import unquote
 
 from cloacina import _native
 from cloacina.errors import ConfigurationError
@@ -22,19 +23,72 @@ class SqliteTarget:
     path: str | None
 
 
+_SECRET_PARAMS = frozenset({"password", "pwd", "pass", "sslpassword", "secret", "token"})
+"""Query parameters whose values :func:`mask` hides (names compared case-insensitively)."""
+
+# A query parameter: '?' or '&', its name, '=', and its value, which runs to the next
+# '&name=' or the end: a raw '&' or '#' in a password stays inside the masked value.
+_PARAM = re.compile(r"[?&]([^?&=#]*)=(.*?)(?=&[^&=]*=|\Z)", re.DOTALL)
+
+
 def mask(url: str) -> str:
-    """``url`` with any password replaced by ``***``."""
-    try:
-        parts = urlsplit(url)
-        if parts.password is None:
-            return url
-        user = parts.username or ""
-        host = parts.hostname or ""
-        if parts.port is not None:
-            host = f"{host}:{parts.port}"
-        return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
-    except ValueError:
-        return "<unparseable URL>"
+    """``url`` with its password replaced by ``***``: the userinfo password (everything
+    between the first ``:`` after ``//`` and the last ``@``) and the values of
+    ``password``, ``pwd``, ``pass``, ``sslpassword``, ``secret`` and ``token`` query
+    parameters. When the password cannot be located reliably (a raw ``/``, ``?`` or
+    ``#`` before the last ``@``), only the scheme and host are shown:
+    ``postgresql://***@host``. Never raises."""
+    scheme, colon, rest = url.partition(":")
+    body = len(scheme) + 1 if colon else 0
+    spans = [
+        m.span(2)
+        for m in _PARAM.finditer(url, body)
+        if m.group(2) and unquote(m.group(1)).strip().lower() in _SECRET_PARAMS
+    ]
+    last_at = url.rfind("@", body)
+    if colon and last_at >= 0:
+        if not rest.startswith("//"):
+            # No authority: whatever precedes the last '@' may be a user and password.
+            spans.append((body, last_at))
+        else:
+            start = body + 2
+            password_colon = url.find(":", start, last_at)
+            authority_end = _first_of(url, "/?#", start)
+            if password_colon >= 0 and last_at < authority_end:
+                spans.append((password_colon + 1, last_at))
+            elif password_colon >= 0:
+                # The '@' comes after a '/', '?' or '#': a raw password holding one, or an
+                # '@' in the path or query. Which part is the password is unknowable.
+                host_end = _first_of(url, "/?#", last_at + 1)
+                host = url[last_at + 1 : host_end]
+                host = host[: host.find("]") + 1] if host.startswith("[") else host.split(":")[0]
+                if not host or any(a < host_end and b > last_at for a, b in spans):
+                    return f"{scheme}://***"
+                return f"{scheme}://***@{host}"
+    return _replace_spans(url, spans)
+
+
+def _first_of(text: str, chars: str, start: int) -> int:
+    """The index of the first of ``chars`` in ``text`` from ``start``, else its length."""
+    found = [i for i in (text.find(c, start) for c in chars) if i >= 0]
+    return min(found, default=len(text))
+
+
+def _replace_spans(text: str, spans: list[tuple[int, int]]) -> str:
+    """``text`` with each span (merged where they overlap or touch) replaced by ``***``."""
+    merged: list[list[int]] = []
+    for start, end in sorted(spans):
+        if merged and start <= merged[-1][1]:
+            merged[-1][1] = max(merged[-1][1], end)
+        else:
+            merged.append([start, end])
+    out: list[str] = []
+    pos = 0
+    for start, end in merged:
+        out += [text[pos:start], "***"]
+        pos = end
+    out.append(text[pos:])
+    return "".join(out)
 
 
 def default_url() -> str:
@@ -69,12 +123,18 @@ def _sqlite_target(url: str, rest: str) -> SqliteTarget:
         raise ConfigurationError(
             f"query parameters are not supported in SQLite URLs: {mask(url)!r}"
         )
-    if rest.startswith("///"):
-        path = rest[3:]
-    elif rest.startswith("//"):
-        path = rest[2:]
+    if rest.startswith("//"):
+        authority, _, path = rest[2:].partition("/")
     else:
-        path = rest
+        # No authority, but an '@' may still hold a user and password ('sqlite:u:pw@h').
+        authority, path = ("@", "") if "@" in rest else ("", rest)
+    if authority:
+        # Refused, so that no file path is ever made of a user, password or host.
+        raise ConfigurationError(
+            f"the SQLite URL {mask(url)!r} names a user, password or host, which SQLite "
+            "URLs do not take; they take a path: 'sqlite:///relative.db' or "
+            "'sqlite:////absolute.db'"
+        )
     if not path:
         raise ConfigurationError(f"the SQLite URL {mask(url)!r} names no file")
     bind_sqlite()

@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+from cloacina._durations import seconds
 from cloacina._native import (
     CloacinaError,
     ConfigurationError,
@@ -19,15 +20,22 @@ class TaskTimeout(TaskError, TimeoutError):
     """An attempt ran longer than its task's ``timeout``."""
 
 
+class TaskInterrupted(BaseException):
+    """Raised inside a running sync task to stop it: its timeout expired, its run was
+    cancelled (or timed out), or its runner is closing. A ``BaseException`` (like
+    ``KeyboardInterrupt``), so ``except Exception:`` in a task cannot swallow it: clean up
+    in ``finally``. It is raised again while the task keeps running. The attempt is
+    recorded as ``TaskTimeout`` or ``cancelled``."""
+
+
 class Retry(CloacinaError):
     """Raise in a task to ask for another attempt (after ``delay`` seconds, or the
     task's backoff if None), whatever its ``retry_on``; within its ``retries`` budget."""
 
     def __init__(self, message: str = "retry requested", *, delay: float | None = None) -> None:
-        if delay is not None and (not isinstance(delay, (int, float)) or delay < 0):
-            raise ValueError(f"Retry delay must be a non-negative number of seconds, not {delay!r}")
+        checked = None if delay is None else seconds("Retry delay", delay)
         super().__init__(message)
-        self.delay = None if delay is None else float(delay)
+        self.delay = checked
 
 
 class Fail(CloacinaError):
@@ -51,6 +59,7 @@ __all__ = [
     "Retry",
     "Skip",
     "TaskError",
+    "TaskInterrupted",
     "TaskTimeout",
     "WorkflowError",
     "WorkflowFailed",

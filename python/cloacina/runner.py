@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import atexit
+import functools
 import threading
 import weakref
 from collections.abc import Generator, Mapping
@@ -11,6 +12,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any, TypeVar
 
 from cloacina import _invoke, _native, backends
+from cloacina._durations import seconds
 from cloacina._loop import BackgroundLoop
 from cloacina.errors import CloacinaError, ConfigurationError, WorkflowFailed
 from cloacina.workflow import Workflow
@@ -196,14 +198,16 @@ class RunHandle:
     def wait(self, timeout: float | None = None) -> RunResult:
         """Blocks until the run is final and returns its result; ``TimeoutError`` if
         ``timeout`` seconds pass first. Ctrl-C interrupts the wait."""
+        if timeout is not None:
+            timeout = seconds("wait timeout", timeout)
         engine = self._runner._engine_or_raise()
-        if not engine.wait(self.run_id, timeout):
+        if not engine.wait(self.run_id, timeout, self._runner._waiting_from_own_task()):
             raise TimeoutError(f"run {self.run_id} did not finish within {timeout} s")
         return self._runner._get_existing(self.run_id)
 
     async def _wait_async(self) -> RunResult:
         engine = self._runner._engine_or_raise()
-        await engine.wait_async(self.run_id)
+        await engine.wait_async(self.run_id, self._runner._waiting_from_own_task())
         raw = await engine.get_run_async(self.run_id)
         if raw is None:  # as in wait(): the run was waited for, so it existed
             raise CloacinaError(f"no run with id '{self.run_id}'")
@@ -214,6 +218,16 @@ class RunHandle:
 
     def __repr__(self) -> str:
         return f"RunHandle({self.run_id!r})"
+
+
+def _interrupt(loop: BackgroundLoop, token: str, why: str) -> bool:
+    """Stops the attempt ``token`` of a runner whose async loop is ``loop``: a sync
+    attempt running now is interrupted in its thread (True while it still runs); anything
+    else is an async attempt, or one not started yet: both check when they start."""
+    if _invoke.interrupt_sync(token, why):
+        return True
+    loop.cancel(token, why)
+    return False
 
 
 _open_runners: weakref.WeakSet[Runner] = weakref.WeakSet()
@@ -235,7 +249,7 @@ class Runner:
     ``durability="normal"`` survives a process crash; ``"full"`` also survives power
     loss, at a cost per commit. With ``recover=True`` (the default), runs left behind by a
     process that died are continued when their workflow is defined in this process;
-    ``lease`` is how long (seconds) a run stays owned by a runner that stopped
+    ``lease`` is how long (seconds, at least 1) a run stays owned by a runner that stopped
     heartbeating. Use as a context manager, or call :meth:`close`.
     """
 
@@ -250,29 +264,35 @@ class Runner:
     ) -> None:
         url = backends.default_url() if url is None else url
         self.url = backends.mask(url) if isinstance(url, str) else repr(url)
-        if (
-            not isinstance(max_concurrency, int)
-            or isinstance(max_concurrency, bool)
-            or max_concurrency < 1
-        ):
+        if not isinstance(max_concurrency, int) or isinstance(max_concurrency, bool):
+            raise TypeError(
+                f"max_concurrency must be an int, not {type(max_concurrency).__name__} "
+                f"{max_concurrency!r}"
+            )
+        if max_concurrency < 1:
             raise ValueError(f"max_concurrency must be a positive int, not {max_concurrency!r}")
         if durability not in ("normal", "full"):
             raise ConfigurationError(f"durability must be 'normal' or 'full', not {durability!r}")
+        if not isinstance(recover, bool):
+            raise TypeError(f"recover must be a bool, not {type(recover).__name__} {recover!r}")
+        lease = seconds("lease", lease, minimum=1.0)
         target = backends.resolve(url)
         _native.reset_logging()
         self._lock = threading.Lock()
-        self._loop = BackgroundLoop()
+        # Names this runner to its own task attempts (see _invoke.current_runner).
+        self._key = object()
+        self._loop = BackgroundLoop(runner_key=self._key)
         try:
             self._engine: _native.Engine | None = _native.Engine(
                 target.path,
                 durability=durability,
                 max_concurrency=max_concurrency,
-                call_sync=_invoke.call_sync,
+                call_sync=functools.partial(_invoke.call_sync, runner_key=self._key),
                 submit_async=self._loop.submit,
-                interrupt=self._interrupt,
+                interrupt=functools.partial(_interrupt, self._loop),
                 call_hook=_invoke.call_hook,
-                recover=bool(recover),
-                lease=float(lease),
+                recover=recover,
+                lease=lease,
             )
         except ConfigurationError as exc:
             raise ConfigurationError(f"{self.url}: {exc}") from None
@@ -280,11 +300,10 @@ class Runner:
         self.durability = durability
         _open_runners.add(self)
 
-    def _interrupt(self, token: str, why: str) -> None:
-        # A sync attempt now running is interrupted in its thread; anything else is
-        # an async attempt, or one that has not started yet: both check on start.
-        if not _invoke.interrupt_sync(token, why):
-            self._loop.cancel(token, why)
+    def _waiting_from_own_task(self) -> bool:
+        """True when the caller is a task attempt of this runner: while it waits for
+        another run, it lends that run its slot."""
+        return _invoke.current_runner.get() is self._key
 
     def _engine_or_raise(self) -> _native.Engine:
         engine = self._engine
@@ -410,7 +429,16 @@ class Runner:
         return [RunResult._from_native(raw) for raw in raws]
 
     def close(self) -> None:
-        """Lets running task attempts finish, then closes the database. Idempotent."""
+        """Stops the running task attempts (a sync body is interrupted where it runs;
+        one blocked in C code finishes in the background, its result discarded) and
+        closes the database. Runs still going stay ``running`` in the database and are
+        continued by the next runner on it. Idempotent. Calling it from a task of this
+        runner raises :class:`CloacinaError` (it would wait for itself)."""
+        if self._waiting_from_own_task() or threading.get_ident() == self._loop.thread_id:
+            raise CloacinaError(
+                "Runner.close() was called from a task of this runner, which cannot wait "
+                "for itself to stop; close the runner after its runs, outside its tasks"
+            )
         with self._lock:
             engine, self._engine = self._engine, None
         if engine is not None:

@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterable
 from typing import Any, TypeVar, overload
 
 from cloacina import _native
+from cloacina._durations import seconds
 from cloacina.context import Context
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -67,14 +68,16 @@ class Task:
         retry_on_types = _exception_types(task_id, retry_on)
         options: dict[str, Any] = {
             "retries": _non_negative_int(task_id, "retries", retries),
-            "retry_delay": _seconds(task_id, "retry_delay", retry_delay),
+            "retry_delay": seconds(f"task '{task_id}': retry_delay", retry_delay),
             "backoff": backoff,
             "max_retry_delay": None
             if max_retry_delay is None
-            else _seconds(task_id, "max_retry_delay", max_retry_delay),
+            else seconds(f"task '{task_id}': max_retry_delay", max_retry_delay),
             "jitter": jitter,
             "retry_on": retry_on_types,
-            "timeout": None if timeout is None else _seconds(task_id, "timeout", timeout),
+            "timeout": None
+            if timeout is None
+            else seconds(f"task '{task_id}': timeout", timeout, allow_zero=False),
             "trigger": trigger,
             "on_success": on_success,
             "on_failure": on_failure,
@@ -86,8 +89,6 @@ class Task:
             )
         if not isinstance(jitter, bool):
             raise TypeError(f"task '{task_id}': jitter must be a bool")
-        if options["timeout"] == 0:
-            raise ValueError(f"task '{task_id}': timeout must be more than 0 seconds")
         for hook in ("on_success", "on_failure", "on_retry"):
             if options[hook] is not None and not callable(options[hook]):
                 raise TypeError(f"task '{task_id}': {hook} must be callable")
@@ -130,7 +131,22 @@ class Task:
         return dict(self._options)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        """Calls the task's function directly (no runner, no retries, no timeout)."""
         return self.fn(*args, **kwargs)
+
+    def __reduce__(self) -> str:
+        """Pickles the task by reference, as functions pickle: by its module and qualified
+        name, so it unpickles to the task defined there in the unpickling process (as in
+        ``concurrent.futures.ProcessPoolExecutor``)."""
+        qualname = getattr(self, "__qualname__", None)
+        if not isinstance(qualname, str) or "<locals>" in qualname.split("."):
+            import pickle  # only pickling needs it: `import cloacina` stays light
+
+            raise pickle.PicklingError(
+                f"cannot pickle task '{self.id}': a task pickles by reference, so it must be "
+                f"defined at the top level of a module (its qualified name is {qualname!r})"
+            )
+        return qualname
 
     def __repr__(self) -> str:
         deps = f", dependencies={self.dependencies!r}" if self.dependencies else ""
@@ -200,14 +216,6 @@ def _non_negative_int(task_id: str, name: str, value: Any) -> int:
     if not isinstance(value, int) or isinstance(value, bool) or value < 0:
         raise ValueError(f"task '{task_id}': {name} must be a non-negative int, not {value!r}")
     return value
-
-
-def _seconds(task_id: str, name: str, value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
-        raise ValueError(
-            f"task '{task_id}': {name} must be a non-negative number of seconds, not {value!r}"
-        )
-    return float(value)
 
 
 def _exception_types(task_id: str, value: Any) -> tuple[type[BaseException], ...]:

@@ -3,9 +3,27 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 
 from cloacina import _native
+from cloacina._durations import seconds
+from cloacina.errors import WorkflowError
 from cloacina.task import Task
+
+_defined: dict[str, Workflow] = {}
+"""The latest workflow defined under each name in this process (for unpickling)."""
+
+
+def _defined_workflow(name: str) -> Workflow:
+    """The workflow defined under ``name`` in this process: how a pickled workflow is
+    restored; ``WorkflowError`` if no workflow of that name is defined here."""
+    try:
+        return _defined[name]
+    except KeyError:
+        raise WorkflowError(
+            f"cannot unpickle workflow {name!r}: no workflow of that name is defined in this "
+            "process; import the module that defines it before unpickling"
+        ) from None
 
 
 class Workflow:
@@ -31,10 +49,8 @@ class Workflow:
             raise TypeError(f"a workflow name must be a str, not {type(name).__name__}")
         if description is not None and not isinstance(description, str):
             raise TypeError("a workflow description must be a str or None")
-        if timeout is not None and (
-            isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0
-        ):
-            raise ValueError(f"workflow '{name}': timeout must be a positive number of seconds")
+        if timeout is not None:
+            timeout = seconds(f"workflow '{name}': timeout", timeout, allow_zero=False)
         if isinstance(tasks, Task):
             tasks = [tasks]
         listed: list[Task] = []
@@ -55,14 +71,15 @@ class Workflow:
             name,
             [(t.id, t.dependencies, t.fingerprint) for t in all_tasks],
             description,
-            None if timeout is None else float(timeout),
+            timeout,
         )
         self.name = name
         self.description = description
         self.tasks: list[Task] = all_tasks
         self.version: str = version
-        self.timeout = None if timeout is None else float(timeout)
+        self.timeout = timeout
         self._order: list[str] = order
+        _defined[name] = self
 
     def topological_order(self) -> list[str]:
         """Task ids in the order the engine merges their writes (dependencies first)."""
@@ -77,6 +94,19 @@ class Workflow:
                 self.description,
                 self.timeout,
             )
+
+    def __reduce__(self) -> tuple[Any, tuple[str]]:
+        """Pickles the workflow by its name: it unpickles to the workflow defined under
+        that name in the unpickling process (the latest definition)."""
+        return _defined_workflow, (self.name,)
+
+    def __copy__(self) -> Workflow:
+        """A workflow is immutable: its copy is itself."""
+        return self
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> Workflow:
+        """A workflow is immutable: its deep copy is itself."""
+        return self
 
     def __repr__(self) -> str:
         return f"Workflow({self.name!r}, tasks={self._order!r}, version={self.version!r})"

@@ -8,7 +8,7 @@ import time
 from datetime import datetime, timezone
 
 import pytest
-from cloacina import Runner, TaskError, TaskTimeout, Workflow, task
+from cloacina import Runner, TaskError, TaskInterrupted, TaskTimeout, Workflow, task
 from helpers import busy_thread
 
 
@@ -54,10 +54,10 @@ def test_sync_task_is_stopped_by_its_timeout(runner):
     assert 0.19 <= attempt.duration.total_seconds() < 1.5, attempt.duration
     assert elapsed < 3.0
 
-    # The TaskTimeout was raised inside the loop and stopped it early.
+    # TaskInterrupted was raised inside the loop and stopped it early.
     assert stopped.wait(3.0)
     [exc] = raised
-    assert isinstance(exc, TaskTimeout)
+    assert isinstance(exc, TaskInterrupted) and not isinstance(exc, Exception)
     assert len(steps) < 300, len(steps)
 
 
@@ -223,7 +223,7 @@ def test_late_result_of_a_timed_out_sync_task_is_discarded(runner, rows):
         if n == 1:
             try:
                 release.wait(5)  # blocked in C past the timeout
-            except TaskTimeout:
+            except TaskInterrupted:
                 pass
             first_returned.set()
             return {"from_attempt": n, "late": True}
@@ -258,7 +258,7 @@ def test_late_result_of_a_timed_out_task_without_retries_is_discarded(runner):
     def late_once(ctx):
         try:
             release.wait(0.6)
-        except TaskTimeout:
+        except TaskInterrupted:
             pass
         returned.set()
         return {"late": True}
@@ -403,13 +403,18 @@ def test_workflow_timeout_fails_the_run_and_cancels_the_rest(runner):
 def test_workflow_timeout_with_a_running_sync_task(runner):
     release = threading.Event()
     finished = threading.Event()
+    stopped = threading.Event()
 
     @task(id="sync_endless")
     def sync_endless(ctx):
-        for _ in range(1000):  # up to 10 s unless released
-            if release.is_set():
-                break
-            time.sleep(0.01)
+        try:
+            for _ in range(1000):  # up to 10 s unless released
+                if release.is_set():
+                    break
+                time.sleep(0.01)
+        except TaskInterrupted:
+            stopped.set()
+            raise
         finished.set()
         return {"sync_endless": True}
 
@@ -429,8 +434,9 @@ def test_workflow_timeout_with_a_running_sync_task(runner):
     assert "timed out" in result.error
     assert result.tasks["sync_endless"].status == "cancelled"
     assert result.tasks["after_sync"].status == "cancelled"
-    # The body runs on to its end; what it returns is discarded.
-    assert finished.wait(5)
+    # The body is stopped where it runs, not left to run on to its end.
+    assert stopped.wait(5)
+    assert not finished.is_set()
     time.sleep(0.3)
     again = runner.get_run(result.run_id)
     assert again.status == "failed"

@@ -43,11 +43,50 @@ pub enum Outcome {
     Skipped { reason: String },
 }
 
+/// Most bytes of an error message (or a skip's reason) that are stored.
+pub const MAX_ERROR_BYTES: usize = 16 * 1024;
+
+/// Most bytes of a traceback that are stored (its start and its end, where the
+/// failing line is).
+pub const MAX_TRACEBACK_BYTES: usize = 64 * 1024;
+
 impl Outcome {
     /// A failure that the policy may retry.
     pub fn failed(error: String) -> Outcome {
         Outcome::Failed { error, traceback: None, hint: RetryHint::Policy }
     }
+
+    /// The outcome with its texts cut to what is stored: a huge exception message must
+    /// not be written (twice: message and traceback) into the database.
+    pub fn capped(self) -> Outcome {
+        match self {
+            Outcome::Failed { error, traceback, hint } => Outcome::Failed {
+                error: cap_text(error, MAX_ERROR_BYTES, 0),
+                traceback: traceback
+                    .map(|t| cap_text(t, MAX_TRACEBACK_BYTES / 8, MAX_TRACEBACK_BYTES * 7 / 8)),
+                hint,
+            },
+            Outcome::Skipped { reason } => Outcome::Skipped { reason: cap_text(reason, MAX_ERROR_BYTES, 0) },
+            completed => completed,
+        }
+    }
+}
+
+/// `text` if it is at most `head + tail` bytes long; otherwise its first `head` and last
+/// `tail` bytes (on character boundaries) around a note of how much was cut.
+pub fn cap_text(text: String, head: usize, tail: usize) -> String {
+    if text.len() <= head + tail {
+        return text;
+    }
+    let mut start = head;
+    while !text.is_char_boundary(start) {
+        start -= 1;
+    }
+    let mut end = text.len() - tail;
+    while !text.is_char_boundary(end) {
+        end += 1;
+    }
+    format!("{} [... {} bytes truncated ...] {}", &text[..start], end - start, &text[end..])
 }
 
 /// Why a running attempt is interrupted.

@@ -74,12 +74,12 @@ pub(crate) struct Shared {
     /// committed. A run absent from the map is not driven here: ask the store.
     pub watches: Mutex<HashMap<Arc<str>, watch::Receiver<bool>>>,
     /// Why the scheduler stopped, if it stopped on an error.
-    pub failure: Mutex<Option<String>>,
+    pub failure: Mutex<Option<Error>>,
 }
 
 impl Shared {
     fn failure(&self) -> Option<Error> {
-        lock(&self.failure).clone().map(Error::Database)
+        lock(&self.failure).clone()
     }
 }
 
@@ -124,15 +124,21 @@ pub(crate) enum Command {
         reason: CancelReason,
         reply: Option<oneshot::Sender<bool>>,
     },
-    HookFailed {
+    /// A hook returned (`error`: what it raised, if it did).
+    HookDone {
         run_id: Arc<str>,
         task_id: Arc<str>,
         kind: HookKind,
         attempt: u32,
-        error: String,
+        error: Option<String>,
     },
     Shutdown {
         reply: oneshot::Sender<()>,
+    },
+    /// A running attempt starts (+1) or stops (-1) waiting for another run of this
+    /// engine: while it waits, its slot is lent to the runs it waits for.
+    Lend {
+        slots: isize,
     },
     /// A write outside the batches (claiming a run, marking one interrupted, asking
     /// another runner to cancel one), run on the scheduler's connection between batches.
@@ -249,6 +255,21 @@ impl Engine {
         Ok(run_id.to_string())
     }
 
+    /// Waits until run `run_id` is final, like `wait`, for a caller that is itself a
+    /// running attempt of this engine: its slot is lent meanwhile, so that a task that
+    /// runs another workflow on its own runner cannot deadlock on the slots it holds.
+    pub async fn wait_lending(&self, run_id: &str, reads: Reads) -> Result<()> {
+        struct Lent<'a>(&'a mpsc::UnboundedSender<Command>);
+        impl Drop for Lent<'_> {
+            fn drop(&mut self) {
+                let _ = self.0.send(Command::Lend { slots: -1 });
+            }
+        }
+        self.commands.send(Command::Lend { slots: 1 }).map_err(|_| closed())?;
+        let _lent = Lent(&self.commands);
+        self.wait(run_id, reads).await
+    }
+
     /// Waits until run `run_id` is final. Runs driven by this engine wake the waiter the
     /// moment they are committed; runs driven elsewhere are checked in the store.
     pub async fn wait(&self, run_id: &str, reads: Reads) -> Result<()> {
@@ -306,8 +327,10 @@ impl Engine {
         self.shared.store.runs(filter).await
     }
 
-    /// Stops taking work, lets running attempts finish and commit, then closes the
-    /// store. Runs still unfinished stay `running` in the database. Idempotent.
+    /// Stops taking work, interrupts the running attempts (a body that cannot be
+    /// stopped is left to finish in the background, its result discarded), releases
+    /// the runs it drives, then closes the store. Runs still unfinished stay `running`
+    /// in the database, for the next runner to continue. Idempotent.
     pub async fn close(&self) {
         let (reply, rx) = oneshot::channel();
         if self.commands.send(Command::Shutdown { reply }).is_ok() {
@@ -352,7 +375,7 @@ impl Engine {
                 AdoptMode::Recover
             }
         };
-        let until = crate::store::now_micros() + self.shared.lease.as_micros() as i64;
+        let until = crate::duration::micros_after(crate::store::now_micros(), self.shared.lease);
         let (id, expected, me) = (run_id.to_owned(), record.owner.clone(), self.shared.owner.clone());
         if !write(&self.commands, move |w| w.claim_run(&id, expected.as_deref(), &me, until)).await? {
             return Err(Error::Task(format!("run {run_id} was taken over by another runner meanwhile")));
@@ -437,7 +460,7 @@ async fn recover_orphans(shared: &Shared, commands: &mpsc::UnboundedSender<Comma
             }
             continue;
         }
-        let until = now + shared.lease.as_micros() as i64;
+        let until = crate::duration::micros_after(now, shared.lease);
         let (id, expected, me) = (candidate.run_id.clone(), candidate.owner.clone(), shared.owner.clone());
         if !write(commands, move |w| w.claim_run(&id, expected.as_deref(), &me, until)).await? {
             continue; // another runner got there first

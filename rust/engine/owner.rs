@@ -5,6 +5,8 @@
 //! ticks since boot from /proc; elsewhere 0), so a reused pid is not mistaken for the
 //! original process.
 
+use crate::process::{hostname, pid_exists, start_time};
+
 /// This engine's owner id (a new nonce per engine).
 pub fn new_owner_id() -> String {
     let nonce = uuid::Uuid::now_v7().simple().to_string();
@@ -36,43 +38,6 @@ pub fn is_alive(owner: &str) -> Option<bool> {
         }
     }
     Some(true)
-}
-
-#[cfg(not(unix))]
-fn hostname() -> String {
-    std::env::var("COMPUTERNAME").unwrap_or_else(|_| "localhost".into()).replace(':', "_")
-}
-
-#[cfg(not(unix))]
-fn pid_exists(_pid: u32) -> bool {
-    true // unknown: the lease decides
-}
-
-#[cfg(unix)]
-fn hostname() -> String {
-    let mut buf = [0u8; 256];
-    // SAFETY: gethostname writes at most buf.len() bytes into buf.
-    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
-    if rc != 0 {
-        return "localhost".into();
-    }
-    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
-    String::from_utf8_lossy(&buf[..end]).replace(':', "_")
-}
-
-#[cfg(unix)]
-fn pid_exists(pid: u32) -> bool {
-    // SAFETY: kill with signal 0 only checks for existence and permission.
-    let rc = unsafe { libc::kill(pid as libc::pid_t, 0) };
-    rc == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
-}
-
-/// The start time of `pid` in clock ticks since boot (Linux), else 0.
-fn start_time(pid: u32) -> u64 {
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { return 0 };
-    // The command name (field 2) may contain spaces: fields resume after the last ')'.
-    let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else { return 0 };
-    rest.split_whitespace().nth(19).and_then(|f| f.parse().ok()).unwrap_or(0)
 }
 
 #[cfg(test)]

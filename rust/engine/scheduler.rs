@@ -18,6 +18,7 @@ use super::state::{RuleFacts, RunState, TaskStatus};
 use super::workers::{spin_until, SPIN};
 use super::{lock, AdoptMode, CancelReason, Command, EngineConfig, Executor, Job, Outcome, Shared};
 use crate::context::{self, Map};
+use crate::duration::{micros_after, saturating};
 use crate::errors::{Error, Result};
 use crate::graph::{Graph, TaskSpec};
 use crate::policy::TaskPolicy;
@@ -28,8 +29,9 @@ use crate::store::{now_micros, Committed, Op, RunRecord, WriteConnection};
 /// Most messages folded into one transaction.
 const MAX_BATCH: usize = 4096;
 
-/// How long closing waits for the executor's threads to finish what they run.
-const DRAIN_LIMIT: Duration = Duration::from_secs(10);
+/// How long closing waits for the executor's threads to leave what they run (attempts
+/// are interrupted first; a body blocked outside Python is not waited for longer).
+const DRAIN_LIMIT: Duration = Duration::from_secs(1);
 
 /// Answers a submitter with the new run's id.
 type SubmitReply = oneshot::Sender<Result<Arc<str>>>;
@@ -52,6 +54,13 @@ pub(crate) struct Scheduler {
     /// Attempts holding a slot. An attempt that timed out gives its slot back at once; a
     /// cancelled sync attempt keeps it until its thread returns.
     slots: HashSet<AttemptKey>,
+    /// Slots lent by running attempts that wait for another run of this engine.
+    lent: usize,
+    /// Hooks called and not yet returned, per run.
+    hooks_pending: HashMap<Arc<str>, u32>,
+    /// Final runs whose hooks are still running: `run()` returns a run with its hooks'
+    /// outcomes, so their waiters wake when the last hook returned.
+    finishing: HashMap<Arc<str>, watch::Sender<bool>>,
     closing: Vec<oneshot::Sender<()>>,
 }
 
@@ -61,6 +70,9 @@ struct Effects {
     accepted: Vec<(SubmitReply, Arc<str>)>,
     finished_runs: Vec<Arc<str>>,
     jobs: Vec<(Job, u32, i64, Option<f64>)>,
+    /// Final runs whose last hook returned in this batch: their waiters wake once it is
+    /// committed (with the hook's error, if any).
+    released: Vec<Arc<str>>,
     /// Tasks that became ready in this batch (persisted as `ready` unless claimed).
     became_ready: Vec<(Arc<str>, u32)>,
     hooks: Vec<HookCall>,
@@ -93,6 +105,9 @@ impl Scheduler {
             runs: HashMap::new(),
             queue: VecDeque::new(),
             slots: HashSet::new(),
+            lent: 0,
+            hooks_pending: HashMap::new(),
+            finishing: HashMap::new(),
             closing: Vec::new(),
         }
     }
@@ -102,11 +117,11 @@ impl Scheduler {
         let mut ops: Vec<Op> = Vec::new();
         while let Some(first) = self.next_command() {
             let mut effects = Effects::default();
-            self.handle(first, &mut ops, &mut effects);
+            self.handle_guarded(first, &mut ops, &mut effects);
             let mut handled = 1;
             while handled < MAX_BATCH {
                 match self.inbox.try_recv() {
-                    Ok(cmd) => self.handle(cmd, &mut ops, &mut effects),
+                    Ok(cmd) => self.handle_guarded(cmd, &mut ops, &mut effects),
                     Err(_) => break,
                 }
                 handled += 1;
@@ -164,8 +179,10 @@ impl Scheduler {
         // that the runner is: a caller may delete or move it as soon as close() returns.
         self.shared.store.close_readers();
         self.writer = None;
-        // Closed: every waiter of an unfinished run learns it (its watch sender drops).
+        // Closed: every waiter of an unfinished run learns it (its watch sender drops);
+        // a final run whose hooks still run is final in the store, where waiters look.
         self.runs.clear();
+        self.finishing.clear();
         lock(&self.shared.watches).clear();
         for reply in self.closing.drain(..) {
             let _ = reply.send(());
@@ -196,6 +213,14 @@ impl Scheduler {
         self.inbox.blocking_recv()
     }
 
+    /// Handles one message; an engine bug (a panic) is logged, never the end of the
+    /// scheduler and of every run it drives.
+    fn handle_guarded(&mut self, cmd: Command, ops: &mut Vec<Op>, effects: &mut Effects) {
+        if let Err(panic) = catch_unwind(AssertUnwindSafe(|| self.handle(cmd, ops, effects))) {
+            log::error!("the scheduler caught an internal error and goes on: {}", panic_message(&panic));
+        }
+    }
+
     fn handle(&mut self, cmd: Command, ops: &mut Vec<Op>, effects: &mut Effects) {
         match cmd {
             Command::Submit { workflow, input, idempotency_key, reply } => {
@@ -213,7 +238,7 @@ impl Scheduler {
             Command::Finished { run_id, position, attempt, started_at, outcome } => {
                 let held = self.slots.remove(&(run_id.clone(), position, attempt));
                 if self.is_current(&run_id, position, attempt) {
-                    self.record(&run_id, position, attempt, started_at, outcome, ops, effects);
+                    self.record(&run_id, position, attempt, started_at, outcome.capped(), ops, effects);
                 } else if held {
                     log::debug!(
                         "discarding the result of a stale attempt {attempt} of a task of run {run_id}"
@@ -255,14 +280,26 @@ impl Scheduler {
                     effects.cancel_replies.push((reply, found));
                 }
             }
-            Command::HookFailed { run_id, task_id, kind, attempt, error } => {
-                log::warn!("the {} hook of task '{task_id}' (run {run_id}) raised: {error}", kind.name());
-                let entry = serde_json::json!({"hook": kind.name(), "attempt": attempt, "error": error});
-                ops.push(Op::AddHookError { run_id, task_id, entry: entry.to_string() });
+            Command::HookDone { run_id, task_id, kind, attempt, error } => {
+                if let Some(error) = error {
+                    log::warn!("the {} hook of task '{task_id}' (run {run_id}) raised: {error}", kind.name());
+                    let entry = serde_json::json!({"hook": kind.name(), "attempt": attempt, "error": error});
+                    ops.push(Op::AddHookError { run_id: run_id.clone(), task_id, entry: entry.to_string() });
+                }
+                let left = self.hooks_pending.get_mut(&run_id).map(|n| {
+                    *n -= 1;
+                    *n
+                });
+                if left == Some(0) {
+                    self.hooks_pending.remove(&run_id);
+                    if self.finishing.contains_key(&run_id) {
+                        effects.released.push(run_id);
+                    }
+                }
             }
             Command::Heartbeat => {
                 if !self.runs.is_empty() {
-                    let until = now_micros() + self.shared.lease.as_micros() as i64;
+                    let until = micros_after(now_micros(), self.shared.lease);
                     ops.push(Op::RenewLeases { owner: self.shared.owner.clone(), until });
                     effects.renewed_until = Some(until);
                 }
@@ -275,7 +312,13 @@ impl Scheduler {
                     log::warn!("recovering a run failed: {e}");
                 }
             }
-            Command::Shutdown { reply } => self.closing.push(reply),
+            Command::Shutdown { reply } => {
+                if self.closing.is_empty() {
+                    self.stop_running_attempts(ops, effects);
+                }
+                self.closing.push(reply);
+            }
+            Command::Lend { slots } => self.lent = self.lent.saturating_add_signed(slots),
             Command::Write(job) => match self.writer.as_mut() {
                 Some(writer) => job(writer),
                 None => log::warn!("a write arrived after the store was closed"),
@@ -308,12 +351,12 @@ impl Scheduler {
             input: serde_json::to_string(&input).map_err(|e| Error::Internal(e.to_string()))?,
             owner: self.shared.owner.clone(),
             at: now,
-            lease_until: now + self.shared.lease.as_micros() as i64,
+            lease_until: micros_after(now, self.shared.lease),
             idempotency_key,
         });
         let (done, watch) = watch::channel(false);
         let mut run = RunState::new(run_id.clone(), workflow.clone(), input, done);
-        run.lease_until = now + self.shared.lease.as_micros() as i64;
+        run.lease_until = micros_after(now, self.shared.lease);
         for (position, task) in run.tasks.iter().enumerate() {
             let deps: Vec<&str> = graph.dependencies(position as u32).iter().map(|&d| graph.id(d)).collect();
             ops.push(Op::InsertTask {
@@ -387,9 +430,7 @@ impl Scheduler {
                 let retry_in = match hint {
                     RetryHint::Never => None,
                     RetryHint::Policy if budget => Some(policy.delay(attempt)),
-                    RetryHint::Requested(Some(seconds)) if budget => {
-                        Some(Duration::from_secs_f64(seconds.clamp(0.0, 1e9)))
-                    }
+                    RetryHint::Requested(Some(seconds)) if budget => Some(saturating(seconds)),
                     RetryHint::Requested(None) if budget => Some(policy.delay(attempt)),
                     _ => None,
                 };
@@ -405,7 +446,7 @@ impl Scheduler {
                 let input = run.tasks[position as usize].input.clone().unwrap_or_else(|| run.input.clone());
                 if let Some(delay) = retry_in {
                     log::debug!("task '{task_id}' of run {run_id} failed (attempt {attempt}), retrying in {delay:?}: {error}");
-                    let ready_at = now + delay.as_micros() as i64;
+                    let ready_at = micros_after(now, delay);
                     ops.push(Op::RetryTask {
                         run_id: run_id.clone(),
                         task_id: task_id.clone(),
@@ -594,8 +635,9 @@ impl Scheduler {
     }
 
     /// Cancels a run this engine drives: pending and ready tasks become `cancelled`,
-    /// running ones too (async bodies are interrupted; a sync body finishes on its
-    /// thread and its result is discarded), and the run ends at once.
+    /// running ones too (their bodies are interrupted, and their slots are free at once;
+    /// a body that cannot be stopped finishes in the background, its result discarded),
+    /// and the run ends at once.
     fn cancel(
         &mut self,
         run_id: &Arc<str>,
@@ -611,11 +653,13 @@ impl Scheduler {
             CancelReason::User => "the run was cancelled".to_string(),
             CancelReason::Timeout(s) => format!("the run timed out after {} s", trim_seconds(s)),
         };
-        for task in run.tasks.iter_mut() {
+        for (position, task) in run.tasks.iter_mut().enumerate() {
             match task.status {
                 TaskStatus::Pending | TaskStatus::Ready | TaskStatus::Running => {
                     if task.status == TaskStatus::Running {
+                        // Stopped where it runs; its slot is free at once.
                         effects.interrupts.push((token(run_id, &task.id, task.attempts), Interrupt::Cancel));
+                        self.slots.remove(&(run_id.clone(), position as u32, task.attempts));
                     }
                     task.status = TaskStatus::Cancelled;
                     ops.push(Op::MarkTask {
@@ -639,9 +683,26 @@ impl Scheduler {
         true
     }
 
-    /// Claims ready tasks for the free slots: each becomes `running` in this batch.
+    /// Closing: the attempts running now are interrupted instead of waited for, and the
+    /// runs this engine drives are released (their lease ends now), so that a runner
+    /// opened later, here or in another process, continues them at once. Their
+    /// interrupted attempts then count as lost, as after a crash.
+    fn stop_running_attempts(&mut self, ops: &mut Vec<Op>, effects: &mut Effects) {
+        for (run_id, position, attempt) in self.slots.drain() {
+            if let Some(run) = self.runs.get(&run_id) {
+                let task_id = &run.tasks[position as usize].id;
+                effects.interrupts.push((token(&run_id, task_id, attempt), Interrupt::Cancel));
+            }
+        }
+        if !self.runs.is_empty() {
+            ops.push(Op::RenewLeases { owner: self.shared.owner.clone(), until: 0 });
+        }
+    }
+
+    /// Claims ready tasks for the free slots: each becomes `running` in this batch. A
+    /// task waiting for a run of this engine lends its slot to it (`Command::Lend`).
     fn claim(&mut self, ops: &mut Vec<Op>, effects: &mut Effects) {
-        while self.slots.len() < self.max_concurrency && self.closing.is_empty() {
+        while self.slots.len() < self.max_concurrency.saturating_add(self.lent) && self.closing.is_empty() {
             let Some((run_id, position)) = self.queue.pop_front() else {
                 break;
             };
@@ -937,7 +998,7 @@ impl Scheduler {
         });
         ops.push(Op::AddEvent { run_id: run_id.clone(), kind, detail: detail.to_string(), at: now });
         if reopen {
-            let lease_until = now + self.shared.lease.as_micros() as i64;
+            let lease_until = micros_after(now, self.shared.lease);
             ops.push(Op::ReopenRun { run_id: run_id.clone(), owner: self.shared.owner.clone(), lease_until });
         }
         // Count what is left, queue what is ready, then decide tasks whose inputs are final.
@@ -994,7 +1055,7 @@ impl Scheduler {
                 reason: CancelReason::Timeout(seconds),
                 reply: None,
             };
-            effects.timers.push((Duration::from_secs_f64(left), cmd));
+            effects.timers.push((saturating(left), cmd));
         }
         lock(&self.shared.watches).insert(run_id.clone(), watch);
         if run.unfinished == 0 {
@@ -1019,7 +1080,7 @@ impl Scheduler {
                     started_at,
                     seconds,
                 };
-                self.after(Duration::from_secs_f64(seconds), cmd);
+                self.after(saturating(seconds), cmd);
             }
             self.spawn(job, position, started_at);
         }
@@ -1029,10 +1090,23 @@ impl Scheduler {
         for (token, why) in effects.interrupts {
             self.executor.interrupt(token, why);
         }
+        for hook in &effects.hooks {
+            *self.hooks_pending.entry(hook.run_id.clone()).or_default() += 1;
+        }
         for run_id in effects.finished_runs {
             if let Some(run) = self.runs.remove(&run_id) {
+                if self.hooks_pending.contains_key(&run_id) {
+                    self.finishing.insert(run_id, run.done);
+                } else {
+                    lock(&self.shared.watches).remove(&run_id);
+                    let _ = run.done.send(true);
+                }
+            }
+        }
+        for run_id in effects.released {
+            if let Some(done) = self.finishing.remove(&run_id) {
                 lock(&self.shared.watches).remove(&run_id);
-                let _ = run.done.send(true);
+                let _ = done.send(true);
             }
         }
         for (reply, found) in effects.cancel_replies {
@@ -1048,9 +1122,8 @@ impl Scheduler {
                     Ok(r) => r,
                     Err(panic) => Err(format!("internal error: {}", panic_message(&panic))),
                 };
-                if let Err(error) = result {
-                    let _ = commands.send(Command::HookFailed { run_id, task_id, kind, attempt, error });
-                }
+                let error = result.err();
+                let _ = commands.send(Command::HookDone { run_id, task_id, kind, attempt, error });
             });
         }
     }
@@ -1079,11 +1152,10 @@ impl Scheduler {
 
     /// The store failed for good: stop, and make every caller see why.
     fn fail(&mut self, e: Error, effects: Effects) {
-        let message = e.to_string();
-        log::error!("the cloacina engine stopped: {message}");
-        *lock(&self.shared.failure) = Some(message.clone());
+        log::error!("the cloacina engine stopped: {e}");
+        *lock(&self.shared.failure) = Some(e.clone());
         for (reply, _) in effects.accepted {
-            let _ = reply.send(Err(Error::Database(message.clone())));
+            let _ = reply.send(Err(e.clone()));
         }
         self.runs.clear();
         lock(&self.shared.watches).clear();

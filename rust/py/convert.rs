@@ -6,7 +6,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyDict, PyFloat, PyInt, PyList, PyString, PyTuple};
 use serde_json::Value;
 
-use crate::context::Map;
+use crate::context::{Map, MAX_DEPTH};
 use crate::store::RunRecord;
 
 /// A JSON map as a new Python dict.
@@ -15,19 +15,21 @@ pub fn map_to_py<'py>(py: Python<'py>, map: &Map) -> PyResult<Bound<'py, PyAny>>
 }
 
 /// One Python value as JSON, strictly: dict (str keys), list, tuple, str, int, finite
-/// float, bool and None, as `json.dumps` accepts them. Sets, bytes, NaN, objects and the
-/// like are refused (rather than silently converted); the error names where in the value
-/// the offending part is.
+/// float, bool and None, as `json.dumps` accepts them, plus numpy scalars as the Python
+/// numbers they hold. Sets, bytes, NaN, objects and the like are refused (rather than
+/// silently converted), with what to store instead; the error names where in the value
+/// the offending part is. Values nest at most `context::MAX_DEPTH` levels.
 pub fn value_from_py(value: &Bound<'_, PyAny>) -> Result<Value, String> {
     let mut path = String::new();
     json_from_py(value, &mut path, 0)
 }
 
-const MAX_DEPTH: usize = 512;
-
 fn json_from_py(value: &Bound<'_, PyAny>, path: &mut String, depth: usize) -> Result<Value, String> {
     if depth > MAX_DEPTH {
-        return Err(format!("the value is nested more than {MAX_DEPTH} levels deep (at {path})"));
+        return Err(format!(
+            "{}the value is nested more than {MAX_DEPTH} levels deep (the most cloacina stores)",
+            at(path)
+        ));
     }
     if value.is_none() {
         return Ok(Value::Null);
@@ -51,20 +53,27 @@ fn json_from_py(value: &Bound<'_, PyAny>, path: &mut String, depth: usize) -> Re
             .ok_or_else(|| format!("{}the float {v} is not a JSON number", at(path)));
     }
     if let Ok(s) = value.cast::<PyString>() {
-        return Ok(Value::String(s.to_str().map_err(|e| e.to_string())?.to_owned()));
+        return Ok(Value::String(text_of(s).map_err(|e| format!("{}{e}", at(path)))?));
     }
     if let Ok(dict) = value.cast::<PyDict>() {
-        let mut map = Map::with_capacity(dict.len());
-        for (k, v) in dict.iter() {
+        // Iterate a copy: code run while converting a value (a list subclass's
+        // __iter__, say) may change the dict, which must give an error, not a panic.
+        let before = dict.len();
+        let snapshot = dict.copy().map_err(|e| e.to_string())?;
+        let mut map = Map::with_capacity(before);
+        for (k, v) in snapshot.iter() {
             let key = match k.cast::<PyString>() {
-                Ok(k) => k.to_str().map_err(|e| e.to_string())?.to_owned(),
+                Ok(k) => text_of(k).map_err(|e| format!("{}a dict key {e}", at(path)))?,
                 Err(_) => return Err(format!("{}a dict key must be a str, not {}", at(path), type_name(&k))),
             };
             let len = path.len();
-            path.push_str(&format!("[{key:?}]"));
+            path.push_str(&format!("['{}']", key.replace('\\', "\\\\").replace('\'', "\\'")));
             let item = json_from_py(&v, path, depth + 1)?;
             path.truncate(len);
             map.insert(key, item);
+        }
+        if dict.len() != before {
+            return Err(format!("{}the dict changed size while it was being converted", at(path)));
         }
         return Ok(Value::Object(map));
     }
@@ -79,7 +88,68 @@ fn json_from_py(value: &Bound<'_, PyAny>, path: &mut String, depth: usize) -> Re
         }
         return Ok(Value::Array(items));
     }
-    Err(format!("{}a value of type '{}' is not JSON-serializable", at(path), type_name(value)))
+    if let Some(number) = numpy_scalar(value) {
+        return json_from_py(&number, path, depth);
+    }
+    Err(format!(
+        "{}a value of type '{}' is not JSON-serializable; {}",
+        at(path),
+        type_name(value),
+        what_to_store(value)
+    ))
+}
+
+/// A str's text, strictly: a lone surrogate (not valid UTF-8) is an error, never
+/// replaced. A str subclass (a `(str, Enum)` member) gives its string value, not its
+/// `__str__`.
+fn text_of(s: &Bound<'_, PyString>) -> Result<String, String> {
+    match s.to_str() {
+        Ok(text) => Ok(text.to_owned()),
+        Err(_) => Err(format!("{:?} is not valid text (it holds a lone surrogate)", s.to_string_lossy())),
+    }
+}
+
+/// A numpy scalar (`np.int64(3)`, `np.bool_(True)`, `np.float32(0.5)`) as the Python
+/// value it holds (`.item()`), found without importing numpy.
+fn numpy_scalar<'py>(value: &Bound<'py, PyAny>) -> Option<Bound<'py, PyAny>> {
+    let ty = value.get_type();
+    if !ty.module().is_ok_and(|m| m.to_str().is_ok_and(|m| m == "numpy")) {
+        return None;
+    }
+    let zero_dimensional = value.getattr(intern!(value.py(), "ndim")).and_then(|n| n.extract::<i64>());
+    if zero_dimensional.ok() != Some(0) {
+        return None;
+    }
+    let item = value.call_method0(intern!(value.py(), "item")).ok()?;
+    // An item of another numpy type (no Python equivalent) is not unwrapped again.
+    (!item.get_type().is(&ty)).then_some(item)
+}
+
+/// What to store instead of a value that is not JSON, by its type.
+fn what_to_store(value: &Bound<'_, PyAny>) -> &'static str {
+    let ty = value.get_type();
+    let module = ty.module().map(|m| m.to_string()).unwrap_or_default();
+    let name = ty.name().map(|n| n.to_string()).unwrap_or_default();
+    match (module.split('.').next().unwrap_or(""), name.as_str()) {
+        ("datetime", _) => "store value.isoformat() (a str) instead",
+        ("decimal", _) => "store str(value), or float(value), instead",
+        ("uuid", _) => "store str(value) instead",
+        ("pathlib", _) => "store str(path) instead",
+        ("builtins", "set" | "frozenset") => "store a list (sorted(value)) instead",
+        ("builtins", "bytes" | "bytearray" | "memoryview") => {
+            "store text (value.decode()) or base64, or write the bytes to a file and store its path"
+        }
+        ("builtins", "complex") => "store [value.real, value.imag] instead",
+        ("pandas", _) => {
+            "store df.to_dict(orient=\"records\") for small data, or write it to a file (Parquet, \
+             CSV) and store the path"
+        }
+        ("numpy", _) => "store value.tolist() instead",
+        _ if value.hasattr("__dataclass_fields__").unwrap_or(false) => {
+            "store dataclasses.asdict(value) instead"
+        }
+        _ => "convert it to dict, list, str, int, float, bool or None first",
+    }
 }
 
 fn at(path: &str) -> String {
@@ -94,18 +164,30 @@ fn type_name(value: &Bound<'_, PyAny>) -> String {
     value.get_type().qualname().map(|n| n.to_string()).unwrap_or_else(|_| "?".into())
 }
 
-/// A dict of str keys to JSON values; `what` names the dict in errors.
+/// A context key, strictly, as keys nested in values are read: a str's own text (a
+/// `(str, Enum)` member gives its value), never renamed through `__str__`; `what` names
+/// the dict in errors.
+pub fn key_from_py(key: &Bound<'_, PyAny>, what: &str) -> Result<String, String> {
+    match key.cast::<PyString>() {
+        Ok(k) => text_of(k).map_err(|e| format!("{what}: the key {e}")),
+        Err(_) => Err(format!("{what}: keys must be str, not {} ({key:?})", type_name(key))),
+    }
+}
+
+/// A dict of str keys to JSON values (each nesting at most `MAX_DEPTH` levels, as a
+/// task's writes do); `what` names the dict in errors.
 pub fn map_from_py(dict: &Bound<'_, PyAny>, what: &str) -> PyResult<Map> {
     let dict = dict.cast::<PyDict>().map_err(|_| PyTypeError::new_err(format!("{what} must be a dict")))?;
-    let mut map = Map::with_capacity(dict.len());
-    for (key, value) in dict.iter() {
-        let key = key
-            .cast::<PyString>()
-            .map_err(|_| PyTypeError::new_err(format!("{what}: keys must be str, not {key:?}")))?
-            .to_string();
+    let before = dict.len();
+    let mut map = Map::with_capacity(before);
+    for (key, value) in dict.copy()?.iter() {
+        let key = key_from_py(&key, what).map_err(PyTypeError::new_err)?;
         let value =
             value_from_py(&value).map_err(|e| PyTypeError::new_err(format!("{what}, key '{key}': {e}")))?;
         map.insert(key, value);
+    }
+    if dict.len() != before {
+        return Err(PyTypeError::new_err(format!("{what} changed size while it was being converted")));
     }
     Ok(map)
 }

@@ -10,7 +10,7 @@ use pyo3::types::PyList;
 
 use super::convert::{map_from_py, run_to_py};
 use super::invoke::PythonExecutor;
-use super::runtime::{runtime, wait};
+use super::runtime::{awaitable, wait};
 use crate::engine::{Engine, EngineConfig, Reads};
 use crate::errors::Error;
 use crate::registry;
@@ -20,6 +20,8 @@ use crate::store::{Durability, RunFilter, SqliteConfig, SqliteStore};
 #[pyclass(frozen, name = "Engine", module = "cloacina._native")]
 pub struct PyEngine {
     engine: Arc<Engine>,
+    /// The process that started the engine: in a forked child its threads do not exist.
+    pid: u32,
 }
 
 fn workflow_def(name: &str) -> PyResult<Arc<registry::WorkflowDef>> {
@@ -45,7 +47,8 @@ impl PyEngine {
         recover: bool,
         lease: f64,
     ) -> PyResult<Self> {
-        if !(lease.is_finite() && lease >= 1.0) {
+        let lease = crate::duration::seconds("lease", lease)?;
+        if lease < Duration::from_secs(1) {
             return Err(PyValueError::new_err("lease must be at least 1 second"));
         }
         if max_concurrency == 0 {
@@ -58,8 +61,7 @@ impl PyEngine {
             py,
             async move {
                 let store = SqliteStore::open(&config).await?;
-                let engine_config =
-                    EngineConfig { max_concurrency, lease: Duration::from_secs_f64(lease), recover };
+                let engine_config = EngineConfig { max_concurrency, lease, recover };
                 let engine = Engine::start(store, Arc::new(executor), engine_config)?;
                 if recover {
                     // Runs interrupted by a crash continue now, not after the first check.
@@ -72,7 +74,7 @@ impl PyEngine {
             None,
         )?
         .expect("no timeout");
-        Ok(PyEngine { engine: Arc::new(engine) })
+        Ok(PyEngine { engine: Arc::new(engine), pid: std::process::id() })
     }
 
     /// Starts a run of the registered workflow `workflow`; returns the run id (of the
@@ -87,20 +89,20 @@ impl PyEngine {
     ) -> PyResult<String> {
         let def = workflow_def(workflow)?;
         let input = map_from_py(input, "the run's input")?;
-        let submit = self.engine.submit(def, input, idempotency_key, Reads::Inline);
+        let submit = self.engine()?.submit(def, input, idempotency_key, Reads::Inline);
         Ok(wait(py, submit, None)?.expect("no timeout"))
     }
 
     /// Continues an interrupted run, or re-executes a failed or cancelled one.
     fn resume(&self, py: Python<'_>, run_id: String) -> PyResult<()> {
-        let engine = self.engine.clone();
+        let engine = self.engine()?.clone();
         wait(py, async move { engine.resume(&run_id).await }, None)?;
         Ok(())
     }
 
     /// Takes over runs whose owner is gone; returns their ids.
     fn recover(&self, py: Python<'_>) -> PyResult<Vec<String>> {
-        let engine = self.engine.clone();
+        let engine = self.engine()?.clone();
         Ok(wait(py, async move { engine.recover_orphans().await }, None)?.expect("no timeout"))
     }
 
@@ -115,60 +117,60 @@ impl PyEngine {
     ) -> PyResult<Bound<'py, PyAny>> {
         let def = workflow_def(workflow)?;
         let input = map_from_py(input, "the run's input")?;
-        let engine = self.engine.clone();
-        runtime()?;
-        pyo3_async_runtimes::tokio::future_into_py(py, async move {
-            Ok(engine.submit(def, input, idempotency_key, Reads::Offloaded).await?)
-        })
+        let engine = self.engine()?.clone();
+        awaitable(py, async move { Ok(engine.submit(def, input, idempotency_key, Reads::Offloaded).await?) })
     }
 
-    /// Blocks until run `run_id` is final; False if `timeout` seconds pass first.
-    #[pyo3(signature = (run_id, timeout = None))]
-    fn wait(&self, py: Python<'_>, run_id: String, timeout: Option<f64>) -> PyResult<bool> {
-        let timeout = match timeout {
-            Some(t) if !(t >= 0.0 && t.is_finite()) => {
-                return Err(PyValueError::new_err("timeout must be a non-negative number of seconds"))
-            }
-            Some(t) => Some(Duration::from_secs_f64(t)),
-            None => None,
+    /// Blocks until run `run_id` is final; False if `timeout` seconds pass first. With
+    /// `lend`, the caller is a running attempt of this engine, whose slot is lent to
+    /// the engine's other runs while it waits.
+    #[pyo3(signature = (run_id, timeout = None, lend = false))]
+    fn wait(&self, py: Python<'_>, run_id: String, timeout: Option<f64>, lend: bool) -> PyResult<bool> {
+        let timeout = timeout.map(|t| crate::duration::seconds("timeout", t)).transpose()?;
+        let done = if lend {
+            wait(py, self.engine()?.wait_lending(&run_id, Reads::Inline), timeout)?
+        } else {
+            wait(py, self.engine()?.wait(&run_id, Reads::Inline), timeout)?
         };
-        Ok(wait(py, self.engine.wait(&run_id, Reads::Inline), timeout)?.is_some())
+        Ok(done.is_some())
     }
 
     /// Awaitable twin of `wait` (no timeout: use asyncio.wait_for).
-    fn wait_async<'py>(&self, py: Python<'py>, run_id: String) -> PyResult<Bound<'py, PyAny>> {
-        let engine = self.engine.clone();
-        runtime()?;
-        pyo3_async_runtimes::tokio::future_into_py(py, async move {
-            Ok(engine.wait(&run_id, Reads::Offloaded).await?)
+    #[pyo3(signature = (run_id, lend = false))]
+    fn wait_async<'py>(&self, py: Python<'py>, run_id: String, lend: bool) -> PyResult<Bound<'py, PyAny>> {
+        let engine = self.engine()?.clone();
+        awaitable(py, async move {
+            if lend {
+                Ok(engine.wait_lending(&run_id, Reads::Offloaded).await?)
+            } else {
+                Ok(engine.wait(&run_id, Reads::Offloaded).await?)
+            }
         })
     }
 
     /// Cancels run `run_id` (here, or by asking its owner); False if unknown or final.
     fn cancel(&self, py: Python<'_>, run_id: String) -> PyResult<bool> {
-        let engine = self.engine.clone();
+        let engine = self.engine()?.clone();
         Ok(wait(py, async move { engine.cancel(&run_id).await }, None)?.expect("no timeout"))
     }
 
     /// Awaitable twin of `cancel`.
     fn cancel_async<'py>(&self, py: Python<'py>, run_id: String) -> PyResult<Bound<'py, PyAny>> {
-        let engine = self.engine.clone();
-        runtime()?;
-        pyo3_async_runtimes::tokio::future_into_py(py, async move { Ok(engine.cancel(&run_id).await?) })
+        let engine = self.engine()?.clone();
+        awaitable(py, async move { Ok(engine.cancel(&run_id).await?) })
     }
 
     /// Run `run_id` as a dict, or None.
     fn get_run(&self, py: Python<'_>, run_id: String) -> PyResult<Option<Py<PyAny>>> {
         // Read on this thread with the GIL released: no hop to another thread.
-        let run = wait(py, self.engine.get_run(&run_id, Reads::Inline), None)?.expect("no timeout");
+        let run = wait(py, self.engine()?.get_run(&run_id, Reads::Inline), None)?.expect("no timeout");
         run.map(|r| run_to_py(py, &r).map(Bound::unbind)).transpose()
     }
 
     /// Awaitable twin of `get_run`.
     fn get_run_async<'py>(&self, py: Python<'py>, run_id: String) -> PyResult<Bound<'py, PyAny>> {
-        let engine = self.engine.clone();
-        runtime()?;
-        pyo3_async_runtimes::tokio::future_into_py(py, async move {
+        let engine = self.engine()?.clone();
+        awaitable(py, async move {
             let run = engine.get_run(&run_id, Reads::Offloaded).await?;
             Python::attach(|py| run.map(|r| run_to_py(py, &r).map(Bound::unbind)).transpose())
         })
@@ -183,7 +185,7 @@ impl PyEngine {
         status: Option<String>,
         limit: u32,
     ) -> PyResult<Bound<'py, PyList>> {
-        let engine = self.engine.clone();
+        let engine = self.engine()?.clone();
         let filter = RunFilter { workflow, status, limit };
         let runs = wait(py, async move { engine.list_runs(&filter).await }, None)?.expect("no timeout");
         let items = runs.iter().map(|r| run_to_py(py, r)).collect::<PyResult<Vec<_>>>()?;
@@ -192,7 +194,7 @@ impl PyEngine {
 
     /// Lets running attempts finish, then closes the database. Idempotent.
     fn close(&self, py: Python<'_>) -> PyResult<()> {
-        let engine = self.engine.clone();
+        let engine = self.engine()?.clone();
         wait(
             py,
             async move {
@@ -211,8 +213,21 @@ impl PyEngine {
     }
 }
 
+impl PyEngine {
+    /// The engine, unless this is a forked child of the process that started it.
+    fn engine(&self) -> PyResult<&Arc<Engine>> {
+        let pid = std::process::id();
+        if pid != self.pid {
+            return Err(Error::Forked { parent: self.pid, child: pid }.into());
+        }
+        Ok(&self.engine)
+    }
+}
+
 impl Drop for PyEngine {
     fn drop(&mut self) {
-        self.engine.request_close();
+        if std::process::id() == self.pid {
+            self.engine.request_close();
+        }
     }
 }

@@ -28,6 +28,7 @@ impl From<Error> for PyErr {
         let message = err.to_string();
         match err {
             Error::Configuration(_) => ConfigurationError::new_err(message),
+            Error::InvalidArgument(_) => pyo3::exceptions::PyValueError::new_err(message),
             Error::Workflow(_) => WorkflowError::new_err(message),
             Error::Task(_) => TaskError::new_err(message),
             Error::Database(_) => DatabaseError::new_err(message),

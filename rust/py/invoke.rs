@@ -8,9 +8,9 @@ use std::time::Duration;
 
 use futures::future::BoxFuture;
 use pyo3::prelude::*;
-use pyo3::types::{PyDict, PyString, PyTuple};
+use pyo3::types::{PyDict, PyTuple};
 
-use super::convert::{map_to_py, value_from_py};
+use super::convert::{key_from_py, map_to_py, value_from_py};
 use crate::context::Map;
 use crate::engine::workers::ThreadWrapper;
 use crate::engine::{Done, Executor, HookCall, HookKind, Interrupt, Job, Outcome, RetryHint, Workers};
@@ -52,7 +52,8 @@ pub struct PythonExecutor {
     call_sync: Py<PyAny>,
     /// `submit_async(func, task_id, data, token, completion)`: schedules on the loop.
     submit_async: Py<PyAny>,
-    /// `interrupt(token, why)`: stops a running attempt (`"timeout"` or `"cancel"`).
+    /// `interrupt(token, why) -> bool`: stops a running attempt (`"timeout"` or
+    /// `"cancel"`); true while a sync body of it is still running.
     interrupt: Py<PyAny>,
     /// `call_hook(hook, args)`: calls a hook, raising what it raises.
     call_hook: Py<PyAny>,
@@ -103,19 +104,8 @@ impl Executor for Arc<PythonExecutor> {
     }
 
     fn interrupt(&self, token: Arc<str>, why: Interrupt) {
-        let this = self.clone();
-        let why = match why {
-            Interrupt::Timeout => "timeout",
-            Interrupt::Cancel => "cancel",
-        };
-        // On the runner's own threads, like everything that runs Python: closing waits
-        // for them (see `drain`).
-        self.workers.submit(Box::new(move || {
-            let failed = Python::attach(|py| this.interrupt.bind(py).call1((&*token, why)).err());
-            if let Some(e) = failed {
-                log::warn!("interrupting attempt {token} failed: {e}");
-            }
-        }));
+        // Called from the scheduler's thread, inside the runtime.
+        tokio::spawn(self.clone().keep_interrupting(token, why));
     }
 
     fn run_hook(&self, hook: HookCall) -> BoxFuture<'static, Result<(), String>> {
@@ -138,7 +128,56 @@ impl Executor for Arc<PythonExecutor> {
     }
 }
 
+/// How long an interrupted attempt may go on before a warning names it.
+const STUBBORN_AFTER: Duration = Duration::from_secs(1);
+
 impl PythonExecutor {
+    /// Stops the attempt `token`, again and again while it still runs (a body that
+    /// catches the interruption and goes on is interrupted anew, with a growing pause);
+    /// one still running after `STUBBORN_AFTER` is named in a warning: it is blocked
+    /// outside Python, and finishes in the background with its result discarded.
+    async fn keep_interrupting(self: Arc<Self>, token: Arc<str>, why: Interrupt) {
+        let word = match why {
+            Interrupt::Timeout => "timeout",
+            Interrupt::Cancel => "cancel",
+        };
+        let started = std::time::Instant::now();
+        let mut pause = Duration::from_millis(20);
+        let mut warned = false;
+        loop {
+            let (reply, still_running) = tokio::sync::oneshot::channel();
+            let (this, t) = (self.clone(), token.clone());
+            // On the runner's own threads, like everything that runs Python: closing
+            // waits for them (see `drain`).
+            self.workers.submit(Box::new(move || {
+                let running = Python::attach(|py| {
+                    this.interrupt.bind(py).call1((&*t, word)).and_then(|r| r.is_truthy())
+                });
+                let _ = reply.send(running.unwrap_or_else(|e| {
+                    log::warn!("interrupting attempt {t} failed: {e}");
+                    false
+                }));
+            }));
+            if !still_running.await.unwrap_or(false) {
+                return;
+            }
+            if !warned && started.elapsed() >= STUBBORN_AFTER {
+                warned = true;
+                let mut parts = token.splitn(3, '/');
+                let (run_id, task_id) = (parts.next().unwrap_or("?"), parts.next().unwrap_or("?"));
+                let after = if word == "timeout" { "it timed out" } else { "it was cancelled" };
+                log::warn!(
+                    "task '{task_id}' of run {run_id} is still running {:.1} s after {after}: it is \
+                     probably blocked outside Python (in C code or I/O); it finishes in the \
+                     background and its result is discarded",
+                    started.elapsed().as_secs_f64()
+                );
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_secs(1));
+        }
+    }
+
     fn run_sync(&self, py: Python<'_>, job: &Job) -> Outcome {
         let body = body_of(&job.body).expect("checked by execute");
         let data = match map_to_py(py, &job.input) {
@@ -299,11 +338,9 @@ fn delta_from_py(task_id: &str, input: &Map, result: &Bound<'_, PyAny>) -> Outco
             return Outcome::failed(format!("internal error: task '{task_id}' returned an unexpected shape"));
         };
         for (key, value) in dict.iter() {
-            let key = match key.cast::<PyString>() {
-                Ok(k) => k.to_string(),
-                Err(_) => {
-                    return never(format!("task '{task_id}' wrote a context key that is not a str: {key:?}"))
-                }
+            let key = match key_from_py(&key, &format!("task '{task_id}' wrote a context key")) {
+                Ok(k) => k,
+                Err(e) => return never(e),
             };
             let value = match value_from_py(&value) {
                 Ok(v) => v,

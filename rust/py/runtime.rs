@@ -1,11 +1,12 @@
-//! The one tokio runtime of the process, handed to pyo3-async-runtimes so there is never
-//! a second, and the one blocking wait every synchronous entry point uses.
+//! The one tokio runtime of the process (pyo3-async-runtimes' awaitables run on it too,
+//! so there is never a second), and the one blocking wait every synchronous entry point
+//! uses.
 
 use std::future::Future;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::pin::pin;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Wake, Waker};
 use std::thread::Thread;
 use std::time::{Duration, Instant};
@@ -16,31 +17,78 @@ use tokio::runtime::Runtime;
 use crate::engine::workers::{spin_until, SPIN};
 use crate::errors::{Error, Result};
 
-struct Owned {
-    runtime: Runtime,
-    pid: u32,
+/// The runtime of this process: built on first use, and built anew in a forked child
+/// (the parent's threads do not exist there; its runtime is leaked, never dropped).
+static RUNTIME: Mutex<Option<(u32, &'static Runtime)>> = Mutex::new(None);
+
+/// The runtime of this process, built on first use (and again after a fork).
+pub fn runtime() -> Result<&'static Runtime> {
+    let pid = std::process::id();
+    let mut slot = RUNTIME.lock().unwrap_or_else(|p| p.into_inner());
+    match *slot {
+        Some((owner, runtime)) if owner == pid => Ok(runtime),
+        _ => {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .thread_name("cloacina-worker")
+                .build()
+                .map_err(|e| Error::Internal(format!("cannot start the tokio runtime: {e}")))?;
+            let runtime: &'static Runtime = Box::leak(Box::new(runtime));
+            *slot = Some((pid, runtime));
+            Ok(runtime)
+        }
+    }
 }
 
-static RUNTIME: OnceLock<Owned> = OnceLock::new();
+/// The engine's runtime as pyo3-async-runtimes sees it: futures handed to asyncio run
+/// on `runtime()`, this process's (a global set once would still be the parent's after
+/// a fork).
+pub struct EngineRuntime;
 
-/// The runtime, built on first use. In a forked child it is an error: the parent's
-/// threads do not exist there.
-pub fn runtime() -> Result<&'static Runtime> {
-    let owned = RUNTIME.get_or_init(|| {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .enable_all()
-            .thread_name("cloacina-worker")
-            .build()
-            .expect("building the tokio runtime");
-        Owned { runtime, pid: std::process::id() }
-    });
-    let pid = std::process::id();
-    if owned.pid != pid {
-        return Err(Error::Forked { parent: owned.pid, child: pid });
+impl pyo3_async_runtimes::generic::Runtime for EngineRuntime {
+    type JoinError = tokio::task::JoinError;
+    type JoinHandle = tokio::task::JoinHandle<()>;
+
+    fn spawn<F>(fut: F) -> Self::JoinHandle
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        runtime().expect("checked when the awaitable was made").spawn(fut)
     }
-    // Only the first call installs it; later ones find it in place.
-    let _ = pyo3_async_runtimes::tokio::init_with_runtime(&owned.runtime);
-    Ok(&owned.runtime)
+
+    fn spawn_blocking<F>(f: F) -> Self::JoinHandle
+    where
+        F: FnOnce() + Send + 'static,
+    {
+        runtime().expect("checked when the awaitable was made").spawn_blocking(f)
+    }
+}
+
+impl pyo3_async_runtimes::generic::ContextExt for EngineRuntime {
+    fn scope<F, R>(
+        _locals: pyo3_async_runtimes::TaskLocals,
+        fut: F,
+    ) -> std::pin::Pin<Box<dyn Future<Output = R> + Send>>
+    where
+        F: Future<Output = R> + Send + 'static,
+    {
+        // The engine's futures never call back into asyncio: no task locals needed.
+        Box::pin(fut)
+    }
+
+    fn get_task_locals() -> Option<pyo3_async_runtimes::TaskLocals> {
+        None
+    }
+}
+
+/// `fut` as a Python awaitable, run on the engine's runtime.
+pub fn awaitable<F, T>(py: Python<'_>, fut: F) -> PyResult<Bound<'_, PyAny>>
+where
+    F: Future<Output = PyResult<T>> + Send + 'static,
+    T: for<'py> IntoPyObject<'py> + Send + 'static,
+{
+    runtime()?;
+    pyo3_async_runtimes::generic::future_into_py::<EngineRuntime, F, T>(py, fut)
 }
 
 /// How often a blocked caller wakes to let Python run signal handlers (Ctrl-C).

@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use sqlx::{ConnectOptions, Connection};
-use sqlx_sqlite::{SqliteConnectOptions, SqliteJournalMode};
+use sqlx_sqlite::{SqliteConnectOptions, SqliteConnection, SqliteJournalMode};
 
 use super::sqlite_read::{self, Readers};
 use super::sqlite_write::{WriteConnection, WriterConfig};
@@ -101,7 +101,7 @@ impl SqliteStore {
     pub async fn open(config: &SqliteConfig) -> Result<SqliteStore> {
         let (path, synchronous, scratch) = match &config.path {
             None => {
-                let scratch = ScratchFile::new();
+                let scratch = ScratchFile::new()?;
                 (scratch.path.clone(), "OFF", Some(scratch))
             }
             Some(path) => {
@@ -114,6 +114,7 @@ impl SqliteStore {
                         )));
                     }
                 }
+                check_writable(path)?;
                 let synchronous = match config.durability {
                     Durability::Normal => "NORMAL",
                     Durability::Full => "FULL",
@@ -135,7 +136,10 @@ impl SqliteStore {
         let writer = tokio::task::spawn_blocking(move || WriteConnection::open(&writer_config))
             .await
             .map_err(|e| Error::Internal(format!("opening the database panicked: {e}")))?
-            .map_err(|e| Error::Configuration(format!("cannot open the database {label}: {e}")))?;
+            .map_err(|e| match e {
+                Error::Configuration(_) => e,
+                e => Error::Configuration(format!("cannot open the database {label}: {e}")),
+            })?;
         let readers = Arc::new(Readers::new(path, config.busy_timeout, config.readers as usize));
         Ok(SqliteStore { writer: Mutex::new(Some(writer)), readers, label, scratch })
     }
@@ -225,30 +229,36 @@ impl SqliteStore {
 }
 
 /// Creates the file if missing, switches it to WAL and brings its schema up to date,
-/// over a short-lived sqlx connection.
+/// over a short-lived sqlx connection. A file of another application, or one written by
+/// a newer cloacina, is refused before anything is written to it.
 async fn prepare_file(path: &Path, base: SqliteConnectOptions, busy_timeout: Duration) -> Result<()> {
+    let probe_options = base.clone().read_only(true);
     let options = base.create_if_missing(true).journal_mode(SqliteJournalMode::Wal);
+    let refuse = |e: &dyn std::fmt::Display| {
+        Error::Configuration(format!("cannot open the database {}: {e}", path.display()))
+    };
+    // Whose file it is, read before anything (switching to WAL, migrating) writes.
+    if path.exists() {
+        let mut probe =
+            loop_until_not_busy(busy_timeout, || probe_options.connect()).await.map_err(|e| refuse(&e))?;
+        let checked = check_owner(&mut probe, path).await;
+        let _ = probe.close().await;
+        checked?;
+    }
     // Switching a new file to WAL needs an exclusive lock, for which SQLite does not
     // wait: while another process writes, retry until the busy timeout.
-    let deadline = std::time::Instant::now() + busy_timeout;
-    let mut conn = loop {
-        match options.connect().await {
-            Ok(conn) => break conn,
-            Err(e) if is_busy(&e) && std::time::Instant::now() < deadline => {
-                tokio::time::sleep(Duration::from_millis(25)).await;
-            }
-            Err(e) => {
-                return Err(Error::Configuration(format!("cannot open the database {}: {e}", path.display())))
-            }
-        }
-    };
-    // Two processes creating the same new file race here; the loser retries (until the
-    // busy timeout) and then finds the schema in place.
-    let deadline = std::time::Instant::now() + busy_timeout.max(Duration::from_secs(1));
+    let mut conn = loop_until_not_busy(busy_timeout, || options.connect()).await.map_err(|e| refuse(&e))?;
+    // Two processes creating the same new file race here; the loser retries while the
+    // winner holds the lock (or after it applied a migration the loser was applying
+    // too), and then finds the schema in place. Other errors are retried briefly.
+    let started = std::time::Instant::now();
     let migrated = loop {
         match MIGRATOR.run_direct(None, &mut conn, false).await {
             Ok(()) => break Ok(()),
-            Err(e) if std::time::Instant::now() < deadline => {
+            Err(e)
+                if started.elapsed()
+                    < if migration_is_busy(&e) { busy_timeout } else { Duration::from_secs(2) } =>
+            {
                 log::debug!("migrating the schema failed, retrying: {e}");
                 tokio::time::sleep(Duration::from_millis(25)).await;
             }
@@ -259,29 +269,213 @@ async fn prepare_file(path: &Path, base: SqliteConnectOptions, busy_timeout: Dur
     migrated
 }
 
+/// Refuses a database this process may not write (the file, or the directory where
+/// SQLite keeps its `-wal` and `-shm` files): cloacina records every step, so a
+/// read-only database would fail at the first one.
+fn check_writable(path: &Path) -> Result<()> {
+    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let read_only = |what: &Path| {
+        Error::Configuration(format!(
+            "cannot open the database {}: {} is read-only for this process, and cloacina \
+             writes every step of a run to the database",
+            path.display(),
+            what.display()
+        ))
+    };
+    if path.exists() && !may_write(path) {
+        return Err(read_only(path));
+    }
+    if !may_write(dir) {
+        return Err(read_only(dir));
+    }
+    Ok(())
+}
+
+#[cfg(unix)]
+fn may_write(path: &Path) -> bool {
+    use std::os::unix::ffi::OsStrExt;
+    let Ok(c_path) = std::ffi::CString::new(path.as_os_str().as_bytes()) else { return true };
+    // SAFETY: access() only reads the NUL-terminated path.
+    unsafe { libc::access(c_path.as_ptr(), libc::W_OK) == 0 }
+}
+
+#[cfg(not(unix))]
+fn may_write(path: &Path) -> bool {
+    std::fs::metadata(path).map(|m| !m.permissions().readonly()).unwrap_or(true)
+}
+
+/// Connects, retrying while the database is locked (up to `busy_timeout`).
+async fn loop_until_not_busy<F, Fut>(
+    busy_timeout: Duration,
+    connect: F,
+) -> Result<SqliteConnection, sqlx::Error>
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = Result<SqliteConnection, sqlx::Error>>,
+{
+    let deadline = std::time::Instant::now() + busy_timeout;
+    loop {
+        match connect().await {
+            Err(e) if is_busy(&e) && std::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(25)).await;
+            }
+            other => return other,
+        }
+    }
+}
+
+/// Refuses a file that is not cloacina's (tables of another application, or another
+/// migration history) or that a newer cloacina wrote (schema versions unknown here).
+async fn check_owner(conn: &mut SqliteConnection, path: &Path) -> Result<()> {
+    let refuse =
+        |why: String| Error::Configuration(format!("cannot open the database {}: {why}", path.display()));
+    let tables: Vec<String> = sqlx::query_scalar(
+        "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'",
+    )
+    .fetch_all(&mut *conn)
+    .await
+    .map_err(|e| refuse(e.to_string()))?;
+    if tables.is_empty() {
+        return Ok(()); // a new, empty database
+    }
+    if !tables.iter().any(|t| t == "_sqlx_migrations") {
+        return Err(refuse(format!(
+            "it is not a cloacina database (it holds the tables {} of another application); \
+             nothing was written to it",
+            tables.join(", ")
+        )));
+    }
+    let applied: Vec<(i64, Vec<u8>)> =
+        sqlx::query_as("SELECT version, checksum FROM _sqlx_migrations ORDER BY version")
+            .fetch_all(&mut *conn)
+            .await
+            .map_err(|e| refuse(e.to_string()))?;
+    let known = MIGRATOR.iter().map(|m| m.version).max().unwrap_or(0);
+    for (version, checksum) in applied {
+        match MIGRATOR.iter().find(|m| m.version == version) {
+            None if version > known => {
+                return Err(refuse(format!(
+                    "it was written by a newer version of cloacina (schema version {version}; this \
+                     version knows up to {known}): upgrade cloacina to open it"
+                )))
+            }
+            Some(m) if *m.checksum == *checksum => {}
+            _ => {
+                return Err(refuse(
+                    "it is not a cloacina database (its migration history is another application's); \
+                     nothing was written to it"
+                        .into(),
+                ))
+            }
+        }
+    }
+    Ok(())
+}
+
+/// True when a migration failed because the database was locked.
+fn migration_is_busy(e: &sqlx::migrate::MigrateError) -> bool {
+    match e {
+        sqlx::migrate::MigrateError::Execute(inner)
+        | sqlx::migrate::MigrateError::ExecuteMigration(inner, _) => is_busy(inner),
+        _ => false,
+    }
+}
+
 /// The private file of an in-memory store, removed (with its WAL files) at close or drop.
+///
+/// It lives in a directory of this user's only (mode 0700 in the temporary directory),
+/// is created with mode 0600 (SQLite gives its `-wal` and `-shm` files the same), and is
+/// named after this process (pid and start time): files left by processes that died are
+/// removed when the next in-memory store is made.
 struct ScratchFile {
     path: PathBuf,
 }
 
 impl ScratchFile {
-    fn new() -> ScratchFile {
-        let name = format!("cloacina-memory-{}.db", uuid::Uuid::now_v7().simple());
-        ScratchFile { path: std::env::temp_dir().join(name) }
+    fn new() -> Result<ScratchFile> {
+        let dir = private_temp_dir()?;
+        let me = format!("memory-{}-{}-", std::process::id(), crate::process::start_time(std::process::id()));
+        remove_leftovers(&dir);
+        let path = dir.join(format!("{me}{}.db", uuid::Uuid::now_v7().simple()));
+        let mut open = std::fs::OpenOptions::new();
+        open.write(true).create_new(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut open, 0o600);
+        open.open(&path).map_err(|e| {
+            Error::Configuration(format!(
+                "cannot create the in-memory database's file {}: {e}",
+                path.display()
+            ))
+        })?;
+        Ok(ScratchFile { path })
     }
 
     fn remove(&self) {
-        for suffix in ["", "-wal", "-shm", "-journal"] {
-            let mut path = self.path.clone().into_os_string();
-            path.push(suffix);
-            let _ = std::fs::remove_file(path);
-        }
+        remove_with_journals(&self.path);
     }
 }
 
 impl Drop for ScratchFile {
     fn drop(&mut self) {
         self.remove();
+    }
+}
+
+/// `<temp>/cloacina-<uid>`, created with mode 0700; refused if another user owns it or
+/// others may enter it.
+fn private_temp_dir() -> Result<PathBuf> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
+        // SAFETY: getuid has no preconditions.
+        let uid = unsafe { libc::getuid() };
+        let dir = std::env::temp_dir().join(format!("cloacina-{uid}"));
+        let _ = std::fs::DirBuilder::new().mode(0o700).create(&dir);
+        let meta = std::fs::symlink_metadata(&dir)
+            .map_err(|e| Error::Configuration(format!("cannot create {}: {e}", dir.display())))?;
+        if !meta.is_dir() || meta.uid() != uid {
+            return Err(Error::Configuration(format!(
+                "{} is not a directory of this user's: refusing to keep an in-memory database there",
+                dir.display()
+            )));
+        }
+        if meta.mode() & 0o077 != 0 {
+            std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))
+                .map_err(|e| Error::Configuration(format!("cannot restrict {}: {e}", dir.display())))?;
+        }
+        Ok(dir)
+    }
+    #[cfg(not(unix))]
+    {
+        let dir = std::env::temp_dir().join("cloacina");
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| Error::Configuration(format!("cannot create {}: {e}", dir.display())))?;
+        Ok(dir)
+    }
+}
+
+/// Removes the in-memory databases of processes that no longer run.
+fn remove_leftovers(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        let Some(rest) = name.strip_prefix("memory-").filter(|n| n.ends_with(".db")) else { continue };
+        let mut parts = rest.splitn(3, '-');
+        let (Some(pid), Some(start)) = (parts.next(), parts.next()) else { continue };
+        let (Ok(pid), Ok(start)) = (pid.parse::<u32>(), start.parse::<u64>()) else { continue };
+        if !crate::process::is_running(pid, start) {
+            remove_with_journals(&entry.path());
+        }
+    }
+}
+
+/// Removes a database file and its journal files.
+fn remove_with_journals(path: &Path) {
+    for suffix in ["", "-wal", "-shm", "-journal"] {
+        let mut p = path.to_path_buf().into_os_string();
+        p.push(suffix);
+        let _ = std::fs::remove_file(p);
     }
 }
 

@@ -44,6 +44,13 @@ impl WriteConnection {
     pub(crate) fn open(config: &WriterConfig) -> Result<WriteConnection> {
         let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
         let conn = Connection::open_with_flags(&config.path, flags)?;
+        if conn.is_readonly(rusqlite::MAIN_DB)? {
+            return Err(crate::errors::Error::Configuration(format!(
+                "the database {} can only be read by this process, and cloacina writes every step \
+                 of a run to it",
+                config.path.display()
+            )));
+        }
         conn.busy_timeout(config.busy_timeout)?;
         // Checkpoints happen on their own thread (`sqlite_checkpoint`), never in a commit.
         conn.execute_batch(&format!(
