@@ -28,7 +28,7 @@ fn native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<py::invoke::Completion>()?;
     m.add_function(wrap_pyfunction!(py::registry::register_task, m)?)?;
     m.add_function(wrap_pyfunction!(py::registry::register_workflow, m)?)?;
-    m.add_function(wrap_pyfunction!(py::registry::workflow_version, m)?)?;
+    m.add_function(wrap_pyfunction!(py::registry::current_workflow, m)?)?;
     m.add_function(wrap_pyfunction!(py::registry::validate_rule, m)?)?;
     m.add_function(wrap_pyfunction!(py::registry::bind_sqlite, m)?)?;
     m.add_function(wrap_pyfunction!(py::logging::reset_logging, m)?)?;

@@ -20,7 +20,7 @@ from cloacina.errors import (
     WorkflowError,
     WorkflowFailed,
 )
-from cloacina.runner import Attempt, RunHandle, Runner, RunResult, TaskResult
+from cloacina.runner import Attempt, RunHandle, Runner, RunResult, RunSummary, TaskResult
 from cloacina.task import Task, task
 from cloacina.workflow import Workflow
 
@@ -34,6 +34,7 @@ __all__ = [
     "Retry",
     "RunHandle",
     "RunResult",
+    "RunSummary",
     "Runner",
     "Skip",
     "Task",

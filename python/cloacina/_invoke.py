@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextvars
 import ctypes
+import functools
 import inspect
 import threading
 import traceback
@@ -44,6 +45,61 @@ current_runner: contextvars.ContextVar[object | None] = contextvars.ContextVar(
 that waits for another run of its own runner lends it its slot, and cannot close it."""
 
 
+_databases: dict[object, str] = {}
+"""The SQLite file of each runner (by its key) whose runs a task may read to explain a key
+missing from its context. A runner on an in-memory database is not listed."""
+
+_WRITER_SQL = (
+    "SELECT task_id FROM run_tasks WHERE run_id = ? AND task_id <> ? AND status = 'completed' "
+    "AND output IS NOT NULL "
+    "AND EXISTS (SELECT 1 FROM json_each(run_tasks.output) WHERE json_each.key = ?) "
+    "ORDER BY position LIMIT 1"
+)
+
+
+def register_database(runner_key: object, path: str | None) -> None:
+    """Records that the runner ``runner_key`` keeps its runs in the SQLite file ``path``
+    (None: in memory, not readable from here). A task of that runner that reads a key
+    missing from its context is then told which task of its run wrote the key."""
+    if path is None:
+        _databases.pop(runner_key, None)
+    else:
+        _databases[runner_key] = path
+
+
+def forget_database(runner_key: object) -> None:
+    """Forgets what :func:`register_database` recorded for ``runner_key`` (on close)."""
+    _databases.pop(runner_key, None)
+
+
+def _explainer(runner_key: object, token: str, task_id: str) -> Callable[[str], str | None] | None:
+    """For the attempt ``token`` (``run_id/task_id/attempt``) of a runner: a function
+    naming another task of the run that wrote a key, or None when the runner's database
+    cannot be read from here."""
+    path = _databases.get(runner_key)
+    if path is None or not token:
+        return None
+    return functools.partial(_find_writer, path, token.partition("/")[0], task_id)
+
+
+def _find_writer(path: str, run_id: str, task_id: str, key: str) -> str | None:
+    """The first task (in merge order) of run ``run_id``, other than ``task_id``, that
+    completed having written ``key``, read from the SQLite file ``path`` (opened
+    read-only); None when there is none or the file cannot be read. Only called when a
+    task reads a missing key: it costs a connection and one query."""
+    import sqlite3  # only this error path needs it
+    from contextlib import closing
+    from pathlib import Path
+
+    try:
+        uri = Path(path).as_uri() + "?mode=ro"
+        with closing(sqlite3.connect(uri, uri=True, timeout=2.0)) as conn:
+            row = conn.execute(_WRITER_SQL, (run_id, task_id, key)).fetchone()
+    except (sqlite3.Error, OSError, ValueError):
+        return None
+    return None if row is None else str(row[0])
+
+
 def _set_async_exc(ident: int, exc: type[BaseException] | None) -> None:
     ctypes.pythonapi.PyThreadState_SetAsyncExc(
         ctypes.c_ulong(ident), ctypes.py_object(exc) if exc is not None else None
@@ -70,7 +126,7 @@ def call_sync(
         raise TaskError(f"task '{task_id}' was cancelled before it started")
     runner = current_runner.set(runner_key)
     try:
-        ctx = Context._wrap(data)
+        ctx = Context._wrap(data, task_id, _explainer(runner_key, token, task_id))
         result = fn(ctx)
         if inspect.isawaitable(result):
             close = getattr(result, "close", None)
@@ -95,10 +151,16 @@ def call_sync(
 
 
 async def call_async(
-    fn: Callable[[Context], Any], task_id: str, data: dict[str, Any]
+    fn: Callable[[Context], Any],
+    task_id: str,
+    data: dict[str, Any],
+    token: str = "",
+    runner_key: object = None,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Runs an async task body on the runner's loop; returns ``(writes, touched)``."""
-    ctx = Context._wrap(data)
+    """Runs an async task body on the runner's loop; returns ``(writes, touched)``.
+    ``token`` and ``runner_key`` name the attempt and its runner, as for
+    :func:`call_sync`."""
+    ctx = Context._wrap(data, task_id, _explainer(runner_key, token, task_id))
     result = await fn(ctx)
     return ctx._collect(result, task_id)
 

@@ -44,6 +44,13 @@ class BackgroundLoop:
                     asyncio.set_event_loop(loop)
                     loop.call_soon(ready.set)
                     loop.run_forever()
+                    # Stopped: attempts still running are cancelled and given a moment
+                    # to unwind, rather than destroyed while pending.
+                    pending = asyncio.all_tasks(loop)
+                    for t in pending:
+                        t.cancel()
+                    if pending:
+                        loop.run_until_complete(asyncio.wait(pending, timeout=1.0))
                     loop.close()
 
                 thread = threading.Thread(target=main, name=self._name, daemon=True)
@@ -79,7 +86,7 @@ class BackgroundLoop:
             completion.fail(asyncio.CancelledError())
             return
         task = asyncio.get_running_loop().create_task(
-            self._drive(fn, task_id, data, completion, self._runner_key)
+            self._drive(fn, task_id, data, token, completion, self._runner_key)
         )
         self._tasks[token] = task
         task.add_done_callback(lambda _: self._tasks.pop(token, None))
@@ -105,12 +112,13 @@ class BackgroundLoop:
         fn: Callable[..., Any],
         task_id: str,
         data: dict[str, Any],
+        token: str,
         completion: Any,
         runner_key: object,
     ) -> None:
         current_runner.set(runner_key)  # this asyncio task's own copy of the context
         try:
-            out = await call_async(fn, task_id, data)
+            out = await call_async(fn, task_id, data, token, runner_key)
         except GeneratorExit:
             raise  # the loop is gone: the dropped completion reports the attempt failed
         except BaseException as exc:

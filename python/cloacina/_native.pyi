@@ -15,11 +15,11 @@ __all__ = [
     "WorkflowFailed",
     "__version__",
     "bind_sqlite",
+    "current_workflow",
     "register_task",
     "register_workflow",
     "reset_logging",
     "validate_rule",
-    "workflow_version",
 ]
 
 __version__: str
@@ -81,6 +81,7 @@ def register_task(
     is_async: bool,
     dependencies: list[str],
     fingerprint: str,
+    pull_in: list[str] = ...,
     policy: dict[str, Any] | None = None,
     retry_on: tuple[type[BaseException], ...] | None = None,
     hooks: tuple[
@@ -90,10 +91,15 @@ def register_task(
 def validate_rule(rule: dict[str, Any]) -> None: ...
 def register_workflow(
     name: str,
-    tasks: list[tuple[str, list[str], str]],
+    listed: list[str],
     description: str | None = None,
     timeout: float | None = None,
 ) -> tuple[list[str], str]: ...
-def workflow_version(name: str) -> str | None: ...
+def current_workflow(
+    name: str,
+    listed: list[str],
+    description: str | None = None,
+    timeout: float | None = None,
+) -> tuple[list[str], str]: ...
 def bind_sqlite(python_module: str | os.PathLike[str] | None = None) -> dict[str, Any]: ...
 def reset_logging() -> None: ...

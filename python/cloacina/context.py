@@ -2,10 +2,32 @@
 
 from __future__ import annotations
 
-from collections.abc import ItemsView, Iterator, KeysView, Mapping, ValuesView
+from collections.abc import Callable, ItemsView, Iterator, KeysView, Mapping, ValuesView
 from typing import Any
 
 _MISSING = object()
+
+_KEYS_SHOWN = 10
+"""How many of the context's keys a :class:`ContextKeyError` lists."""
+
+
+class ContextKeyError(KeyError):
+    """A task read a key that is not in its context (``ctx[key]``).
+
+    A ``KeyError`` (``args[0]`` and :attr:`key` are the key) whose message says why the
+    key is missing: when another task of the run wrote it, that this task is not among
+    its descendants; otherwise, which keys the context holds.
+    """
+
+    def __init__(self, key: object, message: str) -> None:
+        super().__init__(key, message)
+        self.key = key
+        """The key that was read."""
+        self.message = message
+        """Why it is missing (also ``str(exc)``)."""
+
+    def __str__(self) -> str:
+        return self.message
 
 
 class Context:
@@ -14,23 +36,36 @@ class Context:
     Assigning a key (``ctx["k"] = v``, :meth:`update`, :meth:`setdefault`) is a write. A
     list or dict value read from the context and changed in place also counts as a write
     when it ends up different from what the task was given. Values must be JSON values
-    (dict with str keys, list, str, int, float, bool, None).
+    (dict with str keys, list, str, int, float, bool, None). Reading a key that is not
+    there (``ctx["k"]``) raises :class:`ContextKeyError`, which says why it is missing;
+    :meth:`get` and ``in`` do not raise.
     """
 
-    __slots__ = ("_data", "_touched", "_written")
+    __slots__ = ("_data", "_explain", "_task_id", "_touched", "_written")
 
     def __init__(self, data: Mapping[str, Any] | None = None) -> None:
         self._data: dict[str, Any] = dict(data) if data is not None else {}
         self._written: set[str] = set()
         self._touched: set[str] = set()
+        self._task_id: str | None = None
+        self._explain: Callable[[str], str | None] | None = None
 
     @classmethod
-    def _wrap(cls, data: dict[str, Any]) -> Context:
-        """A context over ``data`` (a fresh dict the engine built for this attempt)."""
+    def _wrap(
+        cls,
+        data: dict[str, Any],
+        task_id: str | None = None,
+        explain: Callable[[str], str | None] | None = None,
+    ) -> Context:
+        """A context over ``data`` (a fresh dict the engine built for this attempt) of
+        task ``task_id``. ``explain(key)``, called only when a read misses, names another
+        task of the run that wrote ``key`` (or returns None)."""
         ctx = cls.__new__(cls)
         ctx._data = data
         ctx._written = set()
         ctx._touched = set()
+        ctx._task_id = task_id
+        ctx._explain = explain
         return ctx
 
     def _read(self, key: str, value: Any) -> Any:
@@ -39,7 +74,42 @@ class Context:
         return value
 
     def __getitem__(self, key: str) -> Any:
-        return self._read(key, self._data[key])
+        try:
+            value = self._data[key]
+        except KeyError:
+            raise self._missing(key) from None
+        return self._read(key, value)
+
+    def _missing(self, key: object) -> ContextKeyError:
+        """The error for reading ``key``, which is not here: names the task of the run
+        that wrote it when there is one, else lists the keys there are."""
+        task_id, explain = self._task_id, self._explain
+        writer = None
+        if task_id is not None and explain is not None and isinstance(key, str):
+            try:
+                writer = explain(key)
+            except Exception:  # the explanation is a courtesy: never a second failure
+                writer = None
+        if task_id is not None and writer is not None:
+            return ContextKeyError(
+                key,
+                f"task '{task_id}' reads key {key!r}, which task '{writer}' wrote, but "
+                f"'{writer}' is not a dependency of '{task_id}': a task sees the run's input "
+                f"and what its ancestors wrote; add '{writer}' to {task_id}'s dependencies",
+            )
+        keys = sorted(map(str, self._data))
+        if not keys:
+            holds = "it is empty"
+        elif len(keys) > _KEYS_SHOWN:
+            shown = ", ".join(keys[:_KEYS_SHOWN])
+            holds = f"it holds: {shown} and {len(keys) - _KEYS_SHOWN} more"
+        else:
+            holds = f"it holds: {', '.join(keys)}"
+        if task_id is None:
+            return ContextKeyError(key, f"key {key!r} is not in the context ({holds})")
+        return ContextKeyError(
+            key, f"task '{task_id}' reads key {key!r}, which is not in its context ({holds})"
+        )
 
     def __setitem__(self, key: str, value: Any) -> None:
         if not isinstance(key, str):
@@ -116,10 +186,10 @@ class Context:
     def _collect(self, result: Any, task_id: str) -> tuple[dict[str, Any], dict[str, Any]]:
         """Applies a task's return value, then returns ``(writes, touched)`` for the engine.
 
-        ``None`` keeps the writes; a mapping is merged in; any other value is stored under
-        the task's id.
+        ``None`` (or the task's own context, ``return ctx``) keeps the writes; a mapping
+        is merged in; any other value is stored under the task's id.
         """
-        if result is None:
+        if result is None or result is self:
             pass
         elif isinstance(result, Mapping):
             for key, value in result.items():

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import atexit
 import functools
+import logging
 import threading
 import weakref
 from collections.abc import Generator, Mapping
@@ -82,7 +83,7 @@ def _task_result(t: dict[str, Any]) -> TaskResult:
     return _adopt(TaskResult, t)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class TaskResult:
     """What happened to one task of a run."""
 
@@ -109,8 +110,54 @@ class TaskResult:
     hook_errors: list[dict[str, Any]] = field(default_factory=list)
     """What the task's hooks raised: ``{"hook", "attempt", "error"}`` each."""
 
+    def __repr__(self) -> str:
+        parts = [repr(self.task_id), self.status]
+        if self.attempts != 1:
+            parts.append(f"attempts={self.attempts}")
+        if self.duration is not None:
+            parts.append(_seconds_text(self.duration))
+        if self.error:
+            parts.append(_first_line(self.error))
+        elif self.reason:
+            parts.append(_first_line(self.reason))
+        return f"TaskResult({', '.join(parts)})"
 
-@dataclass(frozen=True)
+
+def _seconds_text(span: timedelta) -> str:
+    """A duration the way people read it: ``12 ms``, ``3.4 s``."""
+    seconds = span.total_seconds()
+    return f"{seconds * 1000:.3g} ms" if seconds < 1 else f"{seconds:.3g} s"
+
+
+def _first_line(text: str, limit: int = 120) -> str:
+    """The first line of ``text``, cut to ``limit`` characters."""
+    line = text.strip().splitlines()[0] if text.strip() else ""
+    return line if len(line) <= limit else line[: limit - 3] + "..."
+
+
+def _counts_text(counts: Mapping[str, int]) -> str:
+    """``{"completed": 3, "failed": 1}`` as ``3 completed, 1 failed``."""
+    return ", ".join(f"{n} {status}" for status, n in counts.items()) or "no tasks"
+
+
+def _context_text(context: Mapping[str, Any], keys: int = 8) -> str:
+    """A context's keys with the size of each value as JSON (the first ``keys``)."""
+    import json
+
+    def size(value: Any) -> str:
+        try:
+            n = len(json.dumps(value))
+        except (TypeError, ValueError):
+            return "?"
+        return f"{n} B" if n < 1000 else f"{n / 1000:.3g} kB" if n < 1e6 else f"{n / 1e6:.3g} MB"
+
+    shown = [f"{k}: {size(v)}" for k, v in list(context.items())[:keys]]
+    if len(context) > keys:
+        shown.append(f"... {len(context) - keys} more")
+    return "{" + ", ".join(shown) + "}"
+
+
+@dataclass(frozen=True, repr=False)
 class RunResult:
     """A run as recorded in the database."""
 
@@ -156,23 +203,133 @@ class RunResult:
         """True when the run completed."""
         return self.status == "completed"
 
+    def __repr__(self) -> str:
+        """A short summary, never the whole context: status, duration, task counts and
+        the context's keys with their sizes."""
+        counts: dict[str, int] = {}
+        for t in self.tasks.values():
+            counts[t.status] = counts.get(t.status, 0) + 1
+        duration = f", {_seconds_text(self.duration)}" if self.duration is not None else ""
+        error = f", error={_first_line(self.error)!r}" if self.error else ""
+        return (
+            f"RunResult({self.run_id!r}, workflow={self.workflow!r}, {self.status}{duration}, "
+            f"tasks: {_counts_text(counts)}, context: {_context_text(self.context)}{error})"
+        )
+
     def raise_for_status(self) -> RunResult:
         """Returns ``self`` if the run completed; raises :class:`WorkflowFailed` if it failed
         (carrying the first failed task's ``task_id``, ``error`` and ``traceback``) or
-        :class:`CloacinaError` if it was cancelled or is still going."""
+        :class:`CloacinaError` if it was cancelled or is still going.
+
+        The printed :class:`WorkflowFailed` (in a terminal or a notebook) shows the failed
+        task's own traceback, and names the other tasks that failed: as exception notes
+        on Python 3.11 and later, at the end of the message on 3.10."""
         if self.status == "completed":
             return self
         if self.status == "failed":
-            failed = next((t for t in self.tasks.values() if t.status == "failed"), None)
-            exc = WorkflowFailed(
-                f"run {self.run_id} of workflow '{self.workflow}' failed: {self.error}"
-            )
+            import sys  # always loaded; imported here to keep this method self-contained
+
+            all_failed = [t for t in self.tasks.values() if t.status == "failed"]
+            failed = all_failed[0] if all_failed else None
+            message = f"run {self.run_id} of workflow '{self.workflow}' failed: {self.error}"
+            notes = []
+            if failed is not None and failed.traceback:
+                after = f" after {failed.attempts} attempts" if failed.attempts > 1 else ""
+                notes.append(
+                    f"task '{failed.task_id}' failed{after}; its traceback:\n"
+                    + failed.traceback.rstrip()
+                )
+            if len(all_failed) > 1:
+                notes.append(
+                    "also failed: "
+                    + "; ".join(f"'{t.task_id}' ({t.error})" for t in all_failed[1:])
+                )
+            if sys.version_info < (3, 11):
+                message = "\n\n".join([message, *notes])
+            exc = WorkflowFailed(message)
+            if sys.version_info >= (3, 11):
+                for note in notes:
+                    exc.add_note(note)
             exc.run_id = self.run_id  # type: ignore[attr-defined]
             exc.task_id = failed.task_id if failed else None  # type: ignore[attr-defined]
             exc.error = failed.error if failed else self.error  # type: ignore[attr-defined]
             exc.traceback = failed.traceback if failed else None  # type: ignore[attr-defined]
             raise exc
         raise CloacinaError(f"run {self.run_id} of workflow '{self.workflow}' is {self.status}")
+
+
+@dataclass(frozen=True, repr=False)
+class RunSummary:
+    """A run as :meth:`Runner.list_runs` lists it: its row and how many of its tasks are
+    in each status, read without its context or task outputs (listing costs the same
+    whatever the runs hold). :meth:`result` (and ``context``, ``tasks``, ``events``)
+    reads the whole run on first use."""
+
+    run_id: str
+    workflow: str
+    version: str
+    status: str
+    error: str | None
+    created_at: datetime | None
+    started_at: datetime | None
+    finished_at: datetime | None
+    duration: timedelta | None
+    idempotency_key: str | None
+    task_counts: dict[str, int]
+    """``status -> number of tasks``."""
+    _runner: Runner = field(compare=False)
+    _loaded: list[RunResult] = field(default_factory=list, compare=False)
+
+    @classmethod
+    def _from_native(cls, raw: Mapping[str, Any], runner: Runner) -> RunSummary:
+        started, finished = _time(raw["started_at"]), _time(raw["finished_at"])
+        return cls(
+            run_id=raw["run_id"],
+            workflow=raw["workflow"],
+            version=raw["version"],
+            status=raw["status"],
+            error=raw["error"],
+            created_at=_time(raw["created_at"]),
+            started_at=started,
+            finished_at=finished,
+            duration=_span(started, finished),
+            idempotency_key=raw["idempotency_key"],
+            task_counts=raw["task_counts"],
+            _runner=runner,
+        )
+
+    @property
+    def ok(self) -> bool:
+        """True when the run completed."""
+        return self.status == "completed"
+
+    def result(self) -> RunResult:
+        """The whole run (context, tasks, events), read once and kept."""
+        if not self._loaded:
+            self._loaded.append(self._runner._get_existing(self.run_id))
+        return self._loaded[0]
+
+    @property
+    def context(self) -> dict[str, Any]:
+        """The run's context (reads the whole run)."""
+        return self.result().context
+
+    @property
+    def tasks(self) -> dict[str, TaskResult]:
+        """The run's tasks (reads the whole run)."""
+        return self.result().tasks
+
+    @property
+    def events(self) -> list[dict[str, Any]]:
+        """The run's events (reads the whole run)."""
+        return self.result().events
+
+    def __repr__(self) -> str:
+        duration = f", {_seconds_text(self.duration)}" if self.duration is not None else ""
+        return (
+            f"RunSummary({self.run_id!r}, workflow={self.workflow!r}, {self.status}{duration}, "
+            f"tasks: {_counts_text(self.task_counts)})"
+        )
 
 
 class RunHandle:
@@ -218,6 +375,36 @@ class RunHandle:
 
     def __repr__(self) -> str:
         return f"RunHandle({self.run_id!r})"
+
+
+def _warn_if_another_runner_is_open(runner: Runner) -> None:
+    """Logs a warning when another open runner of this process uses the same database
+    file: each has its own engine, threads and checks. Usually the old one of a notebook
+    cell run again; it closes itself once nothing references it."""
+    if runner._path is None:
+        return
+    for other in list(_open_runners):
+        if other is not runner and other._engine is not None and other._path == runner._path:
+            logging.getLogger("cloacina").warning(
+                "another Runner on %s is already open in this process (%r); close it, or "
+                "reuse it: each runner has its own engine and threads",
+                runner._path,
+                other,
+            )
+            return
+
+
+_logging_level: list[int | None] = [None]
+
+
+def _follow_logging_level() -> None:
+    """The engine caches Python's logger levels (no log call of its own takes the GIL):
+    when the ``cloacina`` logger's level changed since (``logging.basicConfig`` in a
+    later notebook cell), the cache is dropped, so the next run logs at the new level."""
+    level = logging.getLogger("cloacina").getEffectiveLevel()
+    if level != _logging_level[0]:
+        _logging_level[0] = level
+        _native.reset_logging()
 
 
 def _interrupt(loop: BackgroundLoop, token: str, why: str) -> bool:
@@ -281,6 +468,8 @@ class Runner:
         self._lock = threading.Lock()
         # Names this runner to its own task attempts (see _invoke.current_runner).
         self._key = object()
+        # Lets a task that reads a key missing from its context name the task that wrote it.
+        _invoke.register_database(self._key, target.path)
         self._loop = BackgroundLoop(runner_key=self._key)
         try:
             self._engine: _native.Engine | None = _native.Engine(
@@ -298,7 +487,14 @@ class Runner:
             raise ConfigurationError(f"{self.url}: {exc}") from None
         self.max_concurrency = max_concurrency
         self.durability = durability
+        self._path = target.path
+        _warn_if_another_runner_is_open(self)
         _open_runners.add(self)
+        # Forgotten (re-running a notebook cell that opens a runner): once nothing
+        # references this runner, its engine closes itself (the native object's drop)
+        # and its event loop stops; nothing keeps polling in the background.
+        finalizer = weakref.finalize(self, self._loop.stop)
+        finalizer.atexit = False
 
     def _waiting_from_own_task(self) -> bool:
         """True when the caller is a task attempt of this runner: while it waits for
@@ -322,6 +518,7 @@ class Runner:
     def _prepare(workflow: Workflow, context: Mapping[str, Any] | None) -> dict[str, Any]:
         if not isinstance(workflow, Workflow):
             raise TypeError(f"expected a Workflow, got {type(workflow).__name__}")
+        _follow_logging_level()
         workflow._ensure_registered()
         if context is None:
             return {}
@@ -419,14 +616,16 @@ class Runner:
 
     def list_runs(
         self, workflow: str | Workflow | None = None, status: str | None = None, limit: int = 50
-    ) -> list[RunResult]:
-        """Recorded runs, newest first, optionally of one workflow and/or one status."""
+    ) -> list[RunSummary]:
+        """Recorded runs, newest first, optionally of one workflow and/or one status, as
+        :class:`RunSummary` objects: light to list (no contexts are read); a run's
+        context and tasks are read when first asked for."""
         if isinstance(workflow, Workflow):
             workflow = workflow.name
         if not isinstance(limit, int) or limit < 0:
             raise ValueError(f"limit must be a non-negative int, not {limit!r}")
         raws = self._engine_or_raise().list_runs(workflow, status, limit)
-        return [RunResult._from_native(raw) for raw in raws]
+        return [RunSummary._from_native(raw, self) for raw in raws]
 
     def close(self) -> None:
         """Stops the running task attempts (a sync body is interrupted where it runs;
@@ -444,6 +643,7 @@ class Runner:
         if engine is not None:
             engine.close()
             self._loop.stop()
+        _invoke.forget_database(self._key)
         _open_runners.discard(self)
 
     def __enter__(self) -> Runner:

@@ -112,7 +112,7 @@ class Task:
         self._dependency_tasks = dep_tasks
         self._options = options
         self.is_async = inspect.iscoroutinefunction(fn)
-        self.fingerprint = code_fingerprint(fn)
+        self.fingerprint = definition_fingerprint(fn, deps, policy, options)
         functools.update_wrapper(self, fn)
         _native.register_task(
             task_id,
@@ -120,10 +120,12 @@ class Task:
             is_async=self.is_async,
             dependencies=deps,
             fingerprint=self.fingerprint,
+            pull_in=[d.id for d in dep_tasks],
             policy=policy,
             retry_on=retry_on_types,
             hooks=(on_success, on_failure, on_retry),
         )
+        _defined[task_id] = self
 
     @property
     def options(self) -> dict[str, Any]:
@@ -240,6 +242,30 @@ def _check_signature(fn: Callable[..., Any], task_id: str) -> None:
         raise TypeError(
             f"task '{task_id}' must accept exactly one positional argument, the Context"
         ) from None
+
+
+_defined: dict[str, Task] = {}
+"""The current definition of each task id in this process (the engine runs these)."""
+
+
+def defined_task(task_id: str) -> Task:
+    """The task defined now under ``task_id``."""
+    return _defined[task_id]
+
+
+def definition_fingerprint(
+    fn: Callable[..., Any], deps: list[str], policy: dict[str, Any], options: dict[str, Any]
+) -> str:
+    """A digest of everything that defines a task: its code, its dependencies and its
+    options (hooks and ``retry_on`` by name). A workflow's version changes with it."""
+    digest = hashlib.sha256(code_fingerprint(fn).encode())
+    digest.update(repr(deps).encode())
+    digest.update(repr(sorted(policy.items(), key=lambda kv: kv[0])).encode())
+    for name in ("retry_on", "on_success", "on_failure", "on_retry"):
+        value = options[name]
+        values = value if isinstance(value, tuple) else (value,)
+        digest.update(repr([getattr(v, "__qualname__", repr(v)) for v in values]).encode())
+    return digest.hexdigest()[:16]
 
 
 def code_fingerprint(fn: Callable[..., Any]) -> str:

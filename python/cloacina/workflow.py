@@ -8,7 +8,7 @@ from typing import Any
 from cloacina import _native
 from cloacina._durations import seconds
 from cloacina.errors import WorkflowError
-from cloacina.task import Task
+from cloacina.task import Task, defined_task
 
 _defined: dict[str, Workflow] = {}
 """The latest workflow defined under each name in this process (for unpickling)."""
@@ -29,13 +29,17 @@ def _defined_workflow(name: str) -> Workflow:
 class Workflow:
     """A named set of tasks whose dependencies form a DAG.
 
-    Validated at definition: an empty workflow, duplicate ids, unknown dependency ids
-    and cycles raise :class:`cloacina.WorkflowError`. A dependency given as a ``Task``
-    object that is not listed is pulled in. Defining a workflow again under the same
-    name replaces the previous definition.
+    A workflow is its name and the ids of the tasks it lists: every run (and every
+    ``resume`` or recovery) uses the current definition of each task (code,
+    dependencies, options), so redefining a task in a notebook cell is picked up by the
+    next run, and :attr:`version` changes with it. A dependency given as a ``Task``
+    object that is not listed is pulled in. Validated at definition and again before a
+    run after a task changed: an empty workflow, duplicate ids, unknown dependency ids
+    and cycles raise :class:`cloacina.WorkflowError`. Defining a workflow again under
+    the same name replaces the previous definition.
     """
 
-    __slots__ = ("_order", "description", "name", "tasks", "timeout", "version")
+    __slots__ = ("_listed", "_order", "_version", "description", "name", "timeout")
 
     def __init__(
         self,
@@ -53,47 +57,49 @@ class Workflow:
             timeout = seconds(f"workflow '{name}': timeout", timeout, allow_zero=False)
         if isinstance(tasks, Task):
             tasks = [tasks]
-        listed: list[Task] = []
+        listed: list[str] = []
         for t in tasks:
             if not isinstance(t, Task):
                 raise TypeError(f"workflow '{name}': expected tasks made with @task, got {t!r}")
-            listed.append(t)
-        all_tasks = list(listed)
-        ids = {t.id for t in listed}
-        pending = [d for t in listed for d in t._dependency_tasks]
-        while pending:
-            dep = pending.pop(0)
-            if dep.id not in ids:
-                ids.add(dep.id)
-                all_tasks.append(dep)
-                pending.extend(dep._dependency_tasks)
-        order, version = _native.register_workflow(
-            name,
-            [(t.id, t.dependencies, t.fingerprint) for t in all_tasks],
-            description,
-            timeout,
-        )
+            listed.append(t.id)
+        order, version = _native.register_workflow(name, listed, description, timeout)
         self.name = name
         self.description = description
-        self.tasks: list[Task] = all_tasks
-        self.version: str = version
         self.timeout = timeout
+        self._listed = listed
         self._order: list[str] = order
+        self._version: str = version
         _defined[name] = self
+
+    def _refresh(self) -> None:
+        """Resolves the workflow from its tasks' current definitions (and makes this
+        definition the registered one if another replaced it); ``WorkflowError`` if an
+        edit broke it."""
+        self._order, self._version = _native.current_workflow(
+            self.name, self._listed, self.description, self.timeout
+        )
+
+    @property
+    def version(self) -> str:
+        """A fingerprint of the tasks as defined now: their ids, dependencies, code and
+        options. It changes when any of them does."""
+        self._refresh()
+        return self._version
+
+    @property
+    def tasks(self) -> list[Task]:
+        """The workflow's tasks as defined now (pulled-in ones included), in order."""
+        self._refresh()
+        return [defined_task(task_id) for task_id in self._order]
 
     def topological_order(self) -> list[str]:
         """Task ids in the order the engine merges their writes (dependencies first)."""
+        self._refresh()
         return list(self._order)
 
     def _ensure_registered(self) -> None:
-        """Makes this definition the registered one again if another replaced it."""
-        if _native.workflow_version(self.name) != self.version:
-            _native.register_workflow(
-                self.name,
-                [(t.id, t.dependencies, t.fingerprint) for t in self.tasks],
-                self.description,
-                self.timeout,
-            )
+        """Before a run: this definition, resolved from the current task definitions."""
+        self._refresh()
 
     def __reduce__(self) -> tuple[Any, tuple[str]]:
         """Pickles the workflow by its name: it unpickles to the workflow defined under
@@ -109,17 +115,16 @@ class Workflow:
         return self
 
     def __repr__(self) -> str:
-        return f"Workflow({self.name!r}, tasks={self._order!r}, version={self.version!r})"
+        return f"Workflow({self.name!r}, tasks={self._order!r}, version={self._version!r})"
 
     def _repr_html_(self) -> str:
         from html import escape
 
-        position = {task_id: i for i, task_id in enumerate(self._order)}
         rows = "".join(
             f"<tr><td>{escape(t.id)}</td><td>{escape(', '.join(t.dependencies)) or '-'}</td></tr>"
-            for t in sorted(self.tasks, key=lambda t: position[t.id])
+            for t in self.tasks
         )
         return (
-            f"<b>Workflow {escape(self.name)}</b> <small>version {escape(self.version)}</small>"
+            f"<b>Workflow {escape(self.name)}</b> <small>version {escape(self._version)}</small>"
             f"<table><tr><th>task</th><th>depends on</th></tr>{rows}</table>"
         )

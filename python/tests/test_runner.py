@@ -10,7 +10,16 @@ import time
 from datetime import timedelta
 
 import pytest
-from cloacina import Attempt, CloacinaError, Runner, RunResult, TaskResult, Workflow, task
+from cloacina import (
+    Attempt,
+    CloacinaError,
+    Runner,
+    RunResult,
+    RunSummary,
+    TaskResult,
+    Workflow,
+    task,
+)
 from helpers import (
     assert_utc,
     eventually,
@@ -352,7 +361,11 @@ def test_list_runs_newest_first_filters_and_limit(runner):
     newest_first = ids[::-1]
 
     listed = runner.list_runs()
-    assert all(isinstance(r, RunResult) for r in listed)
+    assert all(isinstance(r, RunSummary) for r in listed)
+    # The whole run is read when asked for, and equals what get_run returns.
+    assert listed[0].result() == runner.get_run(ids[4])
+    assert listed[0].task_counts == {"failed": 1} and listed[1].task_counts == {"completed": 1}
+    assert "nope" in listed[0].tasks["failing_task"].error
     assert [r.run_id for r in listed] == newest_first
     assert [r.run_id for r in runner.list_runs(workflow="list_ok_wf")] == [ids[3], ids[2], ids[0]]
     assert [r.run_id for r in runner.list_runs(status="failed")] == [ids[4], ids[1]]

@@ -10,7 +10,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use crate::context::Map;
 use crate::errors::{Error, Result};
 use crate::registry::WorkflowDef;
-use crate::store::{is_final_run_status, RunFilter, RunRecord, SqliteStore, WriteConnection};
+use crate::store::{is_final_run_status, RunFilter, RunRecord, RunSummary, SqliteStore, WriteConnection};
 
 pub mod executor;
 mod owner;
@@ -75,6 +75,9 @@ pub(crate) struct Shared {
     pub watches: Mutex<HashMap<Arc<str>, watch::Receiver<bool>>>,
     /// Why the scheduler stopped, if it stopped on an error.
     pub failure: Mutex<Option<Error>>,
+    /// Notified when a run starts being driven here, and when the engine closes: the
+    /// background checks wake for it instead of polling at a fixed rate while idle.
+    pub activity: Arc<tokio::sync::Notify>,
 }
 
 impl Shared {
@@ -208,6 +211,7 @@ impl Engine {
             lease: config.lease,
             watches: Mutex::new(HashMap::new()),
             failure: Mutex::new(None),
+            activity: Arc::new(tokio::sync::Notify::new()),
         });
         let (tx, rx) = mpsc::unbounded_channel();
         let recover = config.recover;
@@ -220,7 +224,8 @@ impl Engine {
             })
             .map_err(|e| Error::Internal(format!("cannot start the scheduler thread: {e}")))?;
         lock(&LIVE_OWNERS).insert(shared.owner.to_string());
-        tokio::spawn(watch_store(Arc::downgrade(&shared), tx.downgrade(), recover));
+        let activity = shared.activity.clone();
+        tokio::spawn(watch_store(Arc::downgrade(&shared), tx.downgrade(), activity, recover));
         Ok(Engine { shared, commands: tx })
     }
 
@@ -322,9 +327,9 @@ impl Engine {
         self.shared.store.run(run_id, reads).await
     }
 
-    /// Runs matching `filter`, newest first.
-    pub async fn list_runs(&self, filter: &RunFilter) -> Result<Vec<RunRecord>> {
-        self.shared.store.runs(filter).await
+    /// Runs matching `filter`, newest first, as summaries.
+    pub async fn list_runs(&self, filter: &RunFilter, reads: Reads) -> Result<Vec<RunSummary>> {
+        self.shared.store.run_summaries(filter, reads).await
     }
 
     /// Stops taking work, interrupts the running attempts (a body that cannot be
@@ -336,6 +341,7 @@ impl Engine {
         if self.commands.send(Command::Shutdown { reply }).is_ok() {
             let _ = rx.await;
         }
+        self.shared.activity.notify_one();
         lock(&LIVE_OWNERS).remove(&*self.shared.owner);
         self.shared.store.close().await;
     }
@@ -391,28 +397,47 @@ impl Engine {
         lock(&LIVE_OWNERS).remove(&*self.shared.owner);
         let (reply, _rx) = oneshot::channel();
         let _ = self.commands.send(Command::Shutdown { reply });
+        self.shared.activity.notify_one();
     }
 }
 
 /// How often an engine looks for cancellation requests for the runs it drives.
 const CANCEL_CHECK: Duration = Duration::from_millis(200);
 
-/// How often an engine looks for orphaned runs it could continue.
+/// How often an engine that drives runs looks for orphaned runs it could continue.
 const RECOVERY_CHECK: Duration = Duration::from_secs(2);
+
+/// The longest pause between looks for orphaned runs while the engine is idle: the
+/// pause doubles from `RECOVERY_CHECK` while nothing is found (a dead process's runs
+/// are also taken over at once by the next runner opened on the database).
+const IDLE_RECOVERY_CHECK: Duration = Duration::from_secs(30);
 
 /// The engine's background duties against the store, none on the scheduling path:
 /// carry out cancellation requests written by other runners or processes (a cheap
 /// indexed read, only while runs are driven here), renew leases (a third of the lease),
-/// and take over orphaned runs (when `recover` is on).
+/// and take over orphaned runs (when `recover` is on). While no run is driven here it
+/// sleeps until a run starts (`activity`), waking only for the recovery check, at a
+/// pause that grows: an idle runner costs no measurable CPU.
 async fn watch_store(
     shared: std::sync::Weak<Shared>,
     commands: mpsc::WeakUnboundedSender<Command>,
+    activity: Arc<tokio::sync::Notify>,
     recover: bool,
 ) {
     let mut last_heartbeat = std::time::Instant::now();
     let mut last_recovery = std::time::Instant::now();
+    let mut idle_recovery = RECOVERY_CHECK;
     loop {
-        tokio::time::sleep(CANCEL_CHECK).await;
+        let driving_before = shared.upgrade().is_some_and(|s| !lock(&s.watches).is_empty());
+        let pause = match (driving_before, recover) {
+            (true, _) => CANCEL_CHECK,
+            (false, true) => idle_recovery.saturating_sub(last_recovery.elapsed()).max(CANCEL_CHECK),
+            (false, false) => Duration::from_secs(3600),
+        };
+        tokio::select! {
+            _ = tokio::time::sleep(pause) => {}
+            _ = activity.notified() => idle_recovery = RECOVERY_CHECK,
+        }
         let (Some(shared), Some(commands)) = (shared.upgrade(), commands.upgrade()) else { return };
         if commands.is_closed() {
             return;
@@ -424,10 +449,14 @@ async fn watch_store(
                 return;
             }
         }
-        if recover && last_recovery.elapsed() >= RECOVERY_CHECK {
+        let due = if driving { RECOVERY_CHECK } else { idle_recovery };
+        if recover && last_recovery.elapsed() >= due {
             last_recovery = std::time::Instant::now();
-            if let Err(e) = recover_orphans(&shared, &commands).await {
-                log::debug!("looking for runs to recover failed: {e}");
+            match recover_orphans(&shared, &commands).await {
+                Ok(taken) if !taken.is_empty() => idle_recovery = RECOVERY_CHECK,
+                Ok(_) if !driving => idle_recovery = (idle_recovery * 2).min(IDLE_RECOVERY_CHECK),
+                Ok(_) => {}
+                Err(e) => log::debug!("looking for runs to recover failed: {e}"),
             }
         }
         if !driving {

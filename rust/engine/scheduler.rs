@@ -354,6 +354,7 @@ impl Scheduler {
             lease_until: micros_after(now, self.shared.lease),
             idempotency_key,
         });
+        log::info!("run {run_id} of workflow '{}' started ({} tasks)", workflow.name, graph.len());
         let (done, watch) = watch::channel(false);
         let mut run = RunState::new(run_id.clone(), workflow.clone(), input, done);
         run.lease_until = micros_after(now, self.shared.lease);
@@ -408,6 +409,7 @@ impl Scheduler {
                     traceback: None,
                     reason: None,
                 });
+                log::debug!("task '{task_id}' of run {run_id} completed (attempt {attempt})");
                 if let Some(def) = def.as_ref().filter(|d| d.body.has_hook(HookKind::Success)) {
                     let base =
                         run.tasks[position as usize].input.clone().unwrap_or_else(|| run.input.clone());
@@ -631,6 +633,12 @@ impl Scheduler {
             ),
             None => ("completed", None),
         };
+        match &error {
+            Some(error) => {
+                log::info!("run {} of workflow '{}' failed: {error}", run.run_id, run.workflow.name)
+            }
+            None => log::info!("run {} of workflow '{}' completed", run.run_id, run.workflow.name),
+        }
         ops.push(Op::FinishRun { run_id: run.run_id.clone(), status, error, at: now });
     }
 
@@ -653,6 +661,7 @@ impl Scheduler {
             CancelReason::User => "the run was cancelled".to_string(),
             CancelReason::Timeout(s) => format!("the run timed out after {} s", trim_seconds(s)),
         };
+        log::info!("run {run_id} of workflow '{}': {why}", run.workflow.name);
         for (position, task) in run.tasks.iter_mut().enumerate() {
             match task.status {
                 TaskStatus::Pending | TaskStatus::Ready | TaskStatus::Running => {
@@ -839,8 +848,14 @@ impl Scheduler {
 
     /// Takes over a run read from the store (already claimed for this engine):
     /// `Recover` continues it after its owner died (an attempt that was running is
-    /// recorded as interrupted and tried again); `Resume` also runs its failed, skipped
-    /// and cancelled tasks again. Completed tasks keep their outputs and never run again.
+    /// recorded as interrupted and tried again); `Resume` also runs its failed,
+    /// `upstream_failed` and cancelled tasks again, and decides its skipped ones anew.
+    /// Completed tasks keep their outputs and never run again.
+    ///
+    /// When the workflow's current definition differs from the run's (its version), the
+    /// run is planned again on the current definition: tasks still in it keep what they
+    /// did, new tasks run, tasks no longer in it that had not finished are skipped with
+    /// that reason, and a `version_mismatch` event records the change.
     fn adopt(
         &mut self,
         record: RunRecord,
@@ -853,28 +868,63 @@ impl Scheduler {
             return Err(Error::Task(format!("run {run_id} is already being driven by this runner")));
         }
         let now = now_micros();
-        let specs: Vec<TaskSpec> = record
-            .tasks
-            .iter()
-            .map(|t| TaskSpec {
-                id: t.task_id.clone(),
-                dependencies: t.dependencies.clone(),
-                fingerprint: String::new(),
-            })
-            .collect();
-        let graph = Graph::build(&record.workflow, &specs)?;
-        if graph.ids().iter().zip(&record.tasks).any(|(id, t)| *id != t.task_id) {
-            return Err(Error::Database(format!(
-                "run {run_id}: its stored tasks are not in a consistent order"
-            )));
-        }
-        let current = registry::workflow(&record.workflow);
-        let workflow = Arc::new(WorkflowDef {
-            name: record.workflow.clone(),
-            description: None,
-            graph,
-            timeout: current.as_ref().and_then(|w| w.timeout),
-        });
+        let current = registry::current_workflow(&record.workflow).ok();
+        let replan = current.as_ref().filter(|c| c.graph.version() != record.version);
+        let stored_ids: HashSet<&str> = record.tasks.iter().map(|t| t.task_id.as_str()).collect();
+        let (graph, added, removed) = match replan {
+            None => {
+                let specs: Vec<TaskSpec> = record
+                    .tasks
+                    .iter()
+                    .map(|t| TaskSpec {
+                        id: t.task_id.clone(),
+                        dependencies: t.dependencies.clone(),
+                        fingerprint: String::new(),
+                    })
+                    .collect();
+                let graph = Graph::build(&record.workflow, &specs)?;
+                if graph.ids().iter().zip(&record.tasks).any(|(id, t)| *id != t.task_id) {
+                    return Err(Error::Database(format!(
+                        "run {run_id}: its stored tasks are not in a consistent order"
+                    )));
+                }
+                (graph, Vec::new(), Vec::new())
+            }
+            Some(current) => {
+                // The current plan, then the tasks it no longer has (placed last).
+                let now_graph = &current.graph;
+                let mut specs: Vec<TaskSpec> = (0..now_graph.len() as u32)
+                    .map(|p| TaskSpec {
+                        id: now_graph.id(p).to_string(),
+                        dependencies: now_graph
+                            .dependencies(p)
+                            .iter()
+                            .map(|&d| now_graph.id(d).to_string())
+                            .collect(),
+                        fingerprint: String::new(),
+                    })
+                    .collect();
+                let added: Vec<String> = specs
+                    .iter()
+                    .filter(|t| !stored_ids.contains(t.id.as_str()))
+                    .map(|t| t.id.clone())
+                    .collect();
+                let removed: Vec<String> = record
+                    .tasks
+                    .iter()
+                    .filter(|t| now_graph.position(&t.task_id).is_none())
+                    .map(|t| t.task_id.clone())
+                    .collect();
+                specs.extend(removed.iter().map(|id| TaskSpec {
+                    id: id.clone(),
+                    dependencies: Vec::new(),
+                    fingerprint: String::new(),
+                }));
+                (Graph::build(&record.workflow, &specs)?, added, removed)
+            }
+        };
+        let timeout = current.as_ref().and_then(|w| w.timeout);
+        let workflow = Arc::new(registry::unregistered_workflow(&record.workflow, graph, timeout));
         let (done, watch) = watch::channel(false);
         let mut run = RunState::new(run_id.clone(), workflow.clone(), record.input.clone(), done);
         run.lease_until = record.lease_expires_at.unwrap_or(0);
@@ -883,13 +933,78 @@ impl Scheduler {
         // The attempt that was running belonged to the previous owner.
         let lost_owner: Arc<str> = record.owner.as_deref().unwrap_or("unknown").into();
         let mut reset = Vec::new();
-        for (position, t) in record.tasks.iter().enumerate() {
+        if let Some(current) = replan {
+            for (position, task) in run.tasks.iter_mut().enumerate() {
+                let graph = &workflow.graph;
+                let deps: Vec<&str> =
+                    graph.dependencies(position as u32).iter().map(|&d| graph.id(d)).collect();
+                let dependencies = serde_json::to_string(&deps).unwrap_or_else(|_| "[]".into());
+                if stored_ids.contains(&*task.id) {
+                    ops.push(Op::PlanTask {
+                        run_id: run_id.clone(),
+                        task_id: task.id.clone(),
+                        position: position as u32,
+                        dependencies,
+                    });
+                } else {
+                    task.status = TaskStatus::Pending; // new: decided by its rule below
+                    ops.push(Op::InsertTask {
+                        run_id: run_id.clone(),
+                        task_id: task.id.clone(),
+                        position: position as u32,
+                        dependencies,
+                        status: "pending",
+                    });
+                }
+            }
+            ops.push(Op::SetRunVersion { run_id: run_id.clone(), version: current.graph.version().into() });
+            let detail = serde_json::json!({
+                "from": record.version,
+                "to": current.graph.version(),
+                "added_tasks": added,
+                "removed_tasks": removed,
+            });
+            ops.push(Op::AddEvent {
+                run_id: run_id.clone(),
+                kind: "version_mismatch",
+                detail: detail.to_string(),
+                at: now,
+            });
+            log::info!(
+                "run {run_id} of workflow '{}' is planned again on its current definition (version {} -> {})",
+                record.workflow,
+                record.version,
+                current.graph.version()
+            );
+        }
+        let gone = |id: &str| replan.is_some() && removed.iter().any(|r| r == id);
+        for t in &record.tasks {
+            let Some(position) = workflow.graph.position(&t.task_id) else { continue };
+            let position = position as usize;
             let task = &mut run.tasks[position];
             task.attempts = t.attempts;
             task.status = match t.status.as_str() {
                 "completed" => {
                     task.delta = Some(Arc::new(t.output.clone().unwrap_or_default()));
                     TaskStatus::Completed
+                }
+                _ if gone(&t.task_id) => {
+                    // Not part of the plan any more: whatever it did (its attempts stay
+                    // in its history), it is skipped, and fails nothing.
+                    if t.attempts > 0 {
+                        ops.push(Op::ResetTask { run_id: run_id.clone(), task_id: task.id.clone() });
+                    }
+                    let reason =
+                        format!("task '{}' is no longer in workflow '{}'", t.task_id, record.workflow);
+                    ops.push(Op::MarkTask {
+                        run_id: run_id.clone(),
+                        task_id: task.id.clone(),
+                        status: "skipped",
+                        reason: Some(reason.clone()),
+                        at: Some(now),
+                    });
+                    task.reason = Some(reason.into());
+                    TaskStatus::Skipped
                 }
                 "failed" | "upstream_failed" | "skipped" | "cancelled" if reopen => {
                     reset.push(position as u32);
@@ -935,7 +1050,8 @@ impl Scheduler {
                 _ => TaskStatus::Pending,
             };
         }
-        // What is left must still be defined here; a changed workflow is fine if so.
+        // What is left must still be defined here (the workflow may be undefined, or
+        // broken by an edit, in this process: the stored plan is then followed).
         let missing: Vec<String> = run
             .tasks
             .iter()
@@ -944,7 +1060,7 @@ impl Scheduler {
             .map(|t| t.id.to_string())
             .collect();
         let current_version = current.as_ref().map(|w| w.graph.version().to_string());
-        if current_version.as_deref() != Some(record.version.as_str()) {
+        if replan.is_none() && current_version.as_deref() != Some(record.version.as_str()) {
             let detail =
                 serde_json::json!({"from": record.version, "to": current_version, "missing_tasks": missing});
             ops.push(Op::AddEvent {
@@ -1058,6 +1174,7 @@ impl Scheduler {
             effects.timers.push((saturating(left), cmd));
         }
         lock(&self.shared.watches).insert(run_id.clone(), watch);
+        self.shared.activity.notify_one();
         if run.unfinished == 0 {
             Self::finalize(&mut run, now, ops);
             effects.finished_runs.push(run_id.clone());

@@ -50,6 +50,7 @@ fn define_with(
     registry::register_task(TaskDef {
         id: id.into(),
         dependencies: deps.iter().map(|d| d.to_string()).collect(),
+        pull_in: Vec::new(),
         fingerprint: id.into(),
         policy: crate::policy::TaskPolicy::parse(id, &policy).unwrap(),
         body: Arc::new(RustBody(Arc::new(f))),
@@ -59,6 +60,11 @@ fn define_with(
         dependencies: deps.iter().map(|d| d.to_string()).collect(),
         fingerprint: id.into(),
     }
+}
+
+/// The ids of `specs`, as a workflow lists them.
+fn ids(specs: &[TaskSpec]) -> Vec<String> {
+    specs.iter().map(|s| s.id.clone()).collect()
 }
 
 fn obj(v: Value) -> Map {
@@ -95,7 +101,7 @@ async fn chain_runs_in_order_and_persists_deltas() {
         define("rt_b", &["rt_a"], add_one("x")),
         define("rt_c", &["rt_b"], add_one("x")),
     ];
-    let wf = registry::register_workflow("rt_chain", None, &specs, None).unwrap();
+    let wf = registry::register_workflow("rt_chain", None, &ids(&specs), None).unwrap();
     let run = run(&engine, &wf, json!({"x": 10})).await;
     assert_eq!(run.status, "completed");
     assert_eq!(run.context().get("x"), Some(&json!(13)));
@@ -117,7 +123,7 @@ async fn failure_blocks_downstream_and_independent_branch_completes() {
         define("rf_after_bad", &["rf_bad"], add_one("y")),
         define("rf_good", &["rf_root"], add_one("z")),
     ];
-    let wf = registry::register_workflow("rt_fail", None, &specs, None).unwrap();
+    let wf = registry::register_workflow("rt_fail", None, &ids(&specs), None).unwrap();
     let run = run(&engine, &wf, json!({})).await;
     let status = |id: &str| run.tasks.iter().find(|t| t.task_id == id).unwrap().status.clone();
     assert_eq!(run.status, "failed");
@@ -141,7 +147,7 @@ async fn many_concurrent_runs_all_complete() {
             define(&format!("rc_{i}"), &deps, add_one("x"))
         })
         .collect();
-    let wf = registry::register_workflow("rt_many", None, &specs, None).unwrap();
+    let wf = registry::register_workflow("rt_many", None, &ids(&specs), None).unwrap();
     let mut ids = Vec::new();
     for _ in 0..200 {
         ids.push(engine.submit(wf.clone(), obj(json!({"x": 0})), None, Reads::Offloaded).await.unwrap());
@@ -150,15 +156,18 @@ async fn many_concurrent_runs_all_complete() {
         engine.wait(id, Reads::Offloaded).await.unwrap();
     }
     let runs = engine
-        .list_runs(&RunFilter {
-            workflow: Some("rt_many".into()),
-            status: Some("completed".into()),
-            limit: 1000,
-        })
+        .list_runs(
+            &RunFilter { workflow: Some("rt_many".into()), status: Some("completed".into()), limit: 1000 },
+            Reads::Offloaded,
+        )
         .await
         .unwrap();
     assert_eq!(runs.len(), 200);
-    assert!(runs.iter().all(|r| r.context().get("x") == Some(&json!(5))));
+    assert!(runs.iter().all(|r| r.task_counts == [("completed".to_string(), 5)]));
+    for id in &ids {
+        let run = engine.get_run(id, Reads::Offloaded).await.unwrap().unwrap();
+        assert_eq!(run.context().get("x"), Some(&json!(5)));
+    }
     engine.close().await;
 }
 
@@ -175,7 +184,7 @@ async fn retries_until_success_and_records_every_attempt() {
             Ok(obj(json!({"ok": true})))
         }
     })];
-    let wf = registry::register_workflow("rt_retry", None, &specs, None).unwrap();
+    let wf = registry::register_workflow("rt_retry", None, &ids(&specs), None).unwrap();
     let run = run(&engine, &wf, json!({})).await;
     assert_eq!(run.status, "completed");
     let task = &run.tasks[0];
@@ -194,7 +203,7 @@ async fn all_done_rule_runs_cleanup_after_a_failure() {
         define("rd_next", &["rd_bad"], add_one("x")),
         define_with("rd_cleanup", &["rd_next"], json!({"trigger": {"rule": "all_done"}}), add_one("c")),
     ];
-    let wf = registry::register_workflow("rt_rules", None, &specs, None).unwrap();
+    let wf = registry::register_workflow("rt_rules", None, &ids(&specs), None).unwrap();
     let run = run(&engine, &wf, json!({})).await;
     let status = |id: &str| run.tasks.iter().find(|t| t.task_id == id).unwrap().status.clone();
     assert_eq!(status("rd_next"), "upstream_failed");
@@ -214,7 +223,7 @@ async fn cancel_ends_the_run_and_its_pending_tasks() {
         }),
         define("rk_after", &["rk_slow"], add_one("x")),
     ];
-    let wf = registry::register_workflow("rt_cancel", None, &specs, None).unwrap();
+    let wf = registry::register_workflow("rt_cancel", None, &ids(&specs), None).unwrap();
     let id = engine.submit(wf, obj(json!({})), None, Reads::Offloaded).await.unwrap();
     assert!(engine.cancel(&id).await.unwrap());
     engine.wait(&id, Reads::Offloaded).await.unwrap();
@@ -235,7 +244,7 @@ async fn a_skipped_root_skips_its_successors_and_the_run_ends() {
         define("rs_next", &["rs_root"], add_one("y")),
         define_with("rs_last", &["rs_next"], json!({"trigger": {"rule": "all_done"}}), add_one("z")),
     ];
-    let wf = registry::register_workflow("rt_skip_root", None, &specs, None).unwrap();
+    let wf = registry::register_workflow("rt_skip_root", None, &ids(&specs), None).unwrap();
     let run = tokio::time::timeout(std::time::Duration::from_secs(10), run(&engine, &wf, json!({})))
         .await
         .expect("the run must end");
@@ -261,7 +270,7 @@ async fn chain_cost() {
             define(&format!("cc_{i}"), &deps, add_one("x"))
         })
         .collect();
-    let wf = registry::register_workflow("rt_cost", None, &specs, None).unwrap();
+    let wf = registry::register_workflow("rt_cost", None, &ids(&specs), None).unwrap();
     run(&engine, &wf, json!({"x": 0})).await;
     let t = std::time::Instant::now();
     for _ in 0..20 {

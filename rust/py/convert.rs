@@ -7,7 +7,7 @@ use pyo3::types::{PyBool, PyDict, PyFloat, PyInt, PyList, PyString, PyTuple};
 use serde_json::Value;
 
 use crate::context::{Map, MAX_DEPTH};
-use crate::store::RunRecord;
+use crate::store::{RunRecord, RunSummary};
 
 /// A JSON map as a new Python dict.
 pub fn map_to_py<'py>(py: Python<'py>, map: &Map) -> PyResult<Bound<'py, PyAny>> {
@@ -215,6 +215,27 @@ fn status_to_py<'py>(py: Python<'py>, status: &str) -> Bound<'py, PyString> {
         _ => return PyString::new(py, status),
     };
     known.clone()
+}
+
+/// A run summary as a plain dict for the Python layer (times in integer microseconds;
+/// `task_counts` maps a status to how many tasks have it).
+pub fn summary_to_py<'py>(py: Python<'py>, run: &RunSummary) -> PyResult<Bound<'py, PyAny>> {
+    let counts = PyDict::new(py);
+    for (status, n) in &run.task_counts {
+        counts.set_item(status_to_py(py, status), n)?;
+    }
+    let view = PyDict::new(py);
+    view.set_item(intern!(py, "run_id"), &run.run_id)?;
+    view.set_item(intern!(py, "workflow"), &run.workflow)?;
+    view.set_item(intern!(py, "version"), &run.version)?;
+    view.set_item(intern!(py, "status"), &run.status)?;
+    view.set_item(intern!(py, "error"), &run.error)?;
+    view.set_item(intern!(py, "created_at"), run.created_at)?;
+    view.set_item(intern!(py, "started_at"), run.started_at)?;
+    view.set_item(intern!(py, "finished_at"), run.finished_at)?;
+    view.set_item(intern!(py, "idempotency_key"), &run.idempotency_key)?;
+    view.set_item(intern!(py, "task_counts"), counts)?;
+    Ok(view.into_any())
 }
 
 /// A run record as a plain dict for the Python layer (times in integer microseconds).

@@ -8,7 +8,7 @@ use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::PyList;
 
-use super::convert::{map_from_py, run_to_py};
+use super::convert::{map_from_py, run_to_py, summary_to_py};
 use super::invoke::PythonExecutor;
 use super::runtime::{awaitable, wait};
 use crate::engine::{Engine, EngineConfig, Reads};
@@ -25,8 +25,7 @@ pub struct PyEngine {
 }
 
 fn workflow_def(name: &str) -> PyResult<Arc<registry::WorkflowDef>> {
-    registry::workflow(name)
-        .ok_or_else(|| Error::Workflow(format!("workflow '{name}' is not defined in this process")).into())
+    Ok(registry::current_workflow(name)?)
 }
 
 #[pymethods]
@@ -176,7 +175,7 @@ impl PyEngine {
         })
     }
 
-    /// Runs as dicts, newest first.
+    /// Runs as summary dicts (no context, no tasks), newest first.
     #[pyo3(signature = (workflow = None, status = None, limit = 50))]
     fn list_runs<'py>(
         &self,
@@ -187,8 +186,9 @@ impl PyEngine {
     ) -> PyResult<Bound<'py, PyList>> {
         let engine = self.engine()?.clone();
         let filter = RunFilter { workflow, status, limit };
-        let runs = wait(py, async move { engine.list_runs(&filter).await }, None)?.expect("no timeout");
-        let items = runs.iter().map(|r| run_to_py(py, r)).collect::<PyResult<Vec<_>>>()?;
+        let runs = wait(py, async move { engine.list_runs(&filter, Reads::Inline).await }, None)?
+            .expect("no timeout");
+        let items = runs.iter().map(|r| summary_to_py(py, r)).collect::<PyResult<Vec<_>>>()?;
         PyList::new(py, items)
     }
 

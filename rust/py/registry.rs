@@ -9,7 +9,6 @@ use pyo3::types::PyDict;
 use super::convert::value_from_py;
 use super::invoke::PyTaskBody;
 use crate::errors::Error;
-use crate::graph::TaskSpec;
 use crate::policy::TaskPolicy;
 use crate::registry::{self, TaskDef};
 use crate::rules::Rule;
@@ -22,7 +21,7 @@ type Hooks = (Option<Py<PyAny>>, Option<Py<PyAny>>, Option<Py<PyAny>>);
 /// options as JSON data (retries, backoff, timeout, trigger rule...); `hooks` is
 /// `(on_success, on_failure, on_retry)`; `retry_on` a tuple of exception types.
 #[pyfunction]
-#[pyo3(signature = (id, func, *, is_async, dependencies, fingerprint, policy = None, retry_on = None, hooks = (None, None, None)))]
+#[pyo3(signature = (id, func, *, is_async, dependencies, fingerprint, pull_in = Vec::new(), policy = None, retry_on = None, hooks = (None, None, None)))]
 #[allow(clippy::too_many_arguments)]
 pub fn register_task(
     id: String,
@@ -30,6 +29,7 @@ pub fn register_task(
     is_async: bool,
     dependencies: Vec<String>,
     fingerprint: String,
+    pull_in: Vec<String>,
     policy: Option<&Bound<'_, PyAny>>,
     retry_on: Option<Py<PyAny>>,
     hooks: Hooks,
@@ -45,6 +45,7 @@ pub fn register_task(
     registry::register_task(TaskDef {
         id,
         dependencies,
+        pull_in,
         fingerprint,
         policy,
         body: Arc::new(PyTaskBody { func, is_async, retry_on, on_success, on_failure, on_retry }),
@@ -60,28 +61,39 @@ pub fn validate_rule(rule: &Bound<'_, PyAny>) -> PyResult<()> {
     Ok(())
 }
 
-/// Validates and registers (or replaces) a workflow; returns `(topological_order, version)`.
-/// `tasks` is a list of `(id, dependencies, fingerprint)`.
+/// Resolves, validates and registers (or replaces) workflow `name` listing the task ids
+/// `listed`; returns `(topological_order, version)`.
 #[pyfunction]
-#[pyo3(signature = (name, tasks, description = None, timeout = None))]
+#[pyo3(signature = (name, listed, description = None, timeout = None))]
 pub fn register_workflow(
     name: &str,
-    tasks: Vec<(String, Vec<String>, String)>,
+    listed: Vec<String>,
     description: Option<String>,
     timeout: Option<f64>,
 ) -> PyResult<(Vec<String>, String)> {
-    let specs: Vec<TaskSpec> = tasks
-        .into_iter()
-        .map(|(id, dependencies, fingerprint)| TaskSpec { id, dependencies, fingerprint })
-        .collect();
-    let def = registry::register_workflow(name, description, &specs, timeout)?;
+    let def = registry::register_workflow(name, description, &listed, timeout)?;
     Ok((def.graph.ids().to_vec(), def.graph.version().to_string()))
 }
 
-/// The version of the registered workflow `name`, if any.
+/// Workflow `name` as its tasks are defined now: `(topological_order, version)`, after
+/// making this definition (`listed`, `description`, `timeout`) the registered one if
+/// another one replaced it. Raises WorkflowError when an edit broke it.
 #[pyfunction]
-pub fn workflow_version(name: &str) -> Option<String> {
-    registry::workflow(name).map(|w| w.graph.version().to_string())
+#[pyo3(signature = (name, listed, description = None, timeout = None))]
+pub fn current_workflow(
+    name: &str,
+    listed: Vec<String>,
+    description: Option<String>,
+    timeout: Option<f64>,
+) -> PyResult<(Vec<String>, String)> {
+    let same = registry::workflow(name)
+        .is_some_and(|w| w.listed == listed && w.description == description && w.timeout == timeout);
+    let def = if same {
+        registry::current_workflow(name)?
+    } else {
+        registry::register_workflow(name, description, &listed, timeout)?
+    };
+    Ok((def.graph.ids().to_vec(), def.graph.version().to_string()))
 }
 
 /// Binds the engine to the SQLite library of Python's `_sqlite3` module (its file, or

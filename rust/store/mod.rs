@@ -58,6 +58,10 @@ pub enum Op {
     ReopenRun { run_id: Arc<str>, owner: Arc<str>, lease_until: i64 },
     /// A task goes back to `pending` to run again (resume).
     ResetTask { run_id: Arc<str>, task_id: Arc<str> },
+    /// A task's place in a run planned again (resume or recovery on a changed workflow).
+    PlanTask { run_id: Arc<str>, task_id: Arc<str>, position: u32, dependencies: String },
+    /// The workflow version a run follows (after it was planned again).
+    SetRunVersion { run_id: Arc<str>, version: Arc<str> },
     /// One task row of a new run.
     InsertTask {
         run_id: Arc<str>,
@@ -132,7 +136,9 @@ impl Op {
             | Op::FinishRun { run_id, .. }
             | Op::AddEvent { run_id, .. }
             | Op::ReopenRun { run_id, .. }
-            | Op::ResetTask { run_id, .. } => Some(run_id),
+            | Op::ResetTask { run_id, .. }
+            | Op::PlanTask { run_id, .. }
+            | Op::SetRunVersion { run_id, .. } => Some(run_id),
             Op::RenewLeases { .. } => None,
         }
     }
@@ -200,6 +206,23 @@ impl RunRecord {
             self.tasks.iter().filter(|t| t.status == "completed").filter_map(|t| t.output.as_ref()),
         )
     }
+}
+
+/// A run as `list_runs` shows it: its row and how many of its tasks are in each
+/// status; no context, task outputs or errors of tasks (read with `run`).
+#[derive(Debug, Clone)]
+pub struct RunSummary {
+    pub run_id: String,
+    pub workflow: String,
+    pub version: String,
+    pub status: String,
+    pub error: Option<String>,
+    pub created_at: i64,
+    pub started_at: Option<i64>,
+    pub finished_at: Option<i64>,
+    pub idempotency_key: Option<String>,
+    /// `(status, number of tasks)`.
+    pub task_counts: Vec<(String, u32)>,
 }
 
 /// A run that may need recovering: not final, not driven by the asking engine.

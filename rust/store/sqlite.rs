@@ -21,7 +21,7 @@ use sqlx_sqlite::{SqliteConnectOptions, SqliteConnection, SqliteJournalMode};
 
 use super::sqlite_read::{self, Readers};
 use super::sqlite_write::{WriteConnection, WriterConfig};
-use super::{OrphanCandidate, Reads, RunFilter, RunRecord};
+use super::{OrphanCandidate, Reads, RunFilter, RunRecord, RunSummary};
 use crate::errors::{Error, Result};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("rust/store/migrations/sqlite");
@@ -199,10 +199,10 @@ impl SqliteStore {
         self.read(reads, move |c| sqlite_read::run(c, &run_id)).await
     }
 
-    /// Runs matching `filter`, newest first, with their tasks (one snapshot).
-    pub async fn runs(&self, filter: &RunFilter) -> Result<Vec<RunRecord>> {
+    /// Runs matching `filter`, newest first, as summaries (one snapshot).
+    pub async fn run_summaries(&self, filter: &RunFilter, reads: Reads) -> Result<Vec<RunSummary>> {
         let filter = filter.clone();
-        self.read(Reads::Offloaded, move |c| sqlite_read::runs(c, &filter)).await
+        self.read(reads, move |c| sqlite_read::run_summaries(c, &filter)).await
     }
 
     /// Runs owned by `owner` that someone asked to cancel.

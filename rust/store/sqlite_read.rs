@@ -13,7 +13,7 @@ use std::time::Duration;
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension, Row};
 
 use super::sqlite_tx::CachedTx;
-use super::{AttemptRecord, OrphanCandidate, RunFilter, RunRecord, TaskRecord};
+use super::{AttemptRecord, OrphanCandidate, RunFilter, RunRecord, RunSummary, TaskRecord};
 use crate::context::Map;
 use crate::errors::{Error, Result};
 
@@ -100,25 +100,48 @@ pub(crate) fn run(conn: &mut Connection, run_id: &str) -> Result<Option<RunRecor
     Ok(Some(run))
 }
 
-/// Runs matching `filter`, newest first, with their tasks (one snapshot).
-pub(crate) fn runs(conn: &mut Connection, filter: &RunFilter) -> Result<Vec<RunRecord>> {
+/// Runs matching `filter`, newest first, as summaries (one snapshot). Reads the run
+/// rows' columns before `input` (migration 6), and the task rows' statuses: never a
+/// context or an output, so listing costs the same whatever the runs hold.
+pub(crate) fn run_summaries(conn: &mut Connection, filter: &RunFilter) -> Result<Vec<RunSummary>> {
     let tx = CachedTx::deferred(conn)?;
     let mut runs = Vec::new();
     {
-        let mut query = tx.prepare_cached(select_runs!(
-            "WHERE (?1 IS NULL OR workflow = ?1) AND (?2 IS NULL OR status = ?2) \
-             ORDER BY created_at DESC, run_id DESC LIMIT ?3"
-        ))?;
+        let mut query = tx.prepare_cached(
+            "SELECT run_id, workflow, version, status, error, created_at, started_at, finished_at, \
+             idempotency_key FROM runs \
+             WHERE (?1 IS NULL OR workflow = ?1) AND (?2 IS NULL OR status = ?2) \
+             ORDER BY created_at DESC, run_id DESC LIMIT ?3",
+        )?;
         let rows = query.query_map(
             params![filter.workflow.as_deref(), filter.status.as_deref(), filter.limit as i64],
-            run_from_row,
+            |row| {
+                Ok(RunSummary {
+                    run_id: row.get(0)?,
+                    workflow: row.get(1)?,
+                    version: row.get(2)?,
+                    status: row.get(3)?,
+                    error: row.get(4)?,
+                    created_at: row.get(5)?,
+                    started_at: row.get(6)?,
+                    finished_at: row.get(7)?,
+                    idempotency_key: row.get(8)?,
+                    task_counts: Vec::new(),
+                })
+            },
         )?;
         for row in rows {
-            runs.push(row??);
+            runs.push(row?);
         }
     }
-    for run in &mut runs {
-        load_tasks(&tx, run)?;
+    {
+        let mut counts =
+            tx.prepare_cached("SELECT status, count(*) FROM run_tasks WHERE run_id = ?1 GROUP BY status")?;
+        for run in &mut runs {
+            let rows =
+                counts.query_map(params![run.run_id], |r| Ok((r.get(0)?, r.get::<_, i64>(1)? as u32)))?;
+            run.task_counts = rows.collect::<rusqlite::Result<_>>()?;
+        }
     }
     tx.commit()?;
     Ok(runs)

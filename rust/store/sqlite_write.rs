@@ -228,6 +228,16 @@ fn apply(conn: &Connection, op: &Op) -> Result<Option<String>> {
             )?
             .execute(params![&**run_id, &**task_id])?;
         }
+        Op::PlanTask { run_id, task_id, position, dependencies } => {
+            conn.prepare_cached(
+                "UPDATE run_tasks SET position = ?1, dependencies = ?2 WHERE run_id = ?3 AND task_id = ?4",
+            )?
+            .execute(params![position, dependencies, &**run_id, &**task_id])?;
+        }
+        Op::SetRunVersion { run_id, version } => {
+            conn.prepare_cached("UPDATE runs SET version = ?1 WHERE run_id = ?2")?
+                .execute(params![&**version, &**run_id])?;
+        }
         Op::InsertTask { run_id, task_id, position, dependencies, status } => {
             conn.prepare_cached(
                 "INSERT INTO run_tasks (run_id, task_id, position, dependencies, status) \

@@ -45,22 +45,29 @@ def test_changed_task_code_same_ids_continues_with_a_version_mismatch_event(dura
     assert integrity(d.db_path) == "ok"
 
 
-def test_remaining_task_no_longer_defined_fails_the_run_clearly(durable):
+def test_recovery_replans_a_run_on_the_current_definition(durable):
     d = durable("dur_version_gone")
-    a, c = f"{d.name}_a", f"{d.name}_c"
-    run_id, _ = kill_during_b(d)
+    a, b, c, dd = (f"{d.name}_{x}" for x in "abcd")
+    run_id, v1 = kill_during_b(d)
 
-    # v3 defines a -> b -> d: c, still to run, is gone.
+    # v3 defines a -> b -> d: c, still to run, is gone; d is new.
     result = d.run_child("recover", "versioned", "--variant", "v3", *SLEEP, "--run-id", run_id)
 
-    assert result["status"] == "failed", result
-    error = result["error"] or ""
-    assert "changed" in error.lower(), error
-    assert c in error, f"the error should name the task that is gone: {error!r}"
+    assert result["status"] == "completed", result
+    tasks = result["tasks"]
+    assert tasks[a]["status"] == "completed" and tasks[a]["attempts"] == 1
+    assert tasks[b]["status"] == "completed"
+    assert tasks[c]["status"] == "skipped"
+    assert "no longer in workflow" in tasks[c]["reason"], tasks[c]
+    assert tasks[dd]["status"] == "completed"
+    assert result["context"]["d"] == "v3"
+    assert result["version"] != v1  # the run now follows the current definition
     mismatch = events_of(result, "version_mismatch")
-    assert [e["detail"]["missing_tasks"] for e in mismatch] == [[c]], result["events"]
+    assert len(mismatch) == 1, result["events"]
+    assert mismatch[0]["detail"]["removed_tasks"] == [c]
+    assert mismatch[0]["detail"]["added_tasks"] == [dd]
+    assert mismatch[0]["detail"]["from"] == v1
     executions = d.executions()
     assert executions[a] == 1, executions  # the completed task never runs again
-    assert c not in executions and f"{d.name}_d" not in executions, executions
-    assert result["tasks"][a]["status"] == "completed"
+    assert c not in executions and executions[dd] == 1, executions
     assert integrity(d.db_path) == "ok"

@@ -252,6 +252,7 @@ def summary(result) -> dict:
                 "status": t.status,
                 "attempts": t.attempts,
                 "error": t.error,
+                "reason": t.reason,
                 "history": [
                     {
                         "attempt": a.attempt,
