@@ -385,11 +385,13 @@ def _warn_if_another_runner_is_open(runner: Runner) -> None:
         return
     for other in list(_open_runners):
         if other is not runner and other._engine is not None and other._path == runner._path:
+            # The text, not the runner, goes into the record: a kept record must not
+            # keep the old runner alive.
             logging.getLogger("cloacina").warning(
-                "another Runner on %s is already open in this process (%r); close it, or "
+                "another Runner on %s is already open in this process (%s); close it, or "
                 "reuse it: each runner has its own engine and threads",
                 runner._path,
-                other,
+                repr(other),
             )
             return
 
