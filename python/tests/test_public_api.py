@@ -19,7 +19,7 @@ ERROR_NAMES = [
 ]
 
 # Submodules that may show up as attributes of the package once imported.
-SUBMODULES = {"errors", "context", "task", "workflow", "runner", "rules", "backends"}
+SUBMODULES = {"errors", "context", "task", "workflow", "runner", "rules", "backends", "cli"}
 
 
 def _is_submodule(name: str) -> bool:

@@ -1,0 +1,353 @@
+"""The ``cloacina`` command line: run a workflow, list and inspect runs, cancel and resume
+them, look at a database. ``cloacina --help`` and ``--version`` load no engine; each
+subcommand imports what it needs when it runs. ``import cloacina`` never imports this.
+
+Output: tables for people; ``-o json`` (one document) or ``-o jsonl`` (one line per item)
+for scripts, JSON only on stdout. The database is ``--db URL``, else
+``$CLOACINA_DATABASE_URL``, else ``sqlite:///cloacina.db``; passwords are masked wherever
+a URL is shown.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from cloacina import Runner, RunResult, Workflow
+
+EXIT_OK, EXIT_FAILED_RUN, EXIT_ERROR = 0, 1, 2
+
+
+def _version() -> str:
+    """The installed package's version, without loading the engine."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("cloacina")
+    except PackageNotFoundError:  # pragma: no cover (a source tree without metadata)
+        return "unknown"
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="cloacina",
+        description="Durable workflows of plain Python functions: run them, list and inspect "
+        "their runs.",
+    )
+    parser.add_argument("--version", action="version", version=f"cloacina {_version()}")
+    parser.add_argument(
+        "--db",
+        metavar="URL",
+        help="the database (default: $CLOACINA_DATABASE_URL, else sqlite:///cloacina.db)",
+    )
+    parser.add_argument(
+        "-o",
+        "--output",
+        choices=("table", "json", "jsonl"),
+        default="table",
+        help="table for people (default), json or jsonl for scripts",
+    )
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    run = commands.add_parser("run", help="run a workflow (exit code 1 if the run fails)")
+    run.add_argument("target", help="module:attr or path/to/file.py:attr naming a Workflow")
+    run.add_argument("--ctx", default=None, help="the input: a JSON object, or @file.json")
+    run.add_argument("--no-wait", action="store_true", help="start the run and return")
+
+    runs = commands.add_parser("runs", help="list, show, cancel or resume runs")
+    runs_commands = runs.add_subparsers(dest="runs_command", metavar="ACTION", required=True)
+    listing = runs_commands.add_parser("list", help="runs, newest first")
+    listing.add_argument("--status", default=None)
+    listing.add_argument("--workflow", default=None)
+    listing.add_argument("--limit", type=int, default=20)
+    show = runs_commands.add_parser("show", help="one run: its tasks, errors and tracebacks")
+    show.add_argument("run_id")
+    cancel = runs_commands.add_parser("cancel", help="cancel a run (here or elsewhere)")
+    cancel.add_argument("run_id")
+    resume = runs_commands.add_parser(
+        "resume", help="resume a run; TARGET defines its workflow in this process"
+    )
+    resume.add_argument("run_id")
+    resume.add_argument("target", help="module, module:attr or path/to/file.py[:attr]")
+    resume.add_argument("--no-wait", action="store_true")
+
+    db = commands.add_parser("db", help="the database: info, migrate")
+    db_commands = db.add_subparsers(dest="db_command", metavar="ACTION", required=True)
+    db_commands.add_parser("info", help="where it is, its schema version, its runs by status")
+    db_commands.add_parser("migrate", help="create the database or bring its schema up to date")
+
+    graph = commands.add_parser("graph", help="a workflow's tasks and dependencies")
+    graph.add_argument("target", help="module:attr or path/to/file.py:attr naming a Workflow")
+    graph.add_argument("--format", choices=("ascii", "dot", "mermaid"), default="ascii")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Runs the command line; returns the exit code (0, 1 for a failed run, 2 for an
+    error such as a bad argument or an unreadable database)."""
+    args = _parser().parse_args(argv)
+    from cloacina.errors import CloacinaError
+
+    try:
+        return _dispatch(args)
+    except (CloacinaError, ImportError, ValueError, TypeError, OSError) as exc:
+        from cloacina.backends import mask
+
+        print(f"cloacina: error: {mask(str(exc))}", file=sys.stderr)
+        return EXIT_ERROR
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    if args.command == "graph":
+        return _graph(args)
+    with _runner(args) as runner:
+        if args.command == "run":
+            return _run(args, runner)
+        if args.command == "db":
+            return _db(args, runner)
+        if args.runs_command == "list":
+            return _list(args, runner)
+        if args.runs_command == "show":
+            return _show(args, runner)
+        if args.runs_command == "cancel":
+            found = runner.cancel(args.run_id)
+            _emit(args, {"run_id": args.run_id, "cancelled": found})
+            return EXIT_OK if found else EXIT_ERROR
+        return _resume(args, runner)
+
+
+def _runner(args: argparse.Namespace) -> Runner:
+    from cloacina import Runner
+
+    return Runner(args.db)
+
+
+def load_target(target: str) -> Any:
+    """Imports ``module``, ``module:attr``, ``path/to/file.py`` or ``path/to/file.py:attr``
+    (so that its tasks and workflows are defined) and returns the attribute, or the
+    module when none is named."""
+    import importlib
+    import importlib.util
+
+    where, _, attr = target.partition(":")
+    if where.endswith(".py") or os.sep in where:
+        path = os.path.abspath(where)
+        if not os.path.exists(path):
+            raise ImportError(f"no such file: {where}")
+        name = os.path.splitext(os.path.basename(path))[0]
+        spec = importlib.util.spec_from_file_location(name, path)
+        if spec is None or spec.loader is None:
+            raise ImportError(f"cannot import {where}")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        sys.path.insert(0, os.path.dirname(path))
+        spec.loader.exec_module(module)
+    else:
+        sys.path.insert(0, os.getcwd())
+        module = importlib.import_module(where)
+    if not attr:
+        return module
+    value: Any = module
+    for part in attr.split("."):
+        if not hasattr(value, part):
+            raise ImportError(f"{where} has no attribute {attr!r}")
+        value = getattr(value, part)
+    return value
+
+
+def _workflow(target: str) -> Workflow:
+    from cloacina import Workflow
+
+    value = load_target(target)
+    if not isinstance(value, Workflow):
+        raise TypeError(f"{target} is not a Workflow (it is a {type(value).__name__})")
+    return value
+
+
+def _input(ctx: str | None) -> dict[str, Any]:
+    if ctx is None:
+        return {}
+    if ctx.startswith("@"):
+        with open(ctx[1:], encoding="utf-8") as f:
+            ctx = f.read()
+    value = json.loads(ctx)
+    if not isinstance(value, dict):
+        raise ValueError("--ctx must be a JSON object")
+    return value
+
+
+def _run(args: argparse.Namespace, runner: Runner) -> int:
+    wf = _workflow(args.target)
+    handle = runner.start(wf, _input(args.ctx))
+    if args.no_wait:
+        _emit(args, {"run_id": handle.run_id, "status": handle.status()})
+        return EXIT_OK
+    try:
+        result = handle.wait()
+    except KeyboardInterrupt:
+        runner.cancel(handle.run_id)
+        raise
+    _emit_run(args, result)
+    return EXIT_OK if result.status == "completed" else EXIT_FAILED_RUN
+
+
+def _resume(args: argparse.Namespace, runner: Runner) -> int:
+    load_target(args.target)
+    handle = runner.resume(args.run_id)
+    if args.no_wait:
+        _emit(args, {"run_id": handle.run_id, "status": handle.status()})
+        return EXIT_OK
+    result = handle.wait()
+    _emit_run(args, result)
+    return EXIT_OK if result.status == "completed" else EXIT_FAILED_RUN
+
+
+def _time(value: Any) -> str | None:
+    return None if value is None else value.isoformat()
+
+
+def _list(args: argparse.Namespace, runner: Runner) -> int:
+    runs = runner.list_runs(workflow=args.workflow, status=args.status, limit=args.limit)
+    rows: list[dict[str, Any]] = [
+        {
+            "run_id": r.run_id,
+            "workflow": r.workflow,
+            "status": r.status,
+            "created_at": _time(r.created_at),
+            "duration_s": None if r.duration is None else r.duration.total_seconds(),
+            "tasks": r.task_counts,
+            "error": r.error,
+        }
+        for r in runs
+    ]
+    if args.output != "table":
+        _emit(args, rows)
+        return EXIT_OK
+    table = [
+        [
+            r.run_id,
+            r.workflow,
+            r.status,
+            "" if r.created_at is None else r.created_at.isoformat()[:19],
+            "" if r.duration is None else f"{r.duration.total_seconds():.3f}s",
+            ", ".join(f"{n} {status}" for status, n in r.task_counts.items()),
+        ]
+        for r in runs
+    ]
+    _print_table(["RUN", "WORKFLOW", "STATUS", "CREATED", "DURATION", "TASKS"], table)
+    return EXIT_OK
+
+
+def _show(args: argparse.Namespace, runner: Runner) -> int:
+    result = runner.get_run(args.run_id)
+    if result is None:
+        raise ValueError(f"no run with id '{args.run_id}'")
+    _emit_run(args, result, details=True)
+    return EXIT_OK
+
+
+def _run_document(result: RunResult) -> dict[str, Any]:
+    return {
+        "run_id": result.run_id,
+        "workflow": result.workflow,
+        "version": result.version,
+        "status": result.status,
+        "error": result.error,
+        "started_at": _time(result.started_at),
+        "finished_at": _time(result.finished_at),
+        "context": result.context,
+        "tasks": {
+            tid: {
+                "status": t.status,
+                "attempts": t.attempts,
+                "error": t.error,
+                "reason": t.reason,
+                "traceback": t.traceback,
+            }
+            for tid, t in result.tasks.items()
+        },
+        "events": [{"kind": e["kind"], "detail": e["detail"]} for e in result.events],
+    }
+
+
+def _emit_run(args: argparse.Namespace, result: RunResult, details: bool = False) -> None:
+    if args.output != "table":
+        _emit(args, _run_document(result))
+        return
+    print(f"run {result.run_id} of workflow '{result.workflow}': {result.status}")
+    if result.error:
+        print(f"error: {result.error}")
+    table = [
+        [tid, t.status, str(t.attempts), (t.error or t.reason or "").splitlines()[0][:80]]
+        if (t.error or t.reason)
+        else [tid, t.status, str(t.attempts), ""]
+        for tid, t in result.tasks.items()
+    ]
+    _print_table(["TASK", "STATUS", "ATTEMPTS", "ERROR OR REASON"], table)
+    if details:
+        for tid, t in result.tasks.items():
+            if t.traceback:
+                print(f"\n--- traceback of task '{tid}' ---\n{t.traceback.rstrip()}")
+
+
+def _db(args: argparse.Namespace, runner: Runner) -> int:
+    info: dict[str, Any] = {"url": runner.url}
+    if args.db_command == "info":
+        counts: dict[str, int] = {}
+        for r in runner.list_runs(limit=1_000_000):
+            counts[r.status] = counts.get(r.status, 0) + 1
+        info["runs"] = counts
+    else:
+        info["migrated"] = True
+    _emit(args, info)
+    return EXIT_OK
+
+
+def _graph(args: argparse.Namespace) -> int:
+    wf = _workflow(args.target)
+    tasks = wf.tasks
+    if args.format == "dot":
+        lines = [f'digraph "{wf.name}" {{', "  rankdir=LR;"]
+        lines += [f'  "{t.id}";' for t in tasks]
+        lines += [f'  "{d}" -> "{t.id}";' for t in tasks for d in t.dependencies]
+        print("\n".join([*lines, "}"]))
+    elif args.format == "mermaid":
+        ids = {t.id: f"t{i}" for i, t in enumerate(tasks)}
+        lines = ["flowchart LR"] + [f'  {ids[t.id]}["{t.id}"]' for t in tasks]
+        lines += [f"  {ids[d]} --> {ids[t.id]}" for t in tasks for d in t.dependencies]
+        print("\n".join(lines))
+    else:
+        print(f"workflow '{wf.name}' (version {wf.version})")
+        for t in tasks:
+            after = f"  <- {', '.join(t.dependencies)}" if t.dependencies else ""
+            print(f"  {t.id}{after}")
+    return EXIT_OK
+
+
+def _emit(args: argparse.Namespace, value: Any) -> None:
+    """JSON (or JSON lines) on stdout for ``-o json|jsonl``; otherwise a readable form."""
+    if args.output == "jsonl" and isinstance(value, list):
+        for item in value:
+            print(json.dumps(item, default=str))
+    elif args.output in ("json", "jsonl"):
+        print(json.dumps(value, default=str, indent=None if args.output == "jsonl" else 2))
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            print(f"{key}: {item}")
+    else:
+        print(value)
+
+
+def _print_table(header: list[str], rows: list[list[str]]) -> None:
+    widths = [max(len(str(c)) for c in column) for column in zip(header, *rows, strict=False)]
+    for row in [header, *rows]:
+        print("  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

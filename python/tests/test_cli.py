@@ -1,0 +1,170 @@
+"""The ``cloacina`` command line, through real subprocesses on a real database."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+FLOW = textwrap.dedent(
+    """
+    from cloacina import Fail, Workflow, task
+
+    @task(id="cli_load")
+    def load(ctx):
+        return {"rows": ctx.get("n", 3)}
+
+    @task(id="cli_check", dependencies=[load])
+    def check(ctx):
+        if ctx.get("fail"):
+            raise Fail("asked to fail")
+        return {"checked": ctx["rows"] * 2}
+
+    wf = Workflow("cli_flow", [load, check])
+    """
+)
+
+
+@pytest.fixture
+def flow(tmp_path: Path) -> Path:
+    path = tmp_path / "flow.py"
+    path.write_text(FLOW)
+    return path
+
+
+def cli(*args: str, cwd: Path, db: Path, check: bool = True) -> subprocess.CompletedProcess:
+    env = {**os.environ, "CLOACINA_DATABASE_URL": f"sqlite:///{db}"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "cloacina", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    if check:
+        assert proc.returncode == 0, proc.stderr
+    return proc
+
+
+def test_run_list_show_as_json(tmp_path, flow):
+    db = tmp_path / "cli.db"
+    out = cli("-o", "json", "run", f"{flow}:wf", "--ctx", '{"n": 5}', cwd=tmp_path, db=db)
+    run = json.loads(out.stdout)
+    assert run["status"] == "completed" and run["context"] == {"n": 5, "rows": 5, "checked": 10}
+
+    failed = cli(
+        "-o",
+        "json",
+        "run",
+        f"{flow}:wf",
+        "--ctx",
+        '{"fail": true}',
+        cwd=tmp_path,
+        db=db,
+        check=False,
+    )
+    assert failed.returncode == 1
+    assert json.loads(failed.stdout)["tasks"]["cli_check"]["error"] == "Fail: asked to fail"
+
+    listed = cli("-o", "jsonl", "runs", "list", cwd=tmp_path, db=db)
+    rows = [json.loads(line) for line in listed.stdout.splitlines()]
+    assert [r["status"] for r in rows] == ["failed", "completed"]
+    assert rows[1]["run_id"] == run["run_id"]
+
+    shown = cli("runs", "show", rows[0]["run_id"], cwd=tmp_path, db=db)
+    assert "cli_check" in shown.stdout and "raise Fail" in shown.stdout
+
+    table = cli("runs", "list", "--status", "completed", cwd=tmp_path, db=db)
+    assert run["run_id"] in table.stdout and rows[0]["run_id"] not in table.stdout
+
+
+def test_context_from_a_file_no_wait_cancel_and_db_info(tmp_path, flow):
+    db = tmp_path / "cli2.db"
+    ctx = tmp_path / "ctx.json"
+    ctx.write_text('{"n": 7}')
+    started = cli(
+        "-o", "json", "run", f"{flow}:wf", "--ctx", f"@{ctx}", "--no-wait", cwd=tmp_path, db=db
+    )
+    run_id = json.loads(started.stdout)["run_id"]
+    info = json.loads(cli("-o", "json", "db", "info", cwd=tmp_path, db=db).stdout)
+    assert sum(info["runs"].values()) == 1
+    cancelled = cli("-o", "json", "runs", "cancel", run_id, cwd=tmp_path, db=db, check=False)
+    assert json.loads(cancelled.stdout)["run_id"] == run_id
+
+
+def test_resume_after_fixing_the_task(tmp_path, flow):
+    db = tmp_path / "cli3.db"
+    failed = cli(
+        "-o",
+        "json",
+        "run",
+        f"{flow}:wf",
+        "--ctx",
+        '{"fail": true}',
+        cwd=tmp_path,
+        db=db,
+        check=False,
+    )
+    run_id = json.loads(failed.stdout)["run_id"]
+    flow.write_text(FLOW.replace('if ctx.get("fail"):', "if False:"))
+    resumed = cli("-o", "json", "runs", "resume", run_id, str(flow), cwd=tmp_path, db=db)
+    assert json.loads(resumed.stdout)["status"] == "completed"
+
+
+def test_graph_formats(tmp_path, flow):
+    db = tmp_path / "g.db"
+    dot = cli("graph", f"{flow}:wf", "--format", "dot", cwd=tmp_path, db=db).stdout
+    assert '"cli_load" -> "cli_check"' in dot
+    mermaid = cli("graph", f"{flow}:wf", "--format", "mermaid", cwd=tmp_path, db=db).stdout
+    assert mermaid.startswith("flowchart LR") and "-->" in mermaid
+    ascii_ = cli("graph", f"{flow}:wf", cwd=tmp_path, db=db).stdout
+    assert "cli_check  <- cli_load" in ascii_
+
+
+def test_errors_are_short_and_mask_passwords(tmp_path, flow):
+    db = tmp_path / "e.db"
+    bad = cli(
+        "--db",
+        "postgresql://me:hunter2x@db.example/x",
+        "runs",
+        "list",
+        cwd=tmp_path,
+        db=db,
+        check=False,
+    )
+    assert bad.returncode == 2
+    assert "hunter2x" not in bad.stdout + bad.stderr
+    assert bad.stderr.startswith("cloacina: error:")
+    missing = cli("run", "no_such_module:wf", cwd=tmp_path, db=db, check=False)
+    assert missing.returncode == 2 and "no_such_module" in missing.stderr
+
+
+def test_help_version_and_import_cloacina_stays_free_of_the_cli(tmp_path):
+    helped = subprocess.run(
+        [sys.executable, "-m", "cloacina", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    assert "runs" in helped.stdout and "graph" in helped.stdout and "db" in helped.stdout
+    version = subprocess.run(
+        [sys.executable, "-m", "cloacina", "--version"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    assert version.stdout.startswith("cloacina ")
+    code = "import sys, cloacina; print('cloacina.cli' in sys.modules, 'argparse' in sys.modules)"
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert out.stdout.split()[0] == "False"
