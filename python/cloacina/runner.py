@@ -581,10 +581,12 @@ class Runner:
                 raise
 
     def cancel(self, run_id: str) -> bool:
-        """Cancels a run: pending tasks become ``cancelled``, running async tasks are
-        cancelled, running sync tasks finish but their results are discarded, and the run
-        ends ``cancelled``. Works on runs of other runners and processes on the same
-        database (their owner carries it out). False if the run is unknown or final."""
+        """Cancels a run: pending tasks become ``cancelled``; running tasks too, and are
+        stopped where they run (an async task is cancelled, a sync task gets
+        :class:`TaskInterrupted`; one blocked in C code finishes in the background, its
+        result discarded), freeing their slots at once; the run ends ``cancelled``. Works
+        on runs of other runners and processes on the same database (their owner carries
+        it out). False if the run is unknown or final."""
         return self._engine_or_raise().cancel(run_id)
 
     async def cancel_async(self, run_id: str) -> bool:

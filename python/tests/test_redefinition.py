@@ -160,3 +160,30 @@ def test_resume_replans_a_run_on_the_current_definition(runner):
     assert event["detail"]["added_tasks"] == ["fixed"]
     assert event["detail"]["removed_tasks"] == ["dropped"]
     assert again.version == Workflow("replan_wf", [keep, fixed, last_again]).version
+
+
+def test_a_removed_task_that_completed_does_not_override_the_current_tasks(runner):
+    @task(id="gone_writer")
+    def gone_writer(ctx):
+        return {"x": "old"}
+
+    @task(id="breaks", dependencies=[gone_writer])
+    def breaks(ctx):
+        raise Fail("not yet")
+
+    first = runner.run(Workflow("override_wf", [gone_writer, breaks]))
+    assert first.status == "failed"
+
+    @task(id="new_writer")
+    def new_writer(ctx):
+        return {"x": "new"}
+
+    @task(id="breaks", dependencies=[new_writer])
+    def breaks_fixed(ctx):
+        return {"y": ctx["x"]}
+
+    Workflow("override_wf", [new_writer, breaks_fixed])
+    again = runner.resume(first.run_id).wait(timeout=30)
+    assert again.status == "completed", again.error
+    assert again.tasks["gone_writer"].status == "completed"
+    assert again.context == {"x": "new", "y": "new"}

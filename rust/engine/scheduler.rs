@@ -854,8 +854,9 @@ impl Scheduler {
     ///
     /// When the workflow's current definition differs from the run's (its version), the
     /// run is planned again on the current definition: tasks still in it keep what they
-    /// did, new tasks run, tasks no longer in it that had not finished are skipped with
-    /// that reason, and a `version_mismatch` event records the change.
+    /// did, new tasks run, tasks no longer in it are skipped with that reason unless they
+    /// completed (a completed one keeps its writes, merged before every current task's),
+    /// and a `version_mismatch` event records the change.
     fn adopt(
         &mut self,
         record: RunRecord,
@@ -891,35 +892,35 @@ impl Scheduler {
                 (graph, Vec::new(), Vec::new())
             }
             Some(current) => {
-                // The current plan, then the tasks it no longer has (placed last).
+                // The tasks the current plan no longer has, placed first (a completed
+                // one keeps its writes, which the current tasks' writes then override),
+                // then the current plan in its order.
                 let now_graph = &current.graph;
-                let mut specs: Vec<TaskSpec> = (0..now_graph.len() as u32)
-                    .map(|p| TaskSpec {
-                        id: now_graph.id(p).to_string(),
-                        dependencies: now_graph
-                            .dependencies(p)
-                            .iter()
-                            .map(|&d| now_graph.id(d).to_string())
-                            .collect(),
-                        fingerprint: String::new(),
-                    })
-                    .collect();
-                let added: Vec<String> = specs
-                    .iter()
-                    .filter(|t| !stored_ids.contains(t.id.as_str()))
-                    .map(|t| t.id.clone())
-                    .collect();
                 let removed: Vec<String> = record
                     .tasks
                     .iter()
                     .filter(|t| now_graph.position(&t.task_id).is_none())
                     .map(|t| t.task_id.clone())
                     .collect();
-                specs.extend(removed.iter().map(|id| TaskSpec {
-                    id: id.clone(),
-                    dependencies: Vec::new(),
+                let mut specs: Vec<TaskSpec> = removed
+                    .iter()
+                    .map(|id| TaskSpec {
+                        id: id.clone(),
+                        dependencies: Vec::new(),
+                        fingerprint: String::new(),
+                    })
+                    .collect();
+                specs.extend((0..now_graph.len() as u32).map(|p| TaskSpec {
+                    id: now_graph.id(p).to_string(),
+                    dependencies:
+                        now_graph.dependencies(p).iter().map(|&d| now_graph.id(d).to_string()).collect(),
                     fingerprint: String::new(),
                 }));
+                let added: Vec<String> = (0..now_graph.len() as u32)
+                    .map(|p| now_graph.id(p))
+                    .filter(|id| !stored_ids.contains(id))
+                    .map(str::to_string)
+                    .collect();
                 (Graph::build(&record.workflow, &specs)?, added, removed)
             }
         };

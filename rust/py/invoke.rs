@@ -3,6 +3,7 @@
 //! the hooks, interrupts and retry decisions only Python can make.
 
 use std::any::Any;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -57,6 +58,10 @@ pub struct PythonExecutor {
     interrupt: Py<PyAny>,
     /// `call_hook(hook, args)`: calls a hook, raising what it raises.
     call_hook: Py<PyAny>,
+    /// Set when the runner closes: from then on no thread of it enters Python again
+    /// (the interpreter may be finalizing, and a thread that needs the GIL then is
+    /// killed inside Rust code, which crashes the process).
+    closed: Arc<AtomicBool>,
 }
 
 impl PythonExecutor {
@@ -68,11 +73,22 @@ impl PythonExecutor {
     ) -> Self {
         // Attaching once for the thread's life and detaching around its loop keeps one
         // thread state per thread instead of creating and destroying one per call.
-        let wrapper: ThreadWrapper = Arc::new(|work: &mut (dyn FnMut() + Send)| {
-            Python::attach(|py| py.detach(&mut *work));
+        let closed = Arc::new(AtomicBool::new(false));
+        let closed_for_threads = closed.clone();
+        let wrapper: ThreadWrapper = Arc::new(move |work: &mut (dyn FnMut() + Send)| {
+            Python::attach(|py| {
+                py.detach(|| {
+                    work();
+                    // Leaving `detach` takes the GIL back: after the runner closed, a
+                    // thread whose idle time ran out stays parked instead.
+                    while closed_for_threads.load(Ordering::SeqCst) {
+                        std::thread::park();
+                    }
+                })
+            });
         });
         let workers = Workers::new("cloacina-worker", Some(wrapper));
-        PythonExecutor { workers, call_sync, submit_async, interrupt, call_hook }
+        PythonExecutor { workers, call_sync, submit_async, interrupt, call_hook, closed }
     }
 }
 
@@ -91,6 +107,9 @@ impl Executor for Arc<PythonExecutor> {
         // run may end and the interpreter exit, and a thread that would still need the
         // GIL then is killed by CPython inside Rust code (the process aborts).
         self.workers.submit(Box::new(move || {
+            if this.closed.load(Ordering::SeqCst) {
+                return; // the runner closed: `done`, dropped, reports the attempt failed
+            }
             if is_async {
                 let failed = Python::attach(|py| this.schedule_async(py, job, done).err());
                 if let Some((outcome, done)) = failed {
@@ -104,8 +123,11 @@ impl Executor for Arc<PythonExecutor> {
     }
 
     fn interrupt(&self, token: Arc<str>, why: Interrupt) {
-        // Called from the scheduler's thread, inside the runtime.
-        tokio::spawn(self.clone().keep_interrupting(token, why));
+        // Called from the scheduler's thread, inside the runtime. The first interrupt
+        // is queued now, so that a runner closing right after still delivers it (closing
+        // waits for queued work); the repeats follow from a timer.
+        let first = self.send_interrupt(token.clone(), why, true);
+        tokio::spawn(self.clone().keep_interrupting(token, why, first));
     }
 
     fn run_hook(&self, hook: HookCall) -> BoxFuture<'static, Result<(), String>> {
@@ -115,6 +137,10 @@ impl Executor for Arc<PythonExecutor> {
         let this = self.clone();
         let (reply, answer) = tokio::sync::oneshot::channel();
         self.workers.submit(Box::new(move || {
+            if this.closed.load(Ordering::SeqCst) {
+                let _ = reply.send(Err("not called: the runner closed first".into()));
+                return;
+            }
             let result = Python::attach(|py| this.call_hook_now(py, &hook));
             let _ = reply.send(result);
         }));
@@ -124,6 +150,8 @@ impl Executor for Arc<PythonExecutor> {
     }
 
     fn drain(&self, limit: Duration) -> bool {
+        // First: nothing new enters Python (a job already running is waited for).
+        self.closed.store(true, Ordering::SeqCst);
         self.workers.wait_idle(limit)
     }
 }
@@ -136,28 +164,17 @@ impl PythonExecutor {
     /// catches the interruption and goes on is interrupted anew, with a growing pause);
     /// one still running after `STUBBORN_AFTER` is named in a warning: it is blocked
     /// outside Python, and finishes in the background with its result discarded.
-    async fn keep_interrupting(self: Arc<Self>, token: Arc<str>, why: Interrupt) {
-        let word = match why {
-            Interrupt::Timeout => "timeout",
-            Interrupt::Cancel => "cancel",
-        };
+    async fn keep_interrupting(
+        self: Arc<Self>,
+        token: Arc<str>,
+        why: Interrupt,
+        first: tokio::sync::oneshot::Receiver<bool>,
+    ) {
         let started = std::time::Instant::now();
         let mut pause = Duration::from_millis(20);
         let mut warned = false;
+        let mut still_running = first;
         loop {
-            let (reply, still_running) = tokio::sync::oneshot::channel();
-            let (this, t) = (self.clone(), token.clone());
-            // On the runner's own threads, like everything that runs Python: closing
-            // waits for them (see `drain`).
-            self.workers.submit(Box::new(move || {
-                let running = Python::attach(|py| {
-                    this.interrupt.bind(py).call1((&*t, word)).and_then(|r| r.is_truthy())
-                });
-                let _ = reply.send(running.unwrap_or_else(|e| {
-                    log::warn!("interrupting attempt {t} failed: {e}");
-                    false
-                }));
-            }));
             if !still_running.await.unwrap_or(false) {
                 return;
             }
@@ -165,7 +182,7 @@ impl PythonExecutor {
                 warned = true;
                 let mut parts = token.splitn(3, '/');
                 let (run_id, task_id) = (parts.next().unwrap_or("?"), parts.next().unwrap_or("?"));
-                let after = if word == "timeout" { "it timed out" } else { "it was cancelled" };
+                let after = if why == Interrupt::Timeout { "it timed out" } else { "it was cancelled" };
                 log::warn!(
                     "task '{task_id}' of run {run_id} is still running {:.1} s after {after}: it is \
                      probably blocked outside Python (in C code or I/O); it finishes in the \
@@ -175,7 +192,43 @@ impl PythonExecutor {
             }
             tokio::time::sleep(pause).await;
             pause = (pause * 2).min(Duration::from_secs(1));
+            if self.closed.load(Ordering::SeqCst) {
+                return;
+            }
+            still_running = self.send_interrupt(token.clone(), why, false);
         }
+    }
+
+    /// Queues one interrupt of attempt `token` on the runner's threads (like everything
+    /// that runs Python: closing waits for them, see `drain`); the answer is whether a
+    /// sync body of it still runs. A repeat (`first` false) is dropped once the runner
+    /// closed: the interpreter may be finalizing by then.
+    fn send_interrupt(
+        self: &Arc<Self>,
+        token: Arc<str>,
+        why: Interrupt,
+        first: bool,
+    ) -> tokio::sync::oneshot::Receiver<bool> {
+        let word = match why {
+            Interrupt::Timeout => "timeout",
+            Interrupt::Cancel => "cancel",
+        };
+        let (reply, still_running) = tokio::sync::oneshot::channel();
+        let this = self.clone();
+        self.workers.submit(Box::new(move || {
+            if !first && this.closed.load(Ordering::SeqCst) {
+                let _ = reply.send(false);
+                return;
+            }
+            let running = Python::attach(|py| {
+                this.interrupt.bind(py).call1((&*token, word)).and_then(|r| r.is_truthy())
+            });
+            let _ = reply.send(running.unwrap_or_else(|e| {
+                log::warn!("interrupting attempt {token} failed: {e}");
+                false
+            }));
+        }));
+        still_running
     }
 
     fn run_sync(&self, py: Python<'_>, job: &Job) -> Outcome {
