@@ -10,7 +10,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use crate::context::Map;
 use crate::errors::{Error, Result};
 use crate::registry::WorkflowDef;
-use crate::store::{is_final_run_status, RunFilter, RunRecord, RunSummary, SqliteStore, WriteConnection};
+use crate::store::{is_final_run_status, RunFilter, RunRecord, RunSummary, Store, Writer};
 
 pub mod executor;
 mod owner;
@@ -67,7 +67,7 @@ fn owner_gone(owner: &str) -> Option<bool> {
 
 /// State shared by the engine handle and its scheduler.
 pub(crate) struct Shared {
-    pub store: Arc<SqliteStore>,
+    pub store: Arc<dyn Store>,
     pub owner: Arc<str>,
     pub lease: Duration,
     /// Runs this engine drives, each with a flag that turns true once it is final and
@@ -149,12 +149,12 @@ pub(crate) enum Command {
 }
 
 /// A one-off transaction for the scheduler's write connection; it sends its own reply.
-pub(crate) type WriteJob = Box<dyn FnOnce(&mut WriteConnection) + Send>;
+pub(crate) type WriteJob = Box<dyn FnOnce(&mut dyn Writer) + Send>;
 
 /// Runs `work` on the engine's write connection and returns its result.
 async fn write<T, F>(commands: &mpsc::UnboundedSender<Command>, work: F) -> Result<T>
 where
-    F: FnOnce(&mut WriteConnection) -> Result<T> + Send + 'static,
+    F: FnOnce(&mut dyn Writer) -> Result<T> + Send + 'static,
     T: Send + 'static,
 {
     let (reply, answer) = oneshot::channel();
@@ -201,12 +201,12 @@ impl Engine {
     /// committed and followed by the next attempt without waking a sleeping thread.
     /// Timers and the store's background checks run on the tokio runtime `start` is
     /// called in; hooks and interrupts go to the executor, like attempts.
-    pub fn start(store: SqliteStore, executor: Arc<dyn Executor>, config: EngineConfig) -> Result<Engine> {
+    pub fn start(store: Arc<dyn Store>, executor: Arc<dyn Executor>, config: EngineConfig) -> Result<Engine> {
         let writer = store.take_writer()?;
         let runtime = tokio::runtime::Handle::current();
         let owner: Arc<str> = owner::new_owner_id().into();
         let shared = Arc::new(Shared {
-            store: Arc::new(store),
+            store,
             owner,
             lease: config.lease,
             watches: Mutex::new(HashMap::new()),

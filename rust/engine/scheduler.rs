@@ -24,7 +24,7 @@ use crate::graph::{Graph, TaskSpec};
 use crate::policy::TaskPolicy;
 use crate::registry::{self, WorkflowDef};
 use crate::rules::Verdict;
-use crate::store::{now_micros, Committed, Op, RunRecord, WriteConnection};
+use crate::store::{now_micros, Committed, Op, RunRecord, Writer};
 
 /// Most messages folded into one transaction.
 const MAX_BATCH: usize = 4096;
@@ -43,7 +43,7 @@ pub(crate) struct Scheduler {
     shared: Arc<Shared>,
     /// The store's write connection, where batches are committed synchronously on the
     /// scheduler's own thread; None once closed.
-    writer: Option<WriteConnection>,
+    writer: Option<Box<dyn Writer>>,
     commands: mpsc::UnboundedSender<Command>,
     inbox: mpsc::UnboundedReceiver<Command>,
     executor: Arc<dyn Executor>,
@@ -91,7 +91,7 @@ impl Scheduler {
         shared: Arc<Shared>,
         commands: mpsc::UnboundedSender<Command>,
         inbox: mpsc::UnboundedReceiver<Command>,
-        writer: WriteConnection,
+        writer: Box<dyn Writer>,
         executor: Arc<dyn Executor>,
         config: EngineConfig,
     ) -> Scheduler {
@@ -320,7 +320,7 @@ impl Scheduler {
             }
             Command::Lend { slots } => self.lent = self.lent.saturating_add_signed(slots),
             Command::Write(job) => match self.writer.as_mut() {
-                Some(writer) => job(writer),
+                Some(writer) => job(writer.as_mut()),
                 None => log::warn!("a write arrived after the store was closed"),
             },
         }

@@ -9,7 +9,8 @@ use super::{Done, Engine, EngineConfig, Executor, Job, Outcome, Reads, Workers};
 use crate::context::Map;
 use crate::graph::TaskSpec;
 use crate::registry::{self, TaskBody, TaskDef, WorkflowDef};
-use crate::store::{sqlite_library, RunFilter, SqliteConfig, SqliteStore};
+use crate::store::sqlite::library as sqlite_library;
+use crate::store::{RunFilter, SqliteConfig, SqliteStore};
 
 type Func = dyn Fn(&Map) -> Result<Map, String> + Send + Sync;
 
@@ -77,7 +78,7 @@ fn add_one(key: &'static str) -> impl Fn(&Map) -> Result<Map, String> + Send + S
 
 async fn engine(dir: &tempfile::TempDir) -> Engine {
     sqlite_library::bind(None).expect("a SQLite library");
-    let store = SqliteStore::open(&SqliteConfig::new(Some(dir.path().join("t.db")))).await.unwrap();
+    let store = Arc::new(SqliteStore::open(&SqliteConfig::new(Some(dir.path().join("t.db")))).await.unwrap());
     Engine::start(
         store,
         Arc::new(RustExecutor(Workers::new("test-worker", None))),

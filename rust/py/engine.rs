@@ -59,7 +59,7 @@ impl PyEngine {
         let engine = wait(
             py,
             async move {
-                let store = SqliteStore::open(&config).await?;
+                let store = Arc::new(SqliteStore::open(&config).await?);
                 let engine_config = EngineConfig { max_concurrency, lease, recover };
                 let engine = Engine::start(store, Arc::new(executor), engine_config)?;
                 if recover {

@@ -12,7 +12,7 @@ use crate::errors::Error;
 use crate::policy::TaskPolicy;
 use crate::registry::{self, TaskDef};
 use crate::rules::Rule;
-use crate::store::sqlite_library;
+use crate::store::sqlite::library as sqlite_library;
 
 /// `(on_success, on_failure, on_retry)`, each optional.
 type Hooks = (Option<Py<PyAny>>, Option<Py<PyAny>>, Option<Py<PyAny>>);

@@ -1,20 +1,95 @@
-//! Persistence: the records the engine writes and reads, independent of the backend,
-//! and the SQLite store. Every write is a batch of `Op`s committed as one transaction.
+//! Persistence, the seam between the engine and a database: the records the engine
+//! writes and reads, independent of the backend, and the two traits a backend
+//! implements (`Store` for reads, `Writer` for the one connection an engine writes
+//! through). Every write is a batch of `Op`s committed as one transaction. The engine
+//! names no backend type; `sqlite/` is the embedded backend.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 
+use futures::future::BoxFuture;
+
 use crate::context::{self, Map};
+use crate::errors::Result;
 
 pub mod sqlite;
-mod sqlite_api_table;
-mod sqlite_checkpoint;
-pub mod sqlite_library;
-mod sqlite_read;
-mod sqlite_tx;
-mod sqlite_write;
 
-pub use sqlite::{Committed, Durability, SqliteConfig, SqliteStore};
-pub use sqlite_write::WriteConnection;
+pub use sqlite::{Durability, SqliteConfig, SqliteStore};
+
+/// A database holding runs, as the engine reads it. Reads take where they run
+/// (`Reads`); the one `Writer` is taken by the engine that drives the store.
+pub trait Store: Send + Sync + 'static {
+    /// What the store is (a file path, ":memory:", a masked URL), for messages.
+    fn label(&self) -> &str;
+
+    /// The connection every write goes through, for the one engine driving this store
+    /// (it commits batches on its scheduler's thread). Once only.
+    fn take_writer(&self) -> Result<Box<dyn Writer>>;
+
+    /// Runs not final and not owned by `me`: candidates for recovery.
+    fn orphan_candidates<'a>(&'a self, me: &'a str) -> BoxFuture<'a, Result<Vec<OrphanCandidate>>>;
+
+    /// The run holding idempotency key `key`, if any.
+    fn run_by_key<'a>(&'a self, key: &'a str, reads: Reads) -> BoxFuture<'a, Result<Option<String>>>;
+
+    /// The status of run `run_id`, if it exists.
+    fn run_status<'a>(&'a self, run_id: &'a str, reads: Reads) -> BoxFuture<'a, Result<Option<String>>>;
+
+    /// Run `run_id` with its tasks, their attempts and its events, if it exists (one
+    /// snapshot).
+    fn run<'a>(&'a self, run_id: &'a str, reads: Reads) -> BoxFuture<'a, Result<Option<RunRecord>>>;
+
+    /// Runs matching `filter`, newest first, as summaries (one snapshot, no contexts).
+    fn run_summaries<'a>(
+        &'a self,
+        filter: &'a RunFilter,
+        reads: Reads,
+    ) -> BoxFuture<'a, Result<Vec<RunSummary>>>;
+
+    /// Runs owned by `owner` that someone asked to cancel.
+    fn cancel_requests<'a>(&'a self, owner: &'a str) -> BoxFuture<'a, Result<Vec<String>>>;
+
+    /// Closes the read side (before the writer closes).
+    fn close_readers(&self);
+
+    /// Closes everything still open.
+    fn close(&self) -> BoxFuture<'_, ()>;
+}
+
+/// The one connection an engine writes through, used synchronously by its scheduler's
+/// thread (never a tokio worker). Each method is one transaction.
+pub trait Writer: Send + 'static {
+    /// Applies `ops` in order as one transaction. Ops that need ownership of a run in
+    /// `verify` are applied only if `owner` still owns it (the others are reported
+    /// `lost`); a new run whose idempotency key is taken is dropped with its rows.
+    fn commit(&mut self, ops: &[Op], owner: &str, verify: &HashSet<Arc<str>>) -> Result<Committed>;
+
+    /// Takes over run `run_id` if its owner is still `expected_owner` (compare and
+    /// set); an interrupted run becomes `running` again.
+    fn claim_run(
+        &mut self,
+        run_id: &str,
+        expected_owner: Option<&str>,
+        owner: &str,
+        lease_until: i64,
+    ) -> Result<bool>;
+
+    /// Marks a running run of a gone owner `interrupted` (once), recording the event.
+    fn mark_interrupted(&mut self, run_id: &str, owner: Option<&str>, at: i64) -> Result<()>;
+
+    /// Records a request to cancel run `run_id` for its owner to carry out; false when
+    /// the run is unknown or final.
+    fn request_cancel(&mut self, run_id: &str, at: i64) -> Result<bool>;
+}
+
+/// What a commit did besides applying its ops.
+#[derive(Debug, Default)]
+pub struct Committed {
+    /// Runs not inserted because their idempotency key was taken: (new id, existing id).
+    pub duplicates: Vec<(Arc<str>, String)>,
+    /// Runs whose ops were not applied because another runner owns them now.
+    pub lost: Vec<Arc<str>>,
+}
 
 /// Where a store read runs when a future asks for it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

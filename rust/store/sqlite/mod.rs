@@ -1,28 +1,39 @@
 //! The SQLite store.
 //!
-//! Connection design: one write connection (`sqlite_write.rs`), owned by the engine's
+//! Connection design: one write connection (`write.rs`), owned by the engine's
 //! scheduler thread, which runs every write as one `BEGIN IMMEDIATE` transaction of
-//! cached prepared statements; and a few read-only connections (`sqlite_read.rs`) that
+//! cached prepared statements; and a few read-only connections (`read.rs`) that
 //! callers use from their own thread. In WAL mode readers never block the writer nor
 //! each other, and no caller waiting for a run holds a connection while it waits
 //! (waiting is an in-process notification), so the scheduler, the executors and waiting
 //! callers cannot starve each other. The schema is migrated by sqlx's embedded
 //! migrations when the store opens; the engine's own statements use rusqlite, which runs
 //! them on the calling thread, where sqlx would make a round trip to a connection thread
-//! per statement (see `sqlite_write.rs`).
+//! per statement (see `write.rs`).
 
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::sync::{Arc, Mutex, PoisonError};
+
+use futures::future::{BoxFuture, FutureExt};
+
+mod api_table;
+mod checkpoint;
+pub mod library;
+mod read;
+mod tx;
+mod write;
+
 use std::time::Duration;
+pub use write::WriteConnection;
 
 use sqlx::{ConnectOptions, Connection};
 use sqlx_sqlite::{SqliteConnectOptions, SqliteConnection, SqliteJournalMode};
 
-use super::sqlite_read::{self, Readers};
-use super::sqlite_write::{WriteConnection, WriterConfig};
-use super::{OrphanCandidate, Reads, RunFilter, RunRecord, RunSummary};
+use self::read::Readers;
+use self::write::WriterConfig;
 use crate::errors::{Error, Result};
+use crate::store::{OrphanCandidate, Reads, RunFilter, RunRecord, RunSummary, Store, Writer};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("rust/store/migrations/sqlite");
 
@@ -71,15 +82,6 @@ impl SqliteConfig {
             readers: 4,
         }
     }
-}
-
-/// What a commit did besides applying its ops.
-#[derive(Debug, Default)]
-pub struct Committed {
-    /// Runs not inserted because their idempotency key was taken: (new id, existing id).
-    pub duplicates: Vec<(Arc<str>, String)>,
-    /// Runs whose ops were not applied because another runner owns them now.
-    pub lost: Vec<Arc<str>>,
 }
 
 /// A SQLite database holding runs.
@@ -144,21 +146,6 @@ impl SqliteStore {
         Ok(SqliteStore { writer: Mutex::new(Some(writer)), readers, label, scratch })
     }
 
-    /// What the store is (the file path, or ":memory:"), for messages.
-    pub fn label(&self) -> &str {
-        &self.label
-    }
-
-    /// The connection every write goes through, for the one engine driving this store
-    /// (it commits batches on its scheduler's thread). Once only.
-    pub fn take_writer(&self) -> Result<WriteConnection> {
-        self.writer
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take()
-            .ok_or_else(|| Error::Internal(format!("the store {} already has an engine", self.label)))
-    }
-
     /// Runs `read` on a read connection: on a blocking thread of the runtime, or on the
     /// polling thread itself (see `Reads`).
     async fn read<T, F>(&self, reads: Reads, read: F) -> Result<T>
@@ -174,57 +161,72 @@ impl SqliteStore {
             .await
             .map_err(|e| Error::Internal(format!("a database read panicked: {e}")))?
     }
+}
 
-    /// Runs not final and not owned by `me`: candidates for recovery.
-    pub async fn orphan_candidates(&self, me: &str) -> Result<Vec<OrphanCandidate>> {
+impl Store for SqliteStore {
+    fn label(&self) -> &str {
+        &self.label
+    }
+
+    fn take_writer(&self) -> Result<Box<dyn Writer>> {
+        let writer = self
+            .writer
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
+            .ok_or_else(|| Error::Internal(format!("the store {} already has an engine", self.label)))?;
+        Ok(Box::new(writer))
+    }
+
+    fn orphan_candidates<'a>(&'a self, me: &'a str) -> BoxFuture<'a, Result<Vec<OrphanCandidate>>> {
         let me = me.to_owned();
-        self.read(Reads::Offloaded, move |c| sqlite_read::orphan_candidates(c, &me)).await
+        self.read(Reads::Offloaded, move |c| read::orphan_candidates(c, &me)).boxed()
     }
 
-    /// The run holding idempotency key `key`, if any.
-    pub async fn run_by_key(&self, key: &str, reads: Reads) -> Result<Option<String>> {
+    fn run_by_key<'a>(&'a self, key: &'a str, reads: Reads) -> BoxFuture<'a, Result<Option<String>>> {
         let key = key.to_owned();
-        self.read(reads, move |c| sqlite_read::run_by_key(c, &key)).await
+        self.read(reads, move |c| read::run_by_key(c, &key)).boxed()
     }
 
-    /// The status of run `run_id`, if it exists.
-    pub async fn run_status(&self, run_id: &str, reads: Reads) -> Result<Option<String>> {
+    fn run_status<'a>(&'a self, run_id: &'a str, reads: Reads) -> BoxFuture<'a, Result<Option<String>>> {
         let run_id = run_id.to_owned();
-        self.read(reads, move |c| sqlite_read::run_status(c, &run_id)).await
+        self.read(reads, move |c| read::run_status(c, &run_id)).boxed()
     }
 
-    /// Run `run_id` with its tasks and their attempts, if it exists (one snapshot).
-    pub async fn run(&self, run_id: &str, reads: Reads) -> Result<Option<RunRecord>> {
+    fn run<'a>(&'a self, run_id: &'a str, reads: Reads) -> BoxFuture<'a, Result<Option<RunRecord>>> {
         let run_id = run_id.to_owned();
-        self.read(reads, move |c| sqlite_read::run(c, &run_id)).await
+        self.read(reads, move |c| read::run(c, &run_id)).boxed()
     }
 
-    /// Runs matching `filter`, newest first, as summaries (one snapshot).
-    pub async fn run_summaries(&self, filter: &RunFilter, reads: Reads) -> Result<Vec<RunSummary>> {
+    fn run_summaries<'a>(
+        &'a self,
+        filter: &'a RunFilter,
+        reads: Reads,
+    ) -> BoxFuture<'a, Result<Vec<RunSummary>>> {
         let filter = filter.clone();
-        self.read(reads, move |c| sqlite_read::run_summaries(c, &filter)).await
+        self.read(reads, move |c| read::run_summaries(c, &filter)).boxed()
     }
 
-    /// Runs owned by `owner` that someone asked to cancel.
-    pub async fn cancel_requests(&self, owner: &str) -> Result<Vec<String>> {
+    fn cancel_requests<'a>(&'a self, owner: &'a str) -> BoxFuture<'a, Result<Vec<String>>> {
         let owner = owner.to_owned();
-        self.read(Reads::Offloaded, move |c| sqlite_read::cancel_requests(c, &owner)).await
+        self.read(Reads::Offloaded, move |c| read::cancel_requests(c, &owner)).boxed()
     }
 
     /// Closes the read connections (idle ones now, busy ones when their read ends).
     /// Done before the write connection closes: only a writer closing last can
     /// checkpoint the WAL and remove it.
-    pub fn close_readers(&self) {
+    fn close_readers(&self) {
         self.readers.close();
     }
 
     /// Closes every connection (a private in-memory store's file is removed).
-    pub async fn close(&self) {
+    fn close(&self) -> BoxFuture<'_, ()> {
         drop(self.writer.lock().unwrap_or_else(PoisonError::into_inner).take());
         self.readers.close();
         if let Some(scratch) = &self.scratch {
             scratch.remove();
         }
+        Box::pin(async {})
     }
 }
 

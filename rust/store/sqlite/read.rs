@@ -12,10 +12,10 @@ use std::time::Duration;
 
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension, Row};
 
-use super::sqlite_tx::CachedTx;
-use super::{AttemptRecord, OrphanCandidate, RunFilter, RunRecord, RunSummary, TaskRecord};
+use super::tx::CachedTx;
 use crate::context::Map;
 use crate::errors::{Error, Result};
+use crate::store::{AttemptRecord, OrphanCandidate, RunFilter, RunRecord, RunSummary, TaskRecord};
 
 /// Read-only connections to one file, opened on demand and kept for reuse.
 pub(crate) struct Readers {

@@ -99,7 +99,7 @@ mod tests {
     /// With automatic checkpoints off, the WAL stays small only if requests work.
     #[test]
     fn requested_checkpoints_keep_the_wal_small() {
-        crate::store::sqlite_library::bind(None).expect("a SQLite library");
+        crate::store::sqlite::library::bind(None).expect("a SQLite library");
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("ck.db");
         let writer = Connection::open(&path).unwrap();

@@ -17,11 +17,10 @@ use std::time::Duration;
 
 use rusqlite::{params, Connection, OpenFlags};
 
-use super::sqlite::Committed;
-use super::sqlite_checkpoint::{self, Checkpointer};
-use super::sqlite_tx::CachedTx;
-use super::Op;
+use super::checkpoint::{self, Checkpointer};
+use super::tx::CachedTx;
 use crate::errors::Result;
+use crate::store::{Committed, Op, Writer};
 
 /// How the write connection is opened.
 pub(crate) struct WriterConfig {
@@ -52,7 +51,7 @@ impl WriteConnection {
             )));
         }
         conn.busy_timeout(config.busy_timeout)?;
-        // Checkpoints happen on their own thread (`sqlite_checkpoint`), never in a commit.
+        // Checkpoints happen on their own thread (`checkpoint.rs`), never in a commit.
         conn.execute_batch(&format!(
             "PRAGMA synchronous = {}; PRAGMA foreign_keys = ON; PRAGMA wal_autocheckpoint = 0;",
             config.synchronous
@@ -61,9 +60,11 @@ impl WriteConnection {
         let checkpointer = Checkpointer::start(&config.path, config.busy_timeout)?;
         Ok(WriteConnection { conn, checkpointer, commits: 0 })
     }
+}
 
+impl Writer for WriteConnection {
     /// Applies `ops` in order as one transaction; see `SqliteStore` for ownership.
-    pub fn commit(&mut self, ops: &[Op], owner: &str, verify: &HashSet<Arc<str>>) -> Result<Committed> {
+    fn commit(&mut self, ops: &[Op], owner: &str, verify: &HashSet<Arc<str>>) -> Result<Committed> {
         let mut done = Committed::default();
         let tx = CachedTx::immediate(&self.conn)?;
         let inserted: HashSet<&str> =
@@ -105,7 +106,7 @@ impl WriteConnection {
         }
         tx.commit()?;
         self.commits += 1;
-        if self.commits % sqlite_checkpoint::EVERY == 0 {
+        if self.commits % checkpoint::EVERY == 0 {
             self.checkpointer.request();
         }
         Ok(done)
@@ -113,7 +114,7 @@ impl WriteConnection {
 
     /// Takes over run `run_id` if its owner is still `expected_owner` (compare and
     /// set); an interrupted run becomes `running` again.
-    pub fn claim_run(
+    fn claim_run(
         &mut self,
         run_id: &str,
         expected_owner: Option<&str>,
@@ -133,7 +134,7 @@ impl WriteConnection {
     }
 
     /// Marks a running run of a gone owner `interrupted` (once), recording the event.
-    pub fn mark_interrupted(&mut self, run_id: &str, owner: Option<&str>, at: i64) -> Result<()> {
+    fn mark_interrupted(&mut self, run_id: &str, owner: Option<&str>, at: i64) -> Result<()> {
         let tx = CachedTx::immediate(&self.conn)?;
         let done = tx
             .prepare_cached(
@@ -154,7 +155,7 @@ impl WriteConnection {
 
     /// Records a request to cancel run `run_id` for its owner to carry out; false when
     /// the run is unknown or final.
-    pub fn request_cancel(&mut self, run_id: &str, at: i64) -> Result<bool> {
+    fn request_cancel(&mut self, run_id: &str, at: i64) -> Result<bool> {
         let tx = CachedTx::immediate(&self.conn)?;
         let done = tx
             .prepare_cached(

@@ -16,7 +16,7 @@ use std::sync::OnceLock;
 
 use libsqlite3_sys as ffi;
 
-use super::sqlite_api_table::for_each_api_symbol;
+use super::api_table::for_each_api_symbol;
 use crate::errors::{Error, Result};
 
 /// The SQLite library the engine is bound to.
