@@ -29,6 +29,9 @@ fn native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(py::registry::register_task, m)?)?;
     m.add_function(wrap_pyfunction!(py::registry::register_workflow, m)?)?;
     m.add_function(wrap_pyfunction!(py::registry::current_workflow, m)?)?;
+    m.add_class::<py::registry::PyRegistrySnapshot>()?;
+    m.add_function(wrap_pyfunction!(py::registry::registry_snapshot, m)?)?;
+    m.add_function(wrap_pyfunction!(py::registry::registry_restore, m)?)?;
     m.add_function(wrap_pyfunction!(py::registry::validate_rule, m)?)?;
     m.add_function(wrap_pyfunction!(py::registry::bind_sqlite, m)?)?;
     m.add_function(wrap_pyfunction!(py::logging::reset_logging, m)?)?;

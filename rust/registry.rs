@@ -214,3 +214,25 @@ pub fn unregistered_workflow(name: &str, graph: Graph, timeout: Option<f64>) -> 
         generation: 0,
     }
 }
+
+/// Every task and workflow definition at one moment (shared, not copied), to put back
+/// with `restore`: lets a test define tasks without leaking them into the next one.
+pub struct Snapshot {
+    tasks: HashMap<String, Arc<TaskDef>>,
+    workflows: HashMap<String, Arc<WorkflowDef>>,
+}
+
+/// The registry as it is now.
+pub fn snapshot() -> Snapshot {
+    let registry = read();
+    Snapshot { tasks: registry.tasks.clone(), workflows: registry.workflows.clone() }
+}
+
+/// Puts back the definitions of `snapshot`: tasks and workflows defined since are
+/// forgotten, redefined ones get their earlier definition back.
+pub fn restore(snapshot: &Snapshot) {
+    let mut registry = write();
+    registry.tasks = snapshot.tasks.clone();
+    registry.workflows = snapshot.workflows.clone();
+    GENERATION.fetch_add(1, Ordering::SeqCst);
+}

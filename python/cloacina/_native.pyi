@@ -10,6 +10,7 @@ __all__ = [
     "ConfigurationError",
     "DatabaseError",
     "Engine",
+    "RegistrySnapshot",
     "TaskError",
     "WorkflowError",
     "WorkflowFailed",
@@ -18,6 +19,8 @@ __all__ = [
     "current_workflow",
     "register_task",
     "register_workflow",
+    "registry_restore",
+    "registry_snapshot",
     "reset_logging",
     "validate_rule",
 ]
@@ -103,3 +106,10 @@ def current_workflow(
 ) -> tuple[list[str], str]: ...
 def bind_sqlite(python_module: str | os.PathLike[str] | None = None) -> dict[str, Any]: ...
 def reset_logging() -> None: ...
+
+@final
+class RegistrySnapshot:
+    """The registry's definitions at one moment."""
+
+def registry_snapshot() -> RegistrySnapshot: ...
+def registry_restore(snapshot: RegistrySnapshot) -> None: ...

@@ -108,3 +108,20 @@ pub fn bind_sqlite(py: Python<'_>, python_module: Option<PathBuf>) -> PyResult<B
     out.set_item("shared_with_python", lib.shared_with_python)?;
     Ok(out)
 }
+
+/// The registry's definitions at one moment (see `registry_snapshot`).
+#[pyclass(frozen, name = "RegistrySnapshot", module = "cloacina._native")]
+pub struct PyRegistrySnapshot(registry::Snapshot);
+
+/// Every task and workflow definition now, to put back with `registry_restore`.
+#[pyfunction]
+pub fn registry_snapshot() -> PyRegistrySnapshot {
+    PyRegistrySnapshot(registry::snapshot())
+}
+
+/// Puts back the definitions of `snapshot` (tasks and workflows defined since are
+/// forgotten).
+#[pyfunction]
+pub fn registry_restore(snapshot: &PyRegistrySnapshot) {
+    registry::restore(&snapshot.0);
+}
