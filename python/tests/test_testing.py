@@ -190,3 +190,33 @@ def test_runner_fixture_setup_and_teardown_are_quick(pytester: pytest.Pytester) 
     # The budget is 50 ms on SQLite (about 20 ms measured); this bound leaves room for
     # a loaded CI machine and a debug build.
     assert sorted(per_test)[2] < 0.25, per_test
+
+
+XDIST_SUITE = """
+from cloacina import Workflow, task
+
+
+def make(n):
+    def test(cloacina_runner, cloacina_registry, cloacina_db_url):
+        @task(id="shared_id")
+        def body(ctx):
+            return {"n": ctx["n"]}
+
+        result = cloacina_runner.run(Workflow("shared_wf", [body]), {"n": n})
+        assert result.status == "completed" and result.context["n"] == n
+        # Each worker's test has a file of its own: only its own run is in it.
+        assert [r.run_id for r in cloacina_runner.list_runs()] == [result.run_id]
+        print("DB", cloacina_db_url)
+
+    return test
+
+
+for i in range(8):
+    globals()[f"test_{i}"] = make(i)
+"""
+
+
+def test_works_under_pytest_xdist(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(test_parallel=XDIST_SUITE)
+    result = pytester.runpytest_subprocess("-n", "2", "-q", "-s", "-p", "no:cacheprovider")
+    result.assert_outcomes(passed=8)
