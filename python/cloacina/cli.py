@@ -52,36 +52,58 @@ def _parser() -> argparse.ArgumentParser:
         default="table",
         help="table for people (default), json or jsonl for scripts",
     )
+    # --db and -o are also accepted after the subcommand (`cloacina runs list --db URL`).
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--db", metavar="URL", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+    common.add_argument(
+        "-o",
+        "--output",
+        choices=("table", "json", "jsonl"),
+        default=argparse.SUPPRESS,
+        help=argparse.SUPPRESS,
+    )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
-    run = commands.add_parser("run", help="run a workflow (exit code 1 if the run fails)")
+    run = commands.add_parser(
+        "run", parents=[common], help="run a workflow (exit code 1 if the run fails)"
+    )
     run.add_argument("target", help="module:attr or path/to/file.py:attr naming a Workflow")
     run.add_argument("--ctx", default=None, help="the input: a JSON object, or @file.json")
     run.add_argument("--no-wait", action="store_true", help="start the run and return")
 
-    runs = commands.add_parser("runs", help="list, show, cancel or resume runs")
+    runs = commands.add_parser("runs", parents=[common], help="list, show, cancel or resume runs")
     runs_commands = runs.add_subparsers(dest="runs_command", metavar="ACTION", required=True)
-    listing = runs_commands.add_parser("list", help="runs, newest first")
+    listing = runs_commands.add_parser("list", parents=[common], help="runs, newest first")
     listing.add_argument("--status", default=None)
     listing.add_argument("--workflow", default=None)
     listing.add_argument("--limit", type=int, default=20)
-    show = runs_commands.add_parser("show", help="one run: its tasks, errors and tracebacks")
+    show = runs_commands.add_parser(
+        "show", parents=[common], help="one run: its tasks, errors and tracebacks"
+    )
     show.add_argument("run_id")
-    cancel = runs_commands.add_parser("cancel", help="cancel a run (here or elsewhere)")
+    cancel = runs_commands.add_parser(
+        "cancel", parents=[common], help="cancel a run (here or elsewhere)"
+    )
     cancel.add_argument("run_id")
     resume = runs_commands.add_parser(
-        "resume", help="resume a run; TARGET defines its workflow in this process"
+        "resume", parents=[common], help="resume a run; TARGET defines its workflow in this process"
     )
     resume.add_argument("run_id")
     resume.add_argument("target", help="module, module:attr or path/to/file.py[:attr]")
     resume.add_argument("--no-wait", action="store_true")
 
-    db = commands.add_parser("db", help="the database: info, migrate")
+    db = commands.add_parser("db", parents=[common], help="the database: info, migrate")
     db_commands = db.add_subparsers(dest="db_command", metavar="ACTION", required=True)
-    db_commands.add_parser("info", help="where it is, its schema version, its runs by status")
-    db_commands.add_parser("migrate", help="create the database or bring its schema up to date")
+    db_commands.add_parser(
+        "info", parents=[common], help="where it is, its schema version, its runs by status"
+    )
+    db_commands.add_parser(
+        "migrate", parents=[common], help="create the database or bring its schema up to date"
+    )
 
-    graph = commands.add_parser("graph", help="a workflow's tasks and dependencies")
+    graph = commands.add_parser(
+        "graph", parents=[common], help="a workflow's tasks and dependencies"
+    )
     graph.add_argument("target", help="module:attr or path/to/file.py:attr naming a Workflow")
     graph.add_argument("--format", choices=("ascii", "dot", "mermaid"), default="ascii")
     return parser

@@ -84,6 +84,11 @@ def test_run_list_show_as_json(tmp_path, flow):
     table = cli("runs", "list", "--status", "completed", cwd=tmp_path, db=db)
     assert run["run_id"] in table.stdout and rows[0]["run_id"] not in table.stdout
 
+    # --db and -o work after the subcommand too.
+    other = tmp_path / "other.db"
+    after = cli("runs", "list", "--db", f"sqlite:///{db}", "-o", "json", cwd=tmp_path, db=other)
+    assert [r["run_id"] for r in json.loads(after.stdout)] == [r["run_id"] for r in rows]
+
 
 def test_context_from_a_file_no_wait_cancel_and_db_info(tmp_path, flow):
     db = tmp_path / "cli2.db"
