@@ -1,9 +1,16 @@
-"""Database URLs: which backend a URL names, and how to show it with its password masked."""
+"""Database URLs: which backend a URL names, and how to show it with its password masked.
+
+Backends are registered in one place, the ``cloacina.backends`` entry-point group (the
+built-in SQLite backend is registered by the package itself): a backend is a
+:class:`Backend` object naming the URL schemes it serves. :func:`available` lists the
+schemes this installation serves.
+"""
 
 from __future__ import annotations
 
 import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from urllib.parse import unquote
 
@@ -96,25 +103,95 @@ def default_url() -> str:
     return os.environ.get(ENV_VAR) or DEFAULT_URL
 
 
-def resolve(url: str) -> SqliteTarget:
-    """The backend target a URL names; ``ConfigurationError`` if it is not supported."""
+@dataclass(frozen=True)
+class Backend:
+    """A database backend: its name, the URL schemes it serves, and how it turns a URL
+    of one of them into the target its engine opens."""
+
+    name: str
+    schemes: tuple[str, ...]
+    target: Callable[[str], object]
+
+
+ENTRY_POINT_GROUP = "cloacina.backends"
+"""The entry-point group where backends are registered."""
+
+_POSTGRES_SCHEMES = ("postgres", "postgresql")
+
+
+def _parse(url: object) -> tuple[str, str]:
+    """``(scheme, rest)`` of a database URL; ``ConfigurationError`` if it is none."""
     if not isinstance(url, str):
         raise ConfigurationError(f"a database URL must be a str, not {type(url).__name__}")
     scheme, sep, rest = url.partition(":")
-    scheme = scheme.lower()
     if not sep or not scheme:
         raise ConfigurationError(
             f"not a database URL: {mask(url)!r}; expected e.g. 'sqlite:///path/to/file.db'"
         )
-    if scheme == "sqlite":
-        return _sqlite_target(url, rest)
-    if scheme in ("postgres", "postgresql"):
+    return scheme.lower(), rest
+
+
+def _sqlite(url: str) -> SqliteTarget:
+    return _sqlite_target(url, _parse(url)[1])
+
+
+SQLITE = Backend("sqlite", ("sqlite",), _sqlite)
+"""The embedded SQLite backend (built in; registered as an entry point too)."""
+
+_registered: dict[str, Backend] | None = None
+
+
+def _backends() -> dict[str, Backend]:
+    """Scheme -> backend: the built-in ones, then those of the entry-point group (read
+    once per process; a backend that fails to load is logged and left out)."""
+    global _registered
+    if _registered is None:
+        import logging
+        from importlib.metadata import entry_points
+
+        found = dict.fromkeys(SQLITE.schemes, SQLITE)
+        for entry in entry_points(group=ENTRY_POINT_GROUP):
+            try:
+                backend = entry.load()
+            except Exception as exc:
+                logging.getLogger("cloacina").warning(
+                    "the cloacina backend %r could not be loaded: %s", entry.name, exc
+                )
+                continue
+            if not isinstance(backend, Backend):
+                logging.getLogger("cloacina").warning(
+                    "the entry point %r of %s is not a cloacina Backend", entry.name, entry.group
+                )
+                continue
+            for scheme in backend.schemes:
+                found.setdefault(scheme.lower(), backend)
+        _registered = found
+    return _registered
+
+
+def available() -> list[str]:
+    """The URL schemes this installation serves, sorted."""
+    return sorted(_backends())
+
+
+def resolve(url: str) -> object:
+    """The target a URL names, from the backend that serves its scheme;
+    ``ConfigurationError`` naming the schemes served when no backend does."""
+    scheme, _ = _parse(url)
+    if scheme in SQLITE.schemes:
+        return SQLITE.target(url)  # the default backend: no entry points read
+    backend = _backends().get(scheme)
+    if backend is not None:
+        return backend.target(url)
+    served = ", ".join(f"'{s}:'" for s in available())
+    if scheme in _POSTGRES_SCHEMES:
         raise ConfigurationError(
-            f"the PostgreSQL backend is not available in this version of cloacina: {mask(url)!r}"
+            f"the PostgreSQL backend is not available in this version of cloacina: "
+            f"{mask(url)!r} (this installation serves {served})"
         )
     raise ConfigurationError(
-        f"unsupported database URL {mask(url)!r}: cloacina supports 'sqlite:///path/to/file.db' "
-        "and 'sqlite::memory:'"
+        f"unsupported database URL {mask(url)!r}: this installation serves {served} "
+        "(for example 'sqlite:///path/to/file.db' or 'sqlite::memory:')"
     )
 
 

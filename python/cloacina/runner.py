@@ -439,7 +439,8 @@ class Runner:
     loss, at a cost per commit. With ``recover=True`` (the default), runs left behind by a
     process that died are continued when their workflow is defined in this process;
     ``lease`` is how long (seconds, at least 1) a run stays owned by a runner that stopped
-    heartbeating. Use as a context manager, or call :meth:`close`.
+    heartbeating. ``schema`` (a PostgreSQL tenant) is refused on SQLite. Use as a context
+    manager, or call :meth:`close`.
     """
 
     def __init__(
@@ -450,6 +451,7 @@ class Runner:
         durability: str = "normal",
         recover: bool = True,
         lease: float = 30.0,
+        schema: str | None = None,
     ) -> None:
         url = backends.default_url() if url is None else url
         self.url = backends.mask(url) if isinstance(url, str) else repr(url)
@@ -466,6 +468,16 @@ class Runner:
             raise TypeError(f"recover must be a bool, not {type(recover).__name__} {recover!r}")
         lease = seconds("lease", lease, minimum=1.0)
         target = backends.resolve(url)
+        if not isinstance(target, backends.SqliteTarget):
+            raise ConfigurationError(
+                f"{self.url}: this version of cloacina's Runner drives SQLite databases only"
+            )
+        if schema is not None:
+            # A PostgreSQL option (tenants by schema): SQLite ignores nothing silently.
+            raise ConfigurationError(
+                f"{self.url}: schema={schema!r} is a PostgreSQL option; an SQLite database "
+                "has no schemas (use one file per tenant)"
+            )
         _native.reset_logging()
         self._lock = threading.Lock()
         # Names this runner to its own task attempts (see _invoke.current_runner).
