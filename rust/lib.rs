@@ -23,7 +23,6 @@ use pyo3::prelude::*;
 fn native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     py::logging::install(m.py());
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
-    py::exceptions::register(m)?;
     m.add_class::<py::engine::PyEngine>()?;
     m.add_class::<py::invoke::Completion>()?;
     m.add_function(wrap_pyfunction!(py::registry::register_task, m)?)?;

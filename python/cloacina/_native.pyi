@@ -5,15 +5,9 @@ from collections.abc import Awaitable, Callable
 from typing import Any, final
 
 __all__ = [
-    "CloacinaError",
     "Completion",
-    "ConfigurationError",
-    "DatabaseError",
     "Engine",
     "RegistrySnapshot",
-    "TaskError",
-    "WorkflowError",
-    "WorkflowFailed",
     "__version__",
     "bind_sqlite",
     "current_workflow",
@@ -26,13 +20,6 @@ __all__ = [
 ]
 
 __version__: str
-
-class CloacinaError(Exception): ...
-class WorkflowError(CloacinaError): ...
-class WorkflowFailed(CloacinaError): ...
-class TaskError(CloacinaError): ...
-class DatabaseError(CloacinaError): ...
-class ConfigurationError(CloacinaError): ...
 
 @final
 class Engine:

@@ -14,7 +14,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from urllib.parse import unquote
 
-from cloacina import _native
 from cloacina.errors import ConfigurationError
 
 DEFAULT_URL = "sqlite:///cloacina.db"
@@ -235,5 +234,7 @@ def bind_sqlite() -> dict[str, object]:
             module_file = getattr(_sqlite3, "__file__", None)
         except ImportError:
             module_file = None
+        from cloacina import _native
+
         _bound = dict(_native.bind_sqlite(module_file))
     return _bound

@@ -6,14 +6,33 @@
 from __future__ import annotations
 
 from cloacina._durations import seconds
-from cloacina._native import (
-    CloacinaError,
-    ConfigurationError,
-    DatabaseError,
-    TaskError,
-    WorkflowError,
-    WorkflowFailed,
-)
+
+# Defined here, not in the native module (which raises them by importing them): so that
+# `import cloacina`, the command line and the pytest plugin load no engine.
+
+
+class CloacinaError(Exception):
+    """Base class of every cloacina error."""
+
+
+class WorkflowError(CloacinaError):
+    """A workflow definition is invalid."""
+
+
+class WorkflowFailed(CloacinaError):
+    """A run ended failed (raised by RunResult.raise_for_status)."""
+
+
+class TaskError(CloacinaError):
+    """A task is invalid or produced something unusable."""
+
+
+class DatabaseError(CloacinaError):
+    """The database failed or holds unreadable data."""
+
+
+class ConfigurationError(CloacinaError):
+    """A bad or unsupported setting, such as a database URL."""
 
 
 class TaskTimeout(TaskError, TimeoutError):

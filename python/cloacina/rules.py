@@ -31,8 +31,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from cloacina import _native
-
 Rule = dict[str, Any]
 """A trigger rule: a JSON-able dict made by the functions of this module."""
 
@@ -41,6 +39,8 @@ OPS = ("==", "!=", ">", ">=", "<", "<=", "in", "not_in", "exists")
 
 
 def _checked(rule: Rule) -> Rule:
+    from cloacina import _native
+
     _native.validate_rule(rule)
     return rule
 

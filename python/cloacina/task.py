@@ -9,7 +9,6 @@ import types
 from collections.abc import Callable, Iterable
 from typing import Any, TypeVar, overload
 
-from cloacina import _native
 from cloacina._durations import seconds
 from cloacina.context import Context
 
@@ -92,6 +91,8 @@ class Task:
         for hook in ("on_success", "on_failure", "on_retry"):
             if options[hook] is not None and not callable(options[hook]):
                 raise TypeError(f"task '{task_id}': {hook} must be callable")
+        from cloacina import _native  # the engine loads with the first task defined
+
         if trigger is not None:
             if not isinstance(trigger, dict):
                 raise TypeError(

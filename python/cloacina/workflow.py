@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from cloacina import _native
 from cloacina._durations import seconds
 from cloacina.errors import WorkflowError
 from cloacina.task import Task, defined_task
@@ -62,6 +61,8 @@ class Workflow:
             if not isinstance(t, Task):
                 raise TypeError(f"workflow '{name}': expected tasks made with @task, got {t!r}")
             listed.append(t.id)
+        from cloacina import _native
+
         order, version = _native.register_workflow(name, listed, description, timeout)
         self.name = name
         self.description = description
@@ -75,6 +76,8 @@ class Workflow:
         """Resolves the workflow from its tasks' current definitions (and makes this
         definition the registered one if another replaced it); ``WorkflowError`` if an
         edit broke it."""
+        from cloacina import _native
+
         self._order, self._version = _native.current_workflow(
             self.name, self._listed, self.description, self.timeout
         )

@@ -173,3 +173,28 @@ def test_help_version_and_import_cloacina_stays_free_of_the_cli(tmp_path):
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
     )
     assert out.stdout.split()[0] == "False"
+
+
+LIGHT = """
+import sys, time
+started = time.perf_counter()
+from cloacina.cli import main
+try:
+    main([{arg!r}])
+except SystemExit:
+    pass
+import cloacina.testing  # the pytest plugin, as pytest imports it
+print("LOADED" if "cloacina._native" in sys.modules else "LIGHT")
+"""
+
+
+@pytest.mark.parametrize("arg", ["--help", "--version"])
+def test_help_version_and_the_plugin_load_no_engine(arg):
+    out = subprocess.run(
+        [sys.executable, "-c", LIGHT.format(arg=arg)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    assert out.stdout.strip().splitlines()[-1] == "LIGHT", out.stdout
