@@ -196,6 +196,20 @@ def _finish(
     return TaskRun(result=result, output=output if status == "completed" else {}, returned=returned)
 
 
+def _start(
+    task: Task,
+    context: Mapping[str, Any] | None,
+    upstream: Mapping[str, Mapping[str, Any]] | None,
+) -> tuple[dict[str, Any], Any, datetime]:
+    """``(given, ctx, started)`` for one attempt: the input as given (to tell a value
+    changed in place from one only read), the task's own Context over a copy, the time."""
+    from cloacina.context import Context
+
+    given = _input(context, upstream)
+    ctx = Context._wrap(_input(context, upstream), task.id, None)
+    return given, ctx, datetime.now(timezone.utc)
+
+
 def run_task(
     task: Task,
     context: Mapping[str, Any] | None = None,
@@ -210,11 +224,7 @@ def run_task(
     records them, in the result."""
     import inspect
 
-    from cloacina.context import Context
-
-    given = _input(context, upstream)
-    ctx = Context._wrap(_input(context, upstream), task.id, None)
-    started = datetime.now(timezone.utc)
+    given, ctx, started = _start(task, context, upstream)
     try:
         returned = task.fn(ctx)
         if inspect.isawaitable(returned):
@@ -236,11 +246,7 @@ async def run_task_async(
     """Awaitable twin of :func:`run_task`, on the caller's event loop."""
     import inspect
 
-    from cloacina.context import Context
-
-    given = _input(context, upstream)
-    ctx = Context._wrap(_input(context, upstream), task.id, None)
-    started = datetime.now(timezone.utc)
+    given, ctx, started = _start(task, context, upstream)
     try:
         returned = task.fn(ctx)
         if inspect.isawaitable(returned):
