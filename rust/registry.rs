@@ -197,6 +197,11 @@ pub fn current_workflow(name: &str) -> Result<Arc<WorkflowDef>> {
     }
 }
 
+/// The names of the registered workflows.
+pub fn workflow_names() -> Vec<String> {
+    read().workflows.keys().cloned().collect()
+}
+
 /// The registered workflow `name`, if any (as last resolved; see `current_workflow`).
 pub fn workflow(name: &str) -> Option<Arc<WorkflowDef>> {
     read().workflows.get(name).cloned()

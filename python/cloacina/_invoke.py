@@ -45,59 +45,48 @@ current_runner: contextvars.ContextVar[object | None] = contextvars.ContextVar(
 that waits for another run of its own runner lends it its slot, and cannot close it."""
 
 
-_databases: dict[object, str] = {}
-"""The SQLite file of each runner (by its key) whose runs a task may read to explain a key
-missing from its context. A runner on an in-memory database is not listed."""
-
-_WRITER_SQL = (
-    "SELECT task_id FROM run_tasks WHERE run_id = ? AND task_id <> ? AND status = 'completed' "
-    "AND output IS NOT NULL "
-    "AND EXISTS (SELECT 1 FROM json_each(run_tasks.output) WHERE json_each.key = ?) "
-    "ORDER BY position LIMIT 1"
-)
+_writer_lookups: dict[object, Callable[[str, str, str], str | None]] = {}
+"""For each runner (by its key): ``lookup(run_id, task_id, key)``, naming the task of a run
+that wrote a key another task found missing from its context."""
 
 
-def register_database(runner_key: object, path: str | None) -> None:
-    """Records that the runner ``runner_key`` keeps its runs in the SQLite file ``path``
-    (None: in memory, not readable from here). A task of that runner that reads a key
-    missing from its context is then told which task of its run wrote the key."""
-    if path is None:
-        _databases.pop(runner_key, None)
+def register_database(
+    runner_key: object, lookup: Callable[[str, str, str], str | None] | None
+) -> None:
+    """Records how to find, in the runner ``runner_key``'s database, which task of a run
+    wrote a key (None: forget it). A task of that runner that reads a key missing from its
+    context is then told which task of its run wrote the key."""
+    if lookup is None:
+        _writer_lookups.pop(runner_key, None)
     else:
-        _databases[runner_key] = path
+        _writer_lookups[runner_key] = lookup
 
 
 def forget_database(runner_key: object) -> None:
     """Forgets what :func:`register_database` recorded for ``runner_key`` (on close)."""
-    _databases.pop(runner_key, None)
+    _writer_lookups.pop(runner_key, None)
 
 
 def _explainer(runner_key: object, token: str, task_id: str) -> Callable[[str], str | None] | None:
     """For the attempt ``token`` (``run_id/task_id/attempt``) of a runner: a function
     naming another task of the run that wrote a key, or None when the runner's database
     cannot be read from here."""
-    path = _databases.get(runner_key)
-    if path is None or not token:
+    lookup = _writer_lookups.get(runner_key)
+    if lookup is None or not token:
         return None
-    return functools.partial(_find_writer, path, token.partition("/")[0], task_id)
+    return functools.partial(_find_writer, lookup, token.partition("/")[0], task_id)
 
 
-def _find_writer(path: str, run_id: str, task_id: str, key: str) -> str | None:
+def _find_writer(
+    lookup: Callable[[str, str, str], str | None], run_id: str, task_id: str, key: str
+) -> str | None:
     """The first task (in merge order) of run ``run_id``, other than ``task_id``, that
-    completed having written ``key``, read from the SQLite file ``path`` (opened
-    read-only); None when there is none or the file cannot be read. Only called when a
-    task reads a missing key: it costs a connection and one query."""
-    import sqlite3  # only this error path needs it
-    from contextlib import closing
-    from pathlib import Path
-
+    completed having written ``key``; None when there is none or the database cannot be
+    read. Only called when a task reads a missing key: it costs one read of the run."""
     try:
-        uri = Path(path).as_uri() + "?mode=ro"
-        with closing(sqlite3.connect(uri, uri=True, timeout=2.0)) as conn:
-            row = conn.execute(_WRITER_SQL, (run_id, task_id, key)).fetchone()
-    except (sqlite3.Error, OSError, ValueError):
+        return lookup(run_id, task_id, key)
+    except Exception:
         return None
-    return None if row is None else str(row[0])
 
 
 def _set_async_exc(ident: int, exc: type[BaseException] | None) -> None:

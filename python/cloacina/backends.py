@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from urllib.parse import unquote
 
 from cloacina.errors import ConfigurationError
@@ -27,6 +27,20 @@ class SqliteTarget:
     """An embedded SQLite database: a file path, or None for a private in-memory one."""
 
     path: str | None
+
+
+@dataclass(frozen=True)
+class PostgresTarget:
+    """A PostgreSQL database: its URL (``repr`` shows it masked) and the tenant's schema
+    (None: the URL's ``options=-c search_path=...``, else ``public``)."""
+
+    url: str = field(repr=False)
+    schema: str | None = None
+
+    @property
+    def masked(self) -> str:
+        """The URL with its password masked."""
+        return mask(self.url)
 
 
 _SECRET_PARAMS = frozenset({"password", "pwd", "pass", "sslpassword", "secret", "token"})
@@ -118,6 +132,20 @@ ENTRY_POINT_GROUP = "cloacina.backends"
 _POSTGRES_SCHEMES = ("postgres", "postgresql")
 
 
+def _postgres(url: str) -> PostgresTarget:
+    _, rest = _parse(url)
+    if not rest.startswith("//"):
+        raise ConfigurationError(
+            f"the PostgreSQL URL {mask(url)!r} names no host: expected "
+            "'postgresql://user:password@host:5432/database'"
+        )
+    return PostgresTarget(url=url)
+
+
+POSTGRES = Backend("postgres", _POSTGRES_SCHEMES, _postgres)
+"""The PostgreSQL backend (built in; registered as an entry point too)."""
+
+
 def _parse(url: object) -> tuple[str, str]:
     """``(scheme, rest)`` of a database URL; ``ConfigurationError`` if it is none."""
     if not isinstance(url, str):
@@ -149,6 +177,7 @@ def _backends() -> dict[str, Backend]:
         from importlib.metadata import entry_points
 
         found = dict.fromkeys(SQLITE.schemes, SQLITE)
+        found.update(dict.fromkeys(POSTGRES.schemes, POSTGRES))
         for entry in entry_points(group=ENTRY_POINT_GROUP):
             try:
                 backend = entry.load()
@@ -178,16 +207,13 @@ def resolve(url: str) -> object:
     ``ConfigurationError`` naming the schemes served when no backend does."""
     scheme, _ = _parse(url)
     if scheme in SQLITE.schemes:
-        return SQLITE.target(url)  # the default backend: no entry points read
+        return SQLITE.target(url)  # the built-in backends: no entry points read
+    if scheme in POSTGRES.schemes:
+        return POSTGRES.target(url)
     backend = _backends().get(scheme)
     if backend is not None:
         return backend.target(url)
     served = ", ".join(f"'{s}:'" for s in available())
-    if scheme in _POSTGRES_SCHEMES:
-        raise ConfigurationError(
-            f"the PostgreSQL backend is not available in this version of cloacina: "
-            f"{mask(url)!r} (this installation serves {served})"
-        )
     raise ConfigurationError(
         f"unsupported database URL {mask(url)!r}: this installation serves {served} "
         "(for example 'sqlite:///path/to/file.db' or 'sqlite::memory:')"

@@ -46,6 +46,12 @@ def _parser() -> argparse.ArgumentParser:
         help="the database (default: $CLOACINA_DATABASE_URL, else sqlite:///cloacina.db)",
     )
     parser.add_argument(
+        "--schema",
+        metavar="NAME",
+        help="the PostgreSQL schema (tenant) holding the runs (default: the URL's "
+        "search_path, else public)",
+    )
+    parser.add_argument(
         "-o",
         "--output",
         choices=("table", "json", "jsonl"),
@@ -55,6 +61,9 @@ def _parser() -> argparse.ArgumentParser:
     # --db and -o are also accepted after the subcommand (`cloacina runs list --db URL`).
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--db", metavar="URL", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+    common.add_argument(
+        "--schema", metavar="NAME", default=argparse.SUPPRESS, help=argparse.SUPPRESS
+    )
     common.add_argument(
         "-o",
         "--output",
@@ -70,6 +79,25 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("target", help="module:attr or path/to/file.py:attr naming a Workflow")
     run.add_argument("--ctx", default=None, help="the input: a JSON object, or @file.json")
     run.add_argument("--no-wait", action="store_true", help="start the run and return")
+
+    worker = commands.add_parser(
+        "worker",
+        parents=[common],
+        help="claim and drive queued runs of the workflows TARGETs define, until SIGINT/SIGTERM",
+    )
+    worker.add_argument(
+        "targets",
+        nargs="+",
+        metavar="TARGET",
+        help="module, module:attr or path/to/file.py[:attr], imported so that its tasks and "
+        "workflows are defined",
+    )
+    worker.add_argument(
+        "--concurrency",
+        type=int,
+        default=None,
+        help="task attempts run at once (default: the Runner's default)",
+    )
 
     runs = commands.add_parser("runs", parents=[common], help="list, show, cancel or resume runs")
     runs_commands = runs.add_subparsers(dest="runs_command", metavar="ACTION", required=True)
@@ -127,6 +155,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "graph":
         return _graph(args)
+    if args.command == "worker":
+        return _worker(args)
     with _runner(args) as runner:
         if args.command == "run":
             return _run(args, runner)
@@ -143,10 +173,25 @@ def _dispatch(args: argparse.Namespace) -> int:
         return _resume(args, runner)
 
 
-def _runner(args: argparse.Namespace) -> Runner:
+def _runner(args: argparse.Namespace, **options: Any) -> Runner:
     from cloacina import Runner
 
-    return Runner(args.db)
+    return Runner(args.db, schema=args.schema, **options)
+
+
+def _worker(args: argparse.Namespace) -> int:
+    import logging
+
+    for target in args.targets:
+        load_target(target)
+    if not logging.getLogger().handlers:
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    options: dict[str, Any] = {}
+    if args.concurrency is not None:
+        options["max_concurrency"] = args.concurrency
+    runner = _runner(args, **options)
+    runner.serve()
+    return EXIT_OK
 
 
 def load_target(target: str) -> Any:

@@ -5,9 +5,10 @@ from __future__ import annotations
 import atexit
 import functools
 import logging
+import signal
 import threading
 import weakref
-from collections.abc import Generator, Mapping
+from collections.abc import Callable, Generator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any, TypeVar
@@ -377,6 +378,19 @@ class RunHandle:
         return f"RunHandle({self.run_id!r})"
 
 
+def _writer_lookup(ref: weakref.ref[Runner]) -> Callable[[str, str, str], str | None]:
+    """``lookup(run_id, task_id, key)`` for :func:`_invoke.register_database`, reading
+    through the runner's engine while it is open (a weak reference: it keeps no runner
+    alive)."""
+
+    def lookup(run_id: str, task_id: str, key: str) -> str | None:
+        runner = ref()
+        engine = None if runner is None else runner._engine
+        return None if engine is None else engine.writer_of(run_id, task_id, key)
+
+    return lookup
+
+
 def _warn_if_another_runner_is_open(runner: Runner) -> None:
     """Logs a warning when another open runner of this process uses the same database
     file: each has its own engine, threads and checks. Usually the old one of a notebook
@@ -460,19 +474,25 @@ class Runner:
                 f"max_concurrency must be an int, not {type(max_concurrency).__name__} "
                 f"{max_concurrency!r}"
             )
-        if max_concurrency < 1:
-            raise ValueError(f"max_concurrency must be a positive int, not {max_concurrency!r}")
+        if max_concurrency < 0:
+            raise ValueError(
+                f"max_concurrency must be a positive int (or 0 for a runner that only submits "
+                f"runs), not {max_concurrency!r}"
+            )
         if durability not in ("normal", "full"):
             raise ConfigurationError(f"durability must be 'normal' or 'full', not {durability!r}")
         if not isinstance(recover, bool):
             raise TypeError(f"recover must be a bool, not {type(recover).__name__} {recover!r}")
         lease = seconds("lease", lease, minimum=1.0)
         target = backends.resolve(url)
-        if not isinstance(target, backends.SqliteTarget):
+        if not isinstance(target, (backends.SqliteTarget, backends.PostgresTarget)):
             raise ConfigurationError(
-                f"{self.url}: this version of cloacina's Runner drives SQLite databases only"
+                f"{self.url}: this version of cloacina's Runner drives SQLite and PostgreSQL "
+                "databases only"
             )
-        if schema is not None:
+        if schema is not None and not isinstance(schema, str):
+            raise TypeError(f"schema must be a str, not {type(schema).__name__}")
+        if schema is not None and isinstance(target, backends.SqliteTarget):
             # A PostgreSQL option (tenants by schema): SQLite ignores nothing silently.
             raise ConfigurationError(
                 f"{self.url}: schema={schema!r} is a PostgreSQL option; an SQLite database "
@@ -483,11 +503,15 @@ class Runner:
         # Names this runner to its own task attempts (see _invoke.current_runner).
         self._key = object()
         # Lets a task that reads a key missing from its context name the task that wrote it.
-        _invoke.register_database(self._key, target.path)
+        path = target.path if isinstance(target, backends.SqliteTarget) else None
+        postgres = (
+            (target.url, self.url, schema) if isinstance(target, backends.PostgresTarget) else None
+        )
+        self.schema = schema
         self._loop = BackgroundLoop(runner_key=self._key)
         try:
             self._engine: _native.Engine | None = _native.Engine(
-                target.path,
+                path,
                 durability=durability,
                 max_concurrency=max_concurrency,
                 call_sync=functools.partial(_invoke.call_sync, runner_key=self._key),
@@ -496,12 +520,16 @@ class Runner:
                 call_hook=_invoke.call_hook,
                 recover=recover,
                 lease=lease,
+                postgres=postgres,
             )
         except ConfigurationError as exc:
+            if postgres is not None:
+                raise  # the engine's message names the masked URL already
             raise ConfigurationError(f"{self.url}: {exc}") from None
         self.max_concurrency = max_concurrency
         self.durability = durability
-        self._path = target.path
+        self._path = path
+        _invoke.register_database(self._key, _writer_lookup(weakref.ref(self)))
         _warn_if_another_runner_is_open(self)
         _open_runners.add(self)
         # Forgotten (re-running a notebook cell that opens a runner): once nothing
@@ -568,6 +596,50 @@ class Runner:
         """
         self._engine_or_raise().resume(run_id)
         return RunHandle(self, run_id)
+
+    def purge(self, older_than: timedelta | float) -> int:
+        """Deletes the runs that finished (completed, failed or cancelled) more than
+        ``older_than`` ago (a ``timedelta``, or seconds), with their tasks, attempts and
+        events; returns how many. It deletes in batches of 1,000 runs, each its own short
+        transaction, so running work is not held up. Runs not finished are never deleted."""
+        if isinstance(older_than, timedelta):
+            older_than = older_than.total_seconds()
+        age = seconds("older_than", older_than)
+        before = int((datetime.now(timezone.utc).timestamp() - age) * 1_000_000)
+        return self._engine_or_raise().purge(before)
+
+    def serve(self) -> None:
+        """Claims and drives queued runs (those submitted by runners with
+        ``max_concurrency=0``, on any host) of the workflows defined in this process, and
+        takes over runs whose owner died, until SIGINT or SIGTERM (or Ctrl-C). Then it
+        drains: it stops claiming, lets the running attempts finish, and closes the
+        runner; the runs left unfinished are continued by other workers. Signal handlers
+        are installed only in the main thread; elsewhere, stop with :meth:`close`."""
+        engine = self._engine_or_raise()
+        if self.max_concurrency == 0:
+            raise CloacinaError(
+                "a runner with max_concurrency=0 only submits runs: it cannot serve"
+            )
+        stop = threading.Event()
+        previous: dict[int, Any] = {}
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                previous[sig] = signal.signal(sig, lambda *_: stop.set())
+        log = logging.getLogger("cloacina")
+        log.info("serving %s (max_concurrency=%d)", self.url, self.max_concurrency)
+        try:
+            # Claims happen in the engine's background checks, woken by the database;
+            # this thread only waits for a signal (or for the runner to be closed).
+            while not stop.wait(0.25):
+                if self._engine is None:
+                    return
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+        log.info("draining: %d run(s) in progress; waiting for running attempts", engine.driving())
+        engine.drain()
+        self.close()
+        log.info("stopped serving %s", self.url)
 
     def recover(self) -> list[str]:
         """Takes over runs whose owner is gone and whose workflow is defined here (done

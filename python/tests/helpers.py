@@ -1,8 +1,10 @@
-"""Helpers shared by the test modules: reading the SQLite file, times, waits, scripts."""
+"""Helpers shared by the test modules: reading the database (SQLite file or PostgreSQL
+schema), times, waits, scripts."""
 
 from __future__ import annotations
 
 import json
+import re
 import sqlite3
 import subprocess
 import sys
@@ -10,6 +12,7 @@ import time
 from contextlib import closing, contextmanager
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from urllib.parse import parse_qs, quote, urlsplit
 
 SCRIPTS = Path(__file__).parent / "scripts"
 EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
@@ -20,6 +23,72 @@ def query(path: Path | str, sql: str, params: tuple = ()) -> list[dict]:
     with closing(sqlite3.connect(str(path), timeout=30)) as conn:
         conn.row_factory = sqlite3.Row
         return [dict(row) for row in conn.execute(sql, params).fetchall()]
+
+
+# --- PostgreSQL: a schema per test, named in the URL ----------------------------------------
+# A test's URL is the server's URL plus libpq's `options=-csearch_path=<schema>`: the
+# backend reads its schema from it, and so does psycopg (libpq parses the same URL).
+
+
+def with_schema(url: str, schema: str) -> str:
+    """The server URL `url` with search_path set to `schema` (libpq's options parameter)."""
+    sep = "&" if "?" in url else "?"
+    return f"{url}{sep}options={quote('-csearch_path=' + schema, safe='')}"
+
+
+def schema_of(url: str) -> str | None:
+    """The schema named by with_schema() in a URL, or None."""
+    for options in parse_qs(urlsplit(url).query).get("options", []):
+        found = re.search(r"-c\s*search_path=([^\s,]+)", options)
+        if found:
+            return found.group(1)
+    return None
+
+
+def _pg_params(sql: str) -> str:
+    """sqlite3's `?` placeholders -> psycopg's `%s` (outside quoted text); `%` -> `%%`."""
+    out, quote_char = [], None
+    for ch in sql:
+        if quote_char:
+            if ch == quote_char:
+                quote_char = None
+        elif ch in ("'", '"'):
+            quote_char = ch
+        elif ch == "?":
+            out.append("%s")
+            continue
+        out.append("%%" if ch == "%" else ch)
+    return "".join(out)
+
+
+def pg_connect(url: str):
+    import psycopg  # a test dependency; imported only when PostgreSQL is tested
+    from psycopg.rows import dict_row
+
+    return psycopg.connect(url, autocommit=True, row_factory=dict_row, connect_timeout=10)
+
+
+def pg_query(url: str, sql: str, params: tuple = ()) -> list[dict]:
+    """query() for PostgreSQL: one connection to `url` (so its search_path), one query."""
+    with pg_connect(url) as conn:
+        return conn.execute(_pg_params(sql), tuple(params)).fetchall()
+
+
+def pg_schema_exists(server_url: str, schema: str) -> bool:
+    with pg_connect(server_url) as conn:
+        found = conn.execute("SELECT 1 FROM pg_namespace WHERE nspname = %s", (schema,))
+        return found.fetchone() is not None
+
+
+def pg_drop_schema(server_url: str, schema: str) -> None:
+    """DROP SCHEMA ... CASCADE, waiting at most 10 s for locks; errors are ignored (the
+    server is thrown away after the session anyway)."""
+    try:
+        with pg_connect(server_url) as conn:
+            conn.execute("SET lock_timeout = '10s'")
+            conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+    except Exception:
+        pass
 
 
 def loads(text: str | None):

@@ -61,6 +61,7 @@ def test_configuration_error_is_a_cloacina_error():
         Runner("nonsense")
 
 
+@pytest.mark.sqlite_only("SQLite file paths")
 def test_relative_path_in_missing_directory(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     with pytest.raises(ConfigurationError) as exc:
@@ -70,6 +71,7 @@ def test_relative_path_in_missing_directory(tmp_path, monkeypatch):
     assert not (tmp_path / "nonexistent_dir").exists()
 
 
+@pytest.mark.sqlite_only("SQLite file paths")
 def test_absolute_path_in_missing_directory(tmp_path):
     target = tmp_path / "missing" / "deeper" / "y.db"
     with pytest.raises(ConfigurationError) as exc:
@@ -84,6 +86,7 @@ def test_absolute_path_in_missing_directory(tmp_path):
     assert not target.parent.exists()
 
 
+@pytest.mark.sqlite_only("a file of garbage bytes where the SQLite file should be")
 def test_a_file_that_is_not_a_database_is_an_error(tmp_path):
     path = tmp_path / "garbage.db"
     path.write_bytes(b"this is not an sqlite database, just some bytes " * 200)
@@ -94,20 +97,20 @@ def test_a_file_that_is_not_a_database_is_an_error(tmp_path):
 # --- where the database lives -------------------------------------------------------------
 
 
-def test_environment_variable_sets_the_default_url(tmp_path, monkeypatch):
-    work, data = tmp_path / "work", tmp_path / "data"
+def test_environment_variable_sets_the_default_url(db_url, rows, tmp_path, monkeypatch):
+    work = tmp_path / "work"
     work.mkdir()
-    data.mkdir()
     monkeypatch.chdir(work)
-    monkeypatch.setenv("CLOACINA_DATABASE_URL", "sqlite:///" + str(data / "env.db"))
+    monkeypatch.setenv("CLOACINA_DATABASE_URL", db_url)
 
     with Runner() as runner:
         result = runner.run(small_workflow("env_wf"), {"n": 1})
     assert result.status == "completed"
-    assert query(data / "env.db", "SELECT run_id FROM runs") == [{"run_id": result.run_id}]
+    assert rows("SELECT run_id FROM runs") == [{"run_id": result.run_id}]
     assert not (work / "cloacina.db").exists()
 
 
+@pytest.mark.sqlite_only("the default URL is a SQLite file")
 def test_default_is_cloacina_db_in_the_working_directory(tmp_path, monkeypatch):
     monkeypatch.delenv("CLOACINA_DATABASE_URL", raising=False)
     monkeypatch.chdir(tmp_path)
@@ -120,6 +123,7 @@ def test_default_is_cloacina_db_in_the_working_directory(tmp_path, monkeypatch):
     assert rows == [{"run_id": result.run_id, "status": "completed"}]
 
 
+@pytest.mark.sqlite_only("SQLite file paths")
 def test_three_slashes_then_a_relative_path(tmp_path, monkeypatch):
     (tmp_path / "sub").mkdir()
     monkeypatch.chdir(tmp_path)
@@ -129,6 +133,7 @@ def test_three_slashes_then_a_relative_path(tmp_path, monkeypatch):
     assert query(tmp_path / "sub" / "rel.db", "SELECT count(*) AS n FROM runs") == [{"n": 1}]
 
 
+@pytest.mark.sqlite_only("SQLite file paths")
 def test_four_slashes_is_an_absolute_path(tmp_path, monkeypatch):
     elsewhere = tmp_path / "cwd"
     elsewhere.mkdir()
@@ -142,6 +147,7 @@ def test_four_slashes_is_an_absolute_path(tmp_path, monkeypatch):
     assert os.listdir(elsewhere) == []
 
 
+@pytest.mark.sqlite_only(":memory:")
 @pytest.mark.parametrize("url", ["sqlite::memory:", "sqlite:///:memory:"])
 def test_in_memory_database(url, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
@@ -160,6 +166,7 @@ def test_in_memory_database(url, tmp_path, monkeypatch):
     assert os.listdir(tmp_path) == []
 
 
+@pytest.mark.sqlite_only(":memory:")
 def test_in_memory_databases_are_private_to_their_runner():
     with Runner("sqlite::memory:") as first, Runner("sqlite::memory:") as second:
         result = first.run(small_workflow("private_memory_wf"), {})
@@ -199,7 +206,29 @@ ATTEMPT_COLUMNS = {
 }
 
 
-def test_schema_has_the_documented_columns(runner, db_path):
+def columns_and_primary_key(backend: str, rows, table: str) -> tuple[set[str], list[str]]:
+    """A table's (or view's) column names, and its primary key's columns in key order."""
+    if backend == "sqlite":
+        info = rows(f"PRAGMA table_info({table})")
+        pk = [c["name"] for c in sorted(info, key=lambda c: c["pk"]) if c["pk"]]
+        return {c["name"] for c in info}, pk
+    names = rows(
+        "SELECT column_name AS name FROM information_schema.columns "
+        "WHERE table_schema = current_schema() AND table_name = ?",
+        table,
+    )
+    pk = rows(
+        "SELECT k.column_name AS name FROM information_schema.table_constraints AS c "
+        "JOIN information_schema.key_column_usage AS k ON k.constraint_schema = "
+        "c.constraint_schema AND k.constraint_name = c.constraint_name "
+        "WHERE c.constraint_type = 'PRIMARY KEY' AND c.table_schema = current_schema() "
+        "AND c.table_name = ? ORDER BY k.ordinal_position",
+        table,
+    )
+    return {c["name"] for c in names}, [c["name"] for c in pk]
+
+
+def test_schema_has_the_documented_columns(runner, backend, rows):
     runner.run(small_workflow("schema_wf"), {})
     documented = {
         "runs": {
@@ -233,9 +262,8 @@ def test_schema_has_the_documented_columns(runner, db_path):
         "task_attempts": ATTEMPT_COLUMNS,
     }
     for table, columns in documented.items():
-        info = query(db_path, f"PRAGMA table_info({table})")
-        assert columns <= {c["name"] for c in info}, table
-        pk = [c["name"] for c in sorted(info, key=lambda c: c["pk"]) if c["pk"]]
+        names, pk = columns_and_primary_key(backend, rows, table)
+        assert columns <= names, table
         expected_pk = {
             "runs": ["run_id"],
             "run_tasks": ["run_id", "task_id"],
@@ -245,6 +273,7 @@ def test_schema_has_the_documented_columns(runner, db_path):
         assert pk == expected_pk, table
 
 
+@pytest.mark.sqlite_only("SQLite files written before migration 4")
 def test_a_latest_attempt_also_in_earlier_attempts_shows_once(runner, db_path):
     """Files written before migration 4 recorded every attempt in a table: the latest
     one of each task is then in both `earlier_attempts` and its task row."""
@@ -271,6 +300,7 @@ def test_a_latest_attempt_also_in_earlier_attempts_shows_once(runner, db_path):
     ]
 
 
+@pytest.mark.sqlite_only("SQLite files written before migration 4")
 def test_a_file_from_before_migration_4_is_upgraded(tmp_path):
     """Migration 4 on a real file: before it, `task_attempts` was a table holding every
     attempt, the latest ones included, and finished task rows had no owner."""

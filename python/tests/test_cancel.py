@@ -455,7 +455,7 @@ def test_cancel_a_run_still_waiting_for_a_slot(db_url):
         assert ran == []
 
 
-def test_cancel_right_after_start_on_a_new_runner(tmp_path):
+def test_cancel_right_after_start_on_a_new_runner(make_db_url):
     """The first async task of a new Runner, cancelled at once: its coroutine must be
     cancelled (or never start), not run to its end after the run ended 'cancelled'."""
     started: set[int] = set()
@@ -472,7 +472,7 @@ def test_cancel_right_after_start_on_a_new_runner(tmp_path):
     # Another busy Python thread competes for the GIL, as other work in the process would.
     with busy_thread():
         for i in range(12):
-            with Runner("sqlite:///" + str(tmp_path / f"new_runner_{i}.db")) as fresh:
+            with Runner(make_db_url(f"new_runner_{i}")) as fresh:
                 handle = fresh.start(wf, {"i": i})
                 assert handle.cancel() is True
                 result = handle.wait(timeout=10)

@@ -37,8 +37,9 @@ def flow(tmp_path: Path) -> Path:
     return path
 
 
-def cli(*args: str, cwd: Path, db: Path, check: bool = True) -> subprocess.CompletedProcess:
-    env = {**os.environ, "CLOACINA_DATABASE_URL": f"sqlite:///{db}"}
+def cli(*args: str, cwd: Path, db: str, check: bool = True) -> subprocess.CompletedProcess:
+    """Runs `cloacina ARGS` with $CLOACINA_DATABASE_URL set to the URL `db`."""
+    env = {**os.environ, "CLOACINA_DATABASE_URL": db}
     proc = subprocess.run(
         [sys.executable, "-m", "cloacina", *args],
         cwd=cwd,
@@ -53,8 +54,8 @@ def cli(*args: str, cwd: Path, db: Path, check: bool = True) -> subprocess.Compl
     return proc
 
 
-def test_run_list_show_as_json(tmp_path, flow):
-    db = tmp_path / "cli.db"
+def test_run_list_show_as_json(tmp_path, flow, make_db_url):
+    db = make_db_url("cli")
     out = cli("-o", "json", "run", f"{flow}:wf", "--ctx", '{"n": 5}', cwd=tmp_path, db=db)
     run = json.loads(out.stdout)
     assert run["status"] == "completed" and run["context"] == {"n": 5, "rows": 5, "checked": 10}
@@ -85,13 +86,13 @@ def test_run_list_show_as_json(tmp_path, flow):
     assert run["run_id"] in table.stdout and rows[0]["run_id"] not in table.stdout
 
     # --db and -o work after the subcommand too.
-    other = tmp_path / "other.db"
-    after = cli("runs", "list", "--db", f"sqlite:///{db}", "-o", "json", cwd=tmp_path, db=other)
+    other = make_db_url("other")
+    after = cli("runs", "list", "--db", db, "-o", "json", cwd=tmp_path, db=other)
     assert [r["run_id"] for r in json.loads(after.stdout)] == [r["run_id"] for r in rows]
 
 
-def test_context_from_a_file_no_wait_cancel_and_db_info(tmp_path, flow):
-    db = tmp_path / "cli2.db"
+def test_context_from_a_file_no_wait_cancel_and_db_info(tmp_path, flow, db_url):
+    db = db_url
     ctx = tmp_path / "ctx.json"
     ctx.write_text('{"n": 7}')
     started = cli(
@@ -104,8 +105,8 @@ def test_context_from_a_file_no_wait_cancel_and_db_info(tmp_path, flow):
     assert json.loads(cancelled.stdout)["run_id"] == run_id
 
 
-def test_resume_after_fixing_the_task(tmp_path, flow):
-    db = tmp_path / "cli3.db"
+def test_resume_after_fixing_the_task(tmp_path, flow, db_url):
+    db = db_url
     failed = cli(
         "-o",
         "json",
@@ -124,7 +125,7 @@ def test_resume_after_fixing_the_task(tmp_path, flow):
 
 
 def test_graph_formats(tmp_path, flow):
-    db = tmp_path / "g.db"
+    db = f"sqlite:///{tmp_path / 'g.db'}"  # the graph reads no database
     dot = cli("graph", f"{flow}:wf", "--format", "dot", cwd=tmp_path, db=db).stdout
     assert '"cli_load" -> "cli_check"' in dot
     mermaid = cli("graph", f"{flow}:wf", "--format", "mermaid", cwd=tmp_path, db=db).stdout
@@ -134,7 +135,7 @@ def test_graph_formats(tmp_path, flow):
 
 
 def test_errors_are_short_and_mask_passwords(tmp_path, flow):
-    db = tmp_path / "e.db"
+    db = f"sqlite:///{tmp_path / 'e.db'}"
     bad = cli(
         "--db",
         "postgresql://me:hunter2x@db.example/x",

@@ -63,17 +63,16 @@ def expected_context(n: int) -> dict:
     return out
 
 
-def check_all_rows(db_path, workflow: str, count: int) -> None:
-    runs = query(db_path, "SELECT run_id, status, input FROM runs WHERE workflow = ?", (workflow,))
+def check_all_rows(rows, workflow: str, count: int) -> None:
+    runs = rows("SELECT run_id, status, input FROM runs WHERE workflow = ?", workflow)
     assert len(runs) == count
     assert {r["status"] for r in runs} == {"completed"}
     n_of = {r["run_id"]: loads(r["input"])["n"] for r in runs}
 
-    tasks = query(
-        db_path,
+    tasks = rows(
         "SELECT t.run_id, t.task_id, t.status, t.attempts, t.output FROM run_tasks t "
         "JOIN runs r ON r.run_id = t.run_id WHERE r.workflow = ?",
-        (workflow,),
+        workflow,
     )
     assert len(tasks) == 5 * count
     for row in tasks:
@@ -87,7 +86,7 @@ def integrity_ok(db_path) -> None:
         assert conn.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
 
 
-def test_200_concurrent_runs(runner, db_path):
+def test_200_concurrent_runs(runner, rows, backend, request):
     wf = five_task_workflow("two_hundred_wf")
     handles = [runner.start(wf, {"n": n}) for n in range(200)]
     assert len({h.run_id for h in handles}) == 200
@@ -97,8 +96,9 @@ def test_200_concurrent_runs(runner, db_path):
         assert result.status == "completed", (n, result.error)
         assert result.context == expected_context(n)
 
-    check_all_rows(db_path, "two_hundred_wf", 200)
-    integrity_ok(db_path)
+    check_all_rows(rows, "two_hundred_wf", 200)
+    if backend == "sqlite":  # PostgreSQL has no PRAGMA integrity_check
+        integrity_ok(request.getfixturevalue("db_path"))
 
 
 def _peak_concurrency(db_url: str, limit: int, tasks: int) -> int:
@@ -148,6 +148,7 @@ def test_max_concurrency_holds_across_runs(db_url):
     assert state["peak"] <= 2
 
 
+@pytest.mark.sqlite_only("Python's sqlite3 reading the file in the engine's process")
 def test_python_sqlite3_shares_the_file_while_runs_execute(runner, db_path):
     wf = five_task_workflow("shared_file_wf", pause=0.005)
     assert runner.run(wf, {"n": -1}).status == "completed"  # the schema exists from here on
@@ -189,7 +190,8 @@ def test_python_sqlite3_shares_the_file_while_runs_execute(runner, db_path):
     integrity_ok(db_path)
 
 
-def test_user_table_written_with_sqlite3_while_runs_execute(runner, db_path):
+@pytest.mark.sqlite_only("Python's sqlite3 writing the file in the engine's process")
+def test_user_table_written_with_sqlite3_while_runs_execute(runner, db_path, rows):
     wf = five_task_workflow("notes_wf", pause=0.005)
     assert runner.run(wf, {"n": 0}).status == "completed"
 
@@ -227,7 +229,7 @@ def test_user_table_written_with_sqlite3_while_runs_execute(runner, db_path):
     assert all(r.status == "completed" for r in results)
     notes = query(db_path, "SELECT body FROM notes ORDER BY id")
     assert [n["body"] for n in notes] == [f"note {i}" for i in range(200)]
-    check_all_rows(db_path, "notes_wf", 51)
+    check_all_rows(rows, "notes_wf", 51)
     integrity_ok(db_path)
 
     # The engine still opens the file with the user's table in it.

@@ -376,6 +376,7 @@ def test_resume_reruns_failed_and_upstream_failed_tasks(runner):
     assert [again.tasks[t].attempts for t in ("source", "double", "publish")] == [2, 1, 1]
 
 
+@pytest.mark.sqlite_only("the schema4.db file of an older version")
 def test_a_file_from_before_upstream_failed_is_upgraded_in_place(tmp_path: Path):
     """``data/schema4.db`` was written by the version before this status existed (see
     ``data/make_schema4_db.py``): tasks skipped because something upstream failed were

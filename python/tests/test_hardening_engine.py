@@ -32,7 +32,7 @@ def nested(depth: int):
     return value
 
 
-def test_values_nested_too_deep_are_refused_up_front_and_never_stored(runner, db_path):
+def test_values_nested_too_deep_are_refused_up_front_and_never_stored(runner):
     @task(id="deep_writer")
     def deep_writer(ctx):
         ctx["fine"] = nested(100)
@@ -123,7 +123,7 @@ def test_a_dict_changed_while_converted_is_an_error_not_a_panic(runner):
     assert t.status == "failed" and "changed size" in t.error, t.error
 
 
-def test_huge_error_messages_are_capped_when_stored(runner, db_path):
+def test_huge_error_messages_are_capped_when_stored(runner, rows):
     @task(id="shouts")
     def shouts(ctx):
         raise ValueError("x" * 5_000_000)
@@ -134,7 +134,7 @@ def test_huge_error_messages_are_capped_when_stored(runner, db_path):
     assert len(t.error) < 20_000 and "truncated" in t.error
     assert len(t.traceback) < 70_000 and "truncated" in t.traceback
     assert "raise ValueError" in t.traceback
-    [row] = query(db_path, "SELECT length(error) AS e, length(traceback) AS t FROM run_tasks")
+    [row] = rows("SELECT length(error) AS e, length(traceback) AS t FROM run_tasks")
     assert row["e"] < 20_000 and row["t"] < 70_000
     assert len(result.error) < 20_000
 
@@ -156,6 +156,7 @@ def test_hook_errors_are_there_when_run_returns(runner):
         assert len(errors) == 1 and "hook broke" in errors[0]["error"], errors
 
 
+@pytest.mark.sqlite_only("a SQLite file of another application")
 def test_a_foreign_sqlite_file_is_refused_quickly_and_left_untouched(tmp_path):
     path = tmp_path / "theirs.db"
     with sqlite3.connect(path) as conn:
@@ -172,6 +173,7 @@ def test_a_foreign_sqlite_file_is_refused_quickly_and_left_untouched(tmp_path):
     assert tables == {"runs"}
 
 
+@pytest.mark.sqlite_only("a SQLite file changed with sqlite3")
 def test_a_file_from_a_newer_cloacina_is_refused(tmp_path):
     path = tmp_path / "newer.db"
     Runner(f"sqlite:///{path}").close()
@@ -200,6 +202,7 @@ else:
 """
 
 
+@pytest.mark.sqlite_only("file permissions")
 @pytest.mark.skipif(os.geteuid() != 0, reason="drops to another user, which needs root")
 def test_a_read_only_database_is_refused_at_runner():
     import tempfile
@@ -222,6 +225,7 @@ def test_a_read_only_database_is_refused_at_runner():
     assert "database error: database error" not in proc.stdout + proc.stderr
 
 
+@pytest.mark.sqlite_only(":memory:'s private file")
 def test_the_private_memory_file_is_private_and_leftovers_are_removed(tmp_path):
     crashed = subprocess.run(
         [
@@ -268,7 +272,7 @@ async def forked_async(ctx):
     return {"async": True}
 
 wf = Workflow("fork_wf", [forked_async])
-parent = Runner("sqlite:///" + sys.argv[1])
+parent = Runner(sys.argv[1])
 assert parent.run(wf).status == "completed"
 pid = os.fork()
 if pid == 0:
@@ -278,7 +282,7 @@ if pid == 0:
         assert "forked child" in str(exc), exc
     else:
         os._exit(3)
-    child = Runner("sqlite:///" + sys.argv[2])
+    child = Runner(sys.argv[2])
     result = child.run(wf)
     import asyncio
     again = asyncio.run(child.run_async(wf))
@@ -291,9 +295,9 @@ print("CHILD", os.waitstatus_to_exitcode(status))
 """
 
 
-def test_a_forked_child_makes_its_own_runner(tmp_path):
+def test_a_forked_child_makes_its_own_runner(make_db_url):
     proc = subprocess.run(
-        [sys.executable, "-c", FORK_CHILD, str(tmp_path / "p.db"), str(tmp_path / "c.db")],
+        [sys.executable, "-c", FORK_CHILD, make_db_url("p"), make_db_url("c")],
         capture_output=True,
         text=True,
         timeout=90,
@@ -371,7 +375,7 @@ def stubborn(ctx):
             pass
     return {"late": True}
 
-with Runner("sqlite:///" + __import__("sys").argv[1]) as runner:
+with Runner(__import__("sys").argv[1]) as runner:
     result = runner.run(Workflow("stubborn_wf", [stubborn]))
     assert result.tasks["stubborn"].status == "failed", result.tasks["stubborn"]
     assert "TaskTimeout" in result.tasks["stubborn"].error
@@ -379,11 +383,11 @@ print("DONE")
 """
 
 
-def test_a_timed_out_task_that_catches_exception_is_stopped_and_exit_is_clean(tmp_path):
+def test_a_timed_out_task_that_catches_exception_is_stopped_and_exit_is_clean(make_db_url):
     for i in range(3):
         started = time.monotonic()
         proc = subprocess.run(
-            [sys.executable, "-c", STUBBORN, str(tmp_path / f"s{i}.db")],
+            [sys.executable, "-c", STUBBORN, make_db_url(f"s{i}")],
             capture_output=True,
             text=True,
             timeout=60,

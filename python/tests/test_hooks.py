@@ -9,7 +9,7 @@ import time
 from datetime import datetime, timezone
 
 from cloacina import Context, Fail, Retry, Workflow, rules, task
-from helpers import eventually, loads, query
+from helpers import eventually, loads
 
 
 class Recorder:
@@ -220,21 +220,18 @@ def test_hooks_of_an_async_task(runner):
     assert ctx.to_dict() == {"second": True, "async": True}
 
 
-def test_hooks_run_after_the_transition_is_committed(runner, db_path):
+def test_hooks_run_after_the_transition_is_committed(runner, rows):
     seen: dict[str, list] = {"success": [], "retry": [], "failure": []}
 
     def task_row(task_id):
-        return query(
-            db_path,
-            "SELECT status, attempts, output, error FROM run_tasks WHERE task_id = ?",
-            (task_id,),
+        return rows(
+            "SELECT status, attempts, output, error FROM run_tasks WHERE task_id = ?", task_id
         )
 
     def attempt_rows(task_id):
-        return query(
-            db_path,
+        return rows(
             "SELECT attempt, status, error FROM task_attempts WHERE task_id = ? ORDER BY attempt",
-            (task_id,),
+            task_id,
         )
 
     def on_success(task_id, ctx):

@@ -108,10 +108,10 @@ def test_closed_runner_raises(db_url):
         r.run(Workflow("closed_wf", [task(id="closed_t")(lambda ctx: None)]), {})
 
 
-def test_sync_task_calling_run_of_another_runner_works(runner, tmp_path):
+def test_sync_task_calling_run_of_another_runner_works(runner, make_db_url):
     from cloacina import Runner
 
-    other = Runner("sqlite:///" + str(tmp_path / "other.db"))
+    other = Runner(make_db_url("other"))
     inner = Workflow("nested_inner", [task(id="nested_inner_t")(lambda ctx: {"v": 7})])
 
     @task(id="nested_outer_t")

@@ -9,6 +9,7 @@ import os
 import time
 import tracemalloc
 
+import pytest
 from cloacina import RunHandle, Runner, RunSummary, Workflow, task
 
 BIG = "x" * 1_000_000  # a 1 MB value
@@ -64,6 +65,7 @@ def test_results_print_small(runner):
     assert isinstance(handle, RunHandle)
 
 
+@pytest.mark.sqlite_only("many runners on one PostgreSQL database are the normal case: no warning")
 def test_a_second_runner_on_one_file_is_logged_and_a_forgotten_one_closes_itself(db_url, caplog):
     @task(id="tiny")
     def tiny(ctx):

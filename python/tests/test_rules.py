@@ -6,7 +6,7 @@ import time
 
 import pytest
 from cloacina import Fail, Workflow, WorkflowError, rules, task
-from helpers import eventually, query
+from helpers import eventually
 
 PROBE_ID = "probe"
 
@@ -372,7 +372,7 @@ def test_context_value_sees_ancestor_writes(runner):
     assert result.status == "completed"
 
 
-def test_context_value_sees_the_task_input_not_sibling_writes(runner, db_path):
+def test_context_value_sees_the_task_input_not_sibling_writes(runner, rows):
     @task(id="sibling")
     def sibling(ctx):
         return {"from_sibling": 1}
@@ -381,7 +381,7 @@ def test_context_value_sees_the_task_input_not_sibling_writes(runner, db_path):
     def parent_of_probe(ctx):
         # Waits until the sibling's completion is recorded.
         eventually(
-            lambda: query(db_path, "SELECT status FROM run_tasks WHERE task_id = 'sibling'"),
+            lambda: rows("SELECT status FROM run_tasks WHERE task_id = 'sibling'"),
             lambda r: r and r[0]["status"] == "completed",
         )
         return {"from_parent": 1}

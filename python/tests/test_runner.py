@@ -449,36 +449,32 @@ def test_successful_run_prints_nothing(db_url, capfd, caplog):
     assert noisy == []
 
 
-def test_successful_run_in_a_fresh_process_prints_nothing(tmp_path):
-    url = "sqlite:///" + str(tmp_path / "quiet.db")
-    proc = run_script("quiet_run.py", url, cwd=tmp_path)
+def test_successful_run_in_a_fresh_process_prints_nothing(db_url, tmp_path):
+    proc = run_script("quiet_run.py", db_url, cwd=tmp_path)
     assert proc.stdout == ""
     assert proc.stderr == ""
 
 
-def test_a_program_without_async_tasks_never_imports_asyncio(tmp_path):
+def test_a_program_without_async_tasks_never_imports_asyncio(db_url, tmp_path):
     # asyncio costs tens of milliseconds to import: it is loaded when the first async
     # task runs, not by `import cloacina` or a Runner.
-    url = "sqlite:///" + str(tmp_path / "sync_only.db")
-    proc = run_script("sync_only_run.py", url, cwd=tmp_path)
+    proc = run_script("sync_only_run.py", db_url, cwd=tmp_path)
     assert proc.stdout.split() == ["before=False", "after=True"], proc.stdout
 
 
 @pytest.mark.parametrize("how", ["close", "atexit"])
-def test_the_process_exits_cleanly_right_after_its_runs_end(tmp_path, how):
+def test_the_process_exits_cleanly_right_after_its_runs_end(make_db_url, tmp_path, how):
     # Closing waits until no engine thread is still running Python (the tail of an
     # attempt, a hook): one still in Python when the interpreter finalizes is killed
     # inside Rust code and the process aborts. A race (before the fix it showed in a
     # few percent of runs), so try several times.
     for i in range(8):
-        url = "sqlite:///" + str(tmp_path / f"exit_{how}_{i}.db")
-        proc = run_script("exit_right_after.py", url, how, cwd=tmp_path)
+        proc = run_script("exit_right_after.py", make_db_url(f"exit_{how}_{i}"), how, cwd=tmp_path)
         assert proc.stderr == "", proc.stderr
 
 
-def test_engine_logs_under_the_cloacina_logger(tmp_path):
-    url = "sqlite:///" + str(tmp_path / "logged.db")
-    proc = run_script("logged_run.py", url, cwd=tmp_path)
+def test_engine_logs_under_the_cloacina_logger(db_url, tmp_path):
+    proc = run_script("logged_run.py", db_url, cwd=tmp_path)
     loggers = {line.split("|")[1] for line in proc.stderr.splitlines() if line.startswith("LOG|")}
     ours = {n for n in loggers if n == "cloacina" or n.startswith("cloacina.")}
     assert ours, proc.stderr
@@ -498,6 +494,7 @@ def test_runner_as_context_manager_and_idempotent_close(db_url):
     r.close()
 
 
+@pytest.mark.sqlite_only("SQLite's WAL and shm files")
 def test_close_returns_once_the_file_is_closed(tmp_path):
     # When close() returns, every connection to the file is closed: SQLite has
     # checkpointed and removed the WAL, and the files may be moved or deleted.

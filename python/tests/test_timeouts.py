@@ -531,7 +531,7 @@ def test_timed_out_attempt_duration_is_the_timeout(runner):
     assert 0.19 <= attempt.duration.total_seconds() < 0.2 + 0.6, attempt.duration
 
 
-def test_tiny_timeout_cancels_the_first_async_task_of_a_new_runner(tmp_path):
+def test_tiny_timeout_cancels_the_first_async_task_of_a_new_runner(make_db_url):
     """Even when the timeout expires before the coroutine is under way (the first async
     task of a new Runner), the coroutine is cancelled, not left to run to its end."""
     started: set[int] = set()
@@ -553,7 +553,7 @@ def test_tiny_timeout_cancels_the_first_async_task_of_a_new_runner(tmp_path):
     # Another busy Python thread competes for the GIL, as other work in the process would.
     with busy_thread():
         for i in range(12):
-            with Runner("sqlite:///" + str(tmp_path / f"tiny_{i}.db")) as fresh:
+            with Runner(make_db_url(f"tiny_{i}")) as fresh:
                 result = fresh.run(wf, {"i": i})
                 assert result.tasks["tiny_timeout"].error.startswith("TaskTimeout")
                 # Wait for the coroutine, if it started, to be cancelled or to end.

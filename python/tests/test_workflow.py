@@ -286,13 +286,13 @@ def test_version_changes_with_a_tasks_code():
     assert v1 != v2
 
 
-def test_version_is_the_same_in_another_process(tmp_path):
+def test_version_is_the_same_in_another_process(make_db_url, tmp_path):
     # The version is stored with every run, so it must not depend on per-process state
     # such as Python's randomized string hashing.
     versions = []
     for seed in ("1", "2"):
         env = {**os.environ, "PYTHONHASHSEED": seed}
-        url = "sqlite:///" + str(tmp_path / f"seed{seed}.db")
+        url = make_db_url(f"seed{seed}")
         proc = run_script("run_workflow.py", url, json.dumps({"n": 1}), cwd=tmp_path, env=env)
         versions.append(json.loads(proc.stdout)["version"])
     assert versions[0] == versions[1]

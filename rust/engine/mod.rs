@@ -49,6 +49,8 @@ pub(crate) enum AdoptMode {
     Recover,
     /// Explicit `resume`: also run failed, skipped and cancelled tasks again.
     Resume,
+    /// A queued run, claimed: drive it from its start.
+    Claim,
 }
 
 /// Engines alive in this process (a run owned by this pid but by none of these is
@@ -78,6 +80,11 @@ pub(crate) struct Shared {
     /// Notified when a run starts being driven here, and when the engine closes: the
     /// background checks wake for it instead of polling at a fixed rate while idle.
     pub activity: Arc<tokio::sync::Notify>,
+    /// Most runs driven here at once that claiming queued runs may reach (the engine's
+    /// `max_concurrency`; 0 for a submit-only engine, which claims none).
+    pub max_runs: usize,
+    /// Whether the engine claims queued runs (turned off to drain before stopping).
+    pub claiming: std::sync::atomic::AtomicBool,
 }
 
 impl Shared {
@@ -143,6 +150,10 @@ pub(crate) enum Command {
     Lend {
         slots: isize,
     },
+    /// Start no attempt any more; answer once none runs (see `Engine::drain`).
+    Drain {
+        reply: oneshot::Sender<()>,
+    },
     /// A write outside the batches (claiming a run, marking one interrupted, asking
     /// another runner to cancel one), run on the scheduler's connection between batches.
     Write(WriteJob),
@@ -202,9 +213,9 @@ impl Engine {
     /// Timers and the store's background checks run on the tokio runtime `start` is
     /// called in; hooks and interrupts go to the executor, like attempts.
     pub fn start(store: Arc<dyn Store>, executor: Arc<dyn Executor>, config: EngineConfig) -> Result<Engine> {
-        let writer = store.take_writer()?;
-        let runtime = tokio::runtime::Handle::current();
         let owner: Arc<str> = owner::new_owner_id().into();
+        let writer = store.take_writer(&owner)?;
+        let runtime = tokio::runtime::Handle::current();
         let shared = Arc::new(Shared {
             store,
             owner,
@@ -212,6 +223,8 @@ impl Engine {
             watches: Mutex::new(HashMap::new()),
             failure: Mutex::new(None),
             activity: Arc::new(tokio::sync::Notify::new()),
+            max_runs: config.max_concurrency,
+            claiming: std::sync::atomic::AtomicBool::new(config.max_concurrency > 0),
         });
         let (tx, rx) = mpsc::unbounded_channel();
         let recover = config.recover;
@@ -279,6 +292,7 @@ impl Engine {
     /// moment they are committed; runs driven elsewhere are checked in the store.
     pub async fn wait(&self, run_id: &str, reads: Reads) -> Result<()> {
         let mut pause = Duration::from_millis(10);
+        let changes = self.shared.store.changes();
         loop {
             let watch = lock(&self.shared.watches).get(run_id).cloned();
             if let Some(mut rx) = watch {
@@ -294,13 +308,30 @@ impl Engine {
             if self.commands.is_closed() {
                 return Err(Error::Closed(format!("the runner was closed before run {run_id} finished")));
             }
+            // Driven by another runner or process: woken by the store's hint that
+            // something changed where it has one (registered before reading, so that
+            // no hint is missed), else by the pause.
+            let hint = changes.as_ref().map(|c| c.notified());
+            tokio::pin!(hint);
+            if let Some(hint) = hint.as_mut().as_pin_mut() {
+                hint.enable();
+            }
             match self.shared.store.run_status(run_id, reads).await? {
                 None => return Err(Error::Task(format!("no run with id '{run_id}'"))),
                 Some(status) if is_final_run_status(&status) => return Ok(()),
                 Some(_) => {
-                    // Driven by another runner or process: no in-process signal to wait on.
-                    tokio::time::sleep(pause).await;
-                    pause = (pause * 2).min(Duration::from_millis(250));
+                    match hint.as_mut().as_pin_mut() {
+                        Some(hint) => {
+                            tokio::select! {
+                                _ = tokio::time::sleep(pause) => {}
+                                _ = hint => {}
+                            }
+                        }
+                        None => tokio::time::sleep(pause).await,
+                    }
+                    let most =
+                        if changes.is_some() { Duration::from_secs(1) } else { Duration::from_millis(250) };
+                    pause = (pause * 2).min(most);
                 }
             }
         }
@@ -320,6 +351,12 @@ impl Engine {
         }
         let run_id = run_id.to_owned();
         write(&self.commands, move |w| w.request_cancel(&run_id, crate::store::now_micros())).await
+    }
+
+    /// Whether run `run_id` is final now, as stored (false if unknown).
+    pub async fn is_final(&self, run_id: &str, reads: Reads) -> Result<bool> {
+        let status = self.shared.store.run_status(run_id, reads).await?;
+        Ok(status.is_some_and(|s| is_final_run_status(&s)))
     }
 
     /// Run `run_id` as stored, if it exists.
@@ -358,6 +395,11 @@ impl Engine {
     /// failed or cancelled one runs its failed, skipped and cancelled tasks again with
     /// the current definitions, keeping every completed task's output.
     pub async fn resume(&self, run_id: &str) -> Result<()> {
+        if self.shared.max_runs == 0 {
+            return Err(Error::Task(format!(
+                "cannot resume run {run_id} with a runner that only submits runs (max_concurrency=0)"
+            )));
+        }
         if lock(&self.shared.watches).contains_key(run_id) {
             return Err(Error::Task(format!("run {run_id} is already running in this runner")));
         }
@@ -390,6 +432,36 @@ impl Engine {
         let cmd = Command::Adopt { record: Box::new(record), mode, reply: Some(reply) };
         self.commands.send(cmd).map_err(|_| closed())?;
         rx.await.map_err(|_| closed())?
+    }
+
+    /// Stops claiming queued runs and starting attempts, and returns once no attempt
+    /// runs (before `close`, to stop serving without interrupting work). The runs left
+    /// unfinished are continued by other engines: on PostgreSQL as soon as this one
+    /// closes (its liveness lock is released), elsewhere after its lease.
+    pub async fn drain(&self) -> Result<()> {
+        self.shared.claiming.store(false, std::sync::atomic::Ordering::SeqCst);
+        let (reply, rx) = oneshot::channel();
+        self.commands.send(Command::Drain { reply }).map_err(|_| closed())?;
+        rx.await.map_err(|_| closed())
+    }
+
+    /// Deletes the runs that finished before `before` (microseconds since the epoch),
+    /// with all their rows, in batches of `PURGE_BATCH` runs, each its own transaction
+    /// between the scheduler's batches (running work is not held up); returns how many.
+    pub async fn purge(&self, before: i64) -> Result<usize> {
+        let mut total = 0;
+        loop {
+            let deleted = write(&self.commands, move |w| w.purge(before, PURGE_BATCH)).await?;
+            total += deleted;
+            if deleted < PURGE_BATCH {
+                return Ok(total);
+            }
+        }
+    }
+
+    /// How many runs this engine drives now.
+    pub fn driving(&self) -> usize {
+        lock(&self.shared.watches).len()
     }
 
     /// Asks the scheduler to stop without waiting (used when the handle is dropped).
@@ -427,16 +499,31 @@ async fn watch_store(
     let mut last_heartbeat = std::time::Instant::now();
     let mut last_recovery = std::time::Instant::now();
     let mut idle_recovery = RECOVERY_CHECK;
+    // A store that tells a dead owner at once is checked at its own pace, idle or not;
+    // its hints (a run queued elsewhere, a cancel requested) wake the checks at once.
+    let (fast, changes) = match shared.upgrade() {
+        Some(s) => (s.store.liveness_check(), s.store.changes()),
+        None => return,
+    };
     loop {
         let driving_before = shared.upgrade().is_some_and(|s| !lock(&s.watches).is_empty());
-        let pause = match (driving_before, recover) {
-            (true, _) => CANCEL_CHECK,
-            (false, true) => idle_recovery.saturating_sub(last_recovery.elapsed()).max(CANCEL_CHECK),
-            (false, false) => Duration::from_secs(3600),
+        let pause = match (driving_before, recover, fast) {
+            (_, true, Some(fast)) => fast.saturating_sub(last_recovery.elapsed()).min(CANCEL_CHECK),
+            (true, _, _) => CANCEL_CHECK,
+            (false, true, None) => idle_recovery.saturating_sub(last_recovery.elapsed()).max(CANCEL_CHECK),
+            (false, false, _) => Duration::from_secs(3600),
         };
+        let hinted = async {
+            match &changes {
+                Some(changes) => changes.notified().await,
+                None => std::future::pending().await,
+            }
+        };
+        let mut hint = false;
         tokio::select! {
             _ = tokio::time::sleep(pause) => {}
             _ = activity.notified() => idle_recovery = RECOVERY_CHECK,
+            _ = hinted => hint = true,
         }
         let (Some(shared), Some(commands)) = (shared.upgrade(), commands.upgrade()) else { return };
         if commands.is_closed() {
@@ -449,8 +536,12 @@ async fn watch_store(
                 return;
             }
         }
-        let due = if driving { RECOVERY_CHECK } else { idle_recovery };
-        if recover && last_recovery.elapsed() >= due {
+        let due = match fast {
+            Some(fast) => fast,
+            None if driving => RECOVERY_CHECK,
+            None => idle_recovery,
+        };
+        if recover && (hint || last_recovery.elapsed() >= due) {
             last_recovery = std::time::Instant::now();
             match recover_orphans(&shared, &commands).await {
                 Ok(taken) if !taken.is_empty() => idle_recovery = RECOVERY_CHECK,
@@ -473,12 +564,15 @@ async fn watch_store(
 }
 
 async fn recover_orphans(shared: &Shared, commands: &mpsc::UnboundedSender<Command>) -> Result<Vec<String>> {
+    let mut taken = claim_queued(shared, commands).await?;
     let now = crate::store::now_micros();
-    let mut taken = Vec::new();
     for candidate in shared.store.orphan_candidates(&shared.owner).await? {
         let expired = candidate.lease_expires_at.is_none_or(|l| l < now);
-        // Recoverable: the lease expired, or the owner provably no longer exists.
-        let gone = expired || candidate.owner.as_deref().is_none_or(|o| owner_gone(o) == Some(true));
+        // Recoverable: the lease expired, or the owner provably no longer exists (the
+        // store's verdict where it has one).
+        let gone = candidate.gone.unwrap_or_else(|| {
+            expired || candidate.owner.as_deref().is_none_or(|o| owner_gone(o) == Some(true))
+        });
         if !gone {
             continue;
         }
@@ -507,6 +601,50 @@ async fn recover_orphans(shared: &Shared, commands: &mpsc::UnboundedSender<Comma
     }
     Ok(taken)
 }
+
+/// Claims queued runs of the workflows defined here, while fewer runs than
+/// `max_concurrency` are driven here, and drives them. Returns their ids.
+async fn claim_queued(shared: &Shared, commands: &mpsc::UnboundedSender<Command>) -> Result<Vec<String>> {
+    use std::sync::atomic::Ordering;
+    let mut taken = Vec::new();
+    loop {
+        let driving = lock(&shared.watches).len();
+        let room = shared.max_runs.saturating_sub(driving).min(CLAIM_BATCH);
+        if room == 0 || !shared.claiming.load(Ordering::SeqCst) {
+            return Ok(taken);
+        }
+        let names = crate::registry::workflow_names();
+        if names.is_empty() {
+            return Ok(taken);
+        }
+        let until = crate::duration::micros_after(crate::store::now_micros(), shared.lease);
+        let me = shared.owner.clone();
+        let claimed = write(commands, move |w| w.claim_queued(&names, room, &me, until)).await?;
+        if claimed.is_empty() {
+            return Ok(taken);
+        }
+        let full = claimed.len() < room;
+        for run_id in claimed {
+            let Some(record) = shared.store.run(&run_id, Reads::Offloaded).await? else { continue };
+            let (reply, rx) = oneshot::channel();
+            let cmd = Command::Adopt { record: Box::new(record), mode: AdoptMode::Claim, reply: Some(reply) };
+            commands.send(cmd).map_err(|_| closed())?;
+            match rx.await.map_err(|_| closed())? {
+                Ok(()) => taken.push(run_id),
+                Err(e) => log::warn!("could not start the claimed run {run_id}: {e}"),
+            }
+        }
+        if full {
+            return Ok(taken);
+        }
+    }
+}
+
+/// Most runs deleted by one transaction of `Engine::purge`.
+const PURGE_BATCH: usize = 1000;
+
+/// Most queued runs claimed by one statement.
+const CLAIM_BATCH: usize = 32;
 
 fn closed() -> Error {
     Error::Closed("the runner is closed".into())

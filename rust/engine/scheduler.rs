@@ -48,6 +48,13 @@ pub(crate) struct Scheduler {
     inbox: mpsc::UnboundedReceiver<Command>,
     executor: Arc<dyn Executor>,
     max_concurrency: usize,
+    /// A submit-only engine (`max_concurrency` 0): it queues runs for other engines to
+    /// claim and drives none itself.
+    queue_only: bool,
+    /// Set by `Command::Drain`: no attempt starts any more.
+    draining: bool,
+    /// Answered once draining and no attempt runs.
+    drained: Vec<oneshot::Sender<()>>,
     runs: HashMap<Arc<str>, RunState>,
     /// Ready tasks waiting for a slot, in the order they became ready.
     queue: VecDeque<(Arc<str>, u32)>,
@@ -102,6 +109,9 @@ impl Scheduler {
             inbox,
             executor,
             max_concurrency: config.max_concurrency.max(1),
+            queue_only: config.max_concurrency == 0,
+            draining: false,
+            drained: Vec::new(),
             runs: HashMap::new(),
             queue: VecDeque::new(),
             slots: HashSet::new(),
@@ -161,6 +171,11 @@ impl Scheduler {
                 }
             }
             self.deliver(effects);
+            if self.draining && self.slots.is_empty() {
+                for reply in self.drained.drain(..) {
+                    let _ = reply.send(());
+                }
+            }
             if !self.closing.is_empty() && self.slots.is_empty() {
                 break;
             }
@@ -319,6 +334,10 @@ impl Scheduler {
                 self.closing.push(reply);
             }
             Command::Lend { slots } => self.lent = self.lent.saturating_add_signed(slots),
+            Command::Drain { reply } => {
+                self.draining = true;
+                self.drained.push(reply);
+            }
             Command::Write(job) => match self.writer.as_mut() {
                 Some(writer) => job(writer.as_mut()),
                 None => log::warn!("a write arrived after the store was closed"),
@@ -349,11 +368,27 @@ impl Scheduler {
             workflow: workflow.name.as_str().into(),
             version: graph.version().into(),
             input: serde_json::to_string(&input).map_err(|e| Error::Internal(e.to_string()))?,
-            owner: self.shared.owner.clone(),
+            owner: (!self.queue_only).then(|| self.shared.owner.clone()),
             at: now,
             lease_until: micros_after(now, self.shared.lease),
             idempotency_key,
         });
+        if self.queue_only {
+            // Queued for an engine that defines the workflow to claim: every task
+            // pending, decided by whoever drives the run.
+            for position in 0..graph.len() as u32 {
+                let deps: Vec<&str> = graph.dependencies(position).iter().map(|&d| graph.id(d)).collect();
+                ops.push(Op::InsertTask {
+                    run_id: run_id.clone(),
+                    task_id: graph.id(position).into(),
+                    position,
+                    dependencies: serde_json::to_string(&deps).unwrap_or_else(|_| "[]".into()),
+                    status: "pending",
+                });
+            }
+            log::info!("run {run_id} of workflow '{}' queued ({} tasks)", workflow.name, graph.len());
+            return Ok(run_id);
+        }
         log::info!("run {run_id} of workflow '{}' started ({} tasks)", workflow.name, graph.len());
         let (done, watch) = watch::channel(false);
         let mut run = RunState::new(run_id.clone(), workflow.clone(), input, done);
@@ -711,7 +746,10 @@ impl Scheduler {
     /// Claims ready tasks for the free slots: each becomes `running` in this batch. A
     /// task waiting for a run of this engine lends its slot to it (`Command::Lend`).
     fn claim(&mut self, ops: &mut Vec<Op>, effects: &mut Effects) {
-        while self.slots.len() < self.max_concurrency.saturating_add(self.lent) && self.closing.is_empty() {
+        while self.slots.len() < self.max_concurrency.saturating_add(self.lent)
+            && self.closing.is_empty()
+            && !self.draining
+        {
             let Some((run_id, position)) = self.queue.pop_front() else {
                 break;
             };
@@ -1106,7 +1144,11 @@ impl Scheduler {
             });
             return Err(Error::Workflow(error));
         }
-        let kind = if reopen { "resumed" } else { "recovered" };
+        let kind = match mode {
+            AdoptMode::Resume => "resumed",
+            AdoptMode::Recover => "recovered",
+            AdoptMode::Claim => "claimed",
+        };
         let detail = serde_json::json!({
             "owner": self.shared.owner.as_ref(),
             "previous_owner": record.owner,

@@ -14,7 +14,7 @@ use super::runtime::{awaitable, wait};
 use crate::engine::{Engine, EngineConfig, Reads};
 use crate::errors::Error;
 use crate::registry;
-use crate::store::{Durability, RunFilter, SqliteConfig, SqliteStore};
+use crate::store::{Durability, PostgresConfig, PostgresStore, RunFilter, SqliteConfig, SqliteStore, Store};
 
 /// A running engine over one database. Methods without `_async` block without the GIL.
 #[pyclass(frozen, name = "Engine", module = "cloacina._native")]
@@ -30,9 +30,10 @@ fn workflow_def(name: &str) -> PyResult<Arc<registry::WorkflowDef>> {
 
 #[pymethods]
 impl PyEngine {
-    /// Opens the SQLite database at `path` (None: in memory) and starts the engine.
+    /// Opens the SQLite database at `path` (None: in memory), or the PostgreSQL database
+    /// `postgres` = (URL, URL with its password masked, schema), and starts the engine.
     #[new]
-    #[pyo3(signature = (path, *, durability, max_concurrency, call_sync, submit_async, interrupt, call_hook, recover = true, lease = 30.0))]
+    #[pyo3(signature = (path, *, durability, max_concurrency, call_sync, submit_async, interrupt, call_hook, recover = true, lease = 30.0, postgres = None))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
@@ -45,21 +46,29 @@ impl PyEngine {
         call_hook: Py<PyAny>,
         recover: bool,
         lease: f64,
+        postgres: Option<(String, String, Option<String>)>,
     ) -> PyResult<Self> {
         let lease = crate::duration::seconds("lease", lease)?;
         if lease < Duration::from_secs(1) {
             return Err(PyValueError::new_err("lease must be at least 1 second"));
         }
-        if max_concurrency == 0 {
-            return Err(PyValueError::new_err("max_concurrency must be at least 1"));
-        }
-        let mut config = SqliteConfig::new(path);
-        config.durability = durability.parse::<Durability>()?;
+        // max_concurrency 0: a submit-only engine, which queues runs and takes none.
+        let recover = recover && max_concurrency > 0;
+        let durability = durability.parse::<Durability>()?;
         let executor = Arc::new(PythonExecutor::new(call_sync, submit_async, interrupt, call_hook));
         let engine = wait(
             py,
             async move {
-                let store = Arc::new(SqliteStore::open(&config).await?);
+                let store: Arc<dyn Store> = match postgres {
+                    Some((url, label, schema)) => {
+                        Arc::new(PostgresStore::open(&PostgresConfig::new(url, label, schema)).await?)
+                    }
+                    None => {
+                        let mut config = SqliteConfig::new(path);
+                        config.durability = durability;
+                        Arc::new(SqliteStore::open(&config).await?)
+                    }
+                };
                 let engine_config = EngineConfig { max_concurrency, lease, recover };
                 let engine = Engine::start(store, Arc::new(executor), engine_config)?;
                 if recover {
@@ -131,7 +140,12 @@ impl PyEngine {
         } else {
             wait(py, self.engine()?.wait(&run_id, Reads::Inline), timeout)?
         };
-        Ok(done.is_some())
+        if done.is_none() {
+            // Timed out (a zero timeout included): the run may have ended meanwhile, or
+            // before a read over the network could answer. One last look decides.
+            return Ok(wait(py, self.engine()?.is_final(&run_id, Reads::Inline), None)?.expect("no timeout"));
+        }
+        Ok(true)
     }
 
     /// Awaitable twin of `wait` (no timeout: use asyncio.wait_for).
@@ -164,6 +178,45 @@ impl PyEngine {
         // Read on this thread with the GIL released: no hop to another thread.
         let run = wait(py, self.engine()?.get_run(&run_id, Reads::Inline), None)?.expect("no timeout");
         run.map(|r| run_to_py(py, &r).map(Bound::unbind)).transpose()
+    }
+
+    /// Stops claiming runs and starting attempts; returns once no attempt runs.
+    fn drain(&self, py: Python<'_>) -> PyResult<()> {
+        let engine = self.engine()?.clone();
+        wait(py, async move { engine.drain().await }, None)?;
+        Ok(())
+    }
+
+    /// Deletes the runs that finished before `before` (microseconds since the epoch),
+    /// with all their rows; returns how many.
+    fn purge(&self, py: Python<'_>, before: i64) -> PyResult<usize> {
+        let engine = self.engine()?.clone();
+        Ok(wait(py, async move { engine.purge(before).await }, None)?.expect("no timeout"))
+    }
+
+    /// How many runs this engine drives now.
+    fn driving(&self) -> PyResult<usize> {
+        Ok(self.engine()?.driving())
+    }
+
+    /// The first task (in merge order) of run `run_id`, other than `task_id`, that
+    /// completed having written `key`: named when a task reads a key missing from its
+    /// context. None when there is none.
+    fn writer_of(
+        &self,
+        py: Python<'_>,
+        run_id: String,
+        task_id: String,
+        key: String,
+    ) -> PyResult<Option<String>> {
+        let run = wait(py, self.engine()?.get_run(&run_id, Reads::Inline), None)?.expect("no timeout");
+        Ok(run.and_then(|run| {
+            run.tasks
+                .into_iter()
+                .filter(|t| t.task_id != task_id && t.status == "completed")
+                .find(|t| t.output.as_ref().is_some_and(|o| o.contains_key(&key)))
+                .map(|t| t.task_id)
+        }))
     }
 
     /// Awaitable twin of `get_run`.

@@ -10,10 +10,12 @@ use std::sync::Arc;
 use futures::future::BoxFuture;
 
 use crate::context::{self, Map};
-use crate::errors::Result;
+use crate::errors::{Error, Result};
 
+pub mod postgres;
 pub mod sqlite;
 
+pub use postgres::{PostgresConfig, PostgresStore};
 pub use sqlite::{Durability, SqliteConfig, SqliteStore};
 
 /// A database holding runs, as the engine reads it. Reads take where they run
@@ -23,8 +25,9 @@ pub trait Store: Send + Sync + 'static {
     fn label(&self) -> &str;
 
     /// The connection every write goes through, for the one engine driving this store
-    /// (it commits batches on its scheduler's thread). Once only.
-    fn take_writer(&self) -> Result<Box<dyn Writer>>;
+    /// (it commits batches on its scheduler's thread), whose owner id is `owner`. Once
+    /// only.
+    fn take_writer(&self, owner: &str) -> Result<Box<dyn Writer>>;
 
     /// Runs not final and not owned by `me`: candidates for recovery.
     fn orphan_candidates<'a>(&'a self, me: &'a str) -> BoxFuture<'a, Result<Vec<OrphanCandidate>>>;
@@ -48,6 +51,20 @@ pub trait Store: Send + Sync + 'static {
 
     /// Runs owned by `owner` that someone asked to cancel.
     fn cancel_requests<'a>(&'a self, owner: &'a str) -> BoxFuture<'a, Result<Vec<String>>>;
+
+    /// Signalled when another process may have changed something this process waits
+    /// for (a run queued or finished, a cancel requested): a hint to look again now. None
+    /// when the store has no such signal (waits poll).
+    fn changes(&self) -> Option<Arc<tokio::sync::Notify>> {
+        None
+    }
+
+    /// How often to look for runs to take over, when the store tells a dead owner at
+    /// once (its own liveness test, `OrphanCandidate::gone`); None: the engine's default
+    /// pace, slower while idle.
+    fn liveness_check(&self) -> Option<std::time::Duration> {
+        None
+    }
 
     /// Closes the read side (before the writer closes).
     fn close_readers(&self);
@@ -80,6 +97,21 @@ pub trait Writer: Send + 'static {
     /// Records a request to cancel run `run_id` for its owner to carry out; false when
     /// the run is unknown or final.
     fn request_cancel(&mut self, run_id: &str, at: i64) -> Result<bool>;
+
+    /// Deletes up to `limit` runs that finished before `before` (microseconds), oldest
+    /// first, with every row of theirs; returns how many.
+    fn purge(&mut self, before: i64, limit: usize) -> Result<usize>;
+
+    /// Claims up to `limit` queued runs of the workflows named `workflows`, oldest first,
+    /// for `owner` (status `running`, leased until `lease_until`); skips runs another
+    /// engine is claiming at the same moment. Returns their ids.
+    fn claim_queued(
+        &mut self,
+        workflows: &[String],
+        limit: usize,
+        owner: &str,
+        lease_until: i64,
+    ) -> Result<Vec<String>>;
 }
 
 /// What a commit did besides applying its ops.
@@ -112,13 +144,13 @@ pub fn now_micros() -> i64 {
 /// One state change, written inside a batch transaction.
 #[derive(Debug, Clone)]
 pub enum Op {
-    /// A new run, already started by its owner.
+    /// A new run: started by its owner, or queued (no owner) for an engine to claim.
     InsertRun {
         run_id: Arc<str>,
         workflow: Arc<str>,
         version: Arc<str>,
         input: String,
-        owner: Arc<str>,
+        owner: Option<Arc<str>>,
         at: i64,
         lease_until: i64,
         /// With a key, a run already holding it wins: this run and its rows are dropped
@@ -308,6 +340,10 @@ pub struct OrphanCandidate {
     pub status: String,
     pub owner: Option<String>,
     pub lease_expires_at: Option<i64>,
+    /// The store's verdict on the owner, when it can tell (PostgreSQL: its liveness lock
+    /// and its lease on the database clock); None: the engine decides from the lease and
+    /// the owner's process.
+    pub gone: Option<bool>,
 }
 
 /// Which runs `list_runs` returns.
@@ -316,6 +352,36 @@ pub struct RunFilter {
     pub workflow: Option<String>,
     pub status: Option<String>,
     pub limit: u32,
+}
+
+/// The task's latest attempt, recorded in its row, once it finished (completed, failed,
+/// or skipped by the body itself) and unless `earlier_attempts` holds it (files written
+/// before migration 4, and a task skipped by its rule after `resume`).
+/// The view `task_attempts` states the same rule in SQL; reading the task rows already
+/// loaded here avoids querying that view (a union and a probe per task) on every read.
+pub(crate) fn latest_attempt(task: &TaskRecord) -> Option<AttemptRecord> {
+    if !matches!(task.status.as_str(), "completed" | "failed" | "skipped") || task.attempts == 0 {
+        return None;
+    }
+    if task.history.last().is_some_and(|a| a.attempt >= task.attempts) {
+        return None;
+    }
+    Some(AttemptRecord {
+        attempt: task.attempts,
+        status: task.status.clone(),
+        started_at: task.started_at?,
+        finished_at: task.finished_at?,
+        error: task.error.clone(),
+        traceback: task.traceback.clone(),
+    })
+}
+
+/// A stored JSON object; `what` names it in the error if it is not one.
+pub(crate) fn parse_map(text: &str, what: impl FnOnce() -> String) -> Result<Map> {
+    match serde_json::from_str::<serde_json::Value>(text)? {
+        serde_json::Value::Object(m) => Ok(m),
+        _ => Err(Error::Database(format!("{} is not a JSON object", what()))),
+    }
 }
 
 /// True for a run status that will not change again.

@@ -168,7 +168,7 @@ impl Store for SqliteStore {
         &self.label
     }
 
-    fn take_writer(&self) -> Result<Box<dyn Writer>> {
+    fn take_writer(&self, _owner: &str) -> Result<Box<dyn Writer>> {
         let writer = self
             .writer
             .lock()

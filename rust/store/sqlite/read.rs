@@ -14,7 +14,7 @@ use rusqlite::{params, Connection, OpenFlags, OptionalExtension, Row};
 
 use super::tx::CachedTx;
 use crate::context::Map;
-use crate::errors::{Error, Result};
+use crate::errors::Result;
 use crate::store::{AttemptRecord, OrphanCandidate, RunFilter, RunRecord, RunSummary, TaskRecord};
 
 /// Read-only connections to one file, opened on demand and kept for reuse.
@@ -176,6 +176,7 @@ pub(crate) fn orphan_candidates(conn: &mut Connection, me: &str) -> Result<Vec<O
             status: r.get(2)?,
             owner: r.get(3)?,
             lease_expires_at: r.get(4)?,
+            gone: None,
         })
     })?;
     Ok(rows.collect::<rusqlite::Result<_>>()?)
@@ -231,7 +232,7 @@ fn load_tasks(conn: &Connection, run: &mut RunRecord) -> Result<()> {
         }
     }
     for task in &mut run.tasks {
-        if let Some(latest) = latest_attempt(task) {
+        if let Some(latest) = crate::store::latest_attempt(task) {
             task.history.push(latest);
         }
     }
@@ -242,41 +243,11 @@ fn load_tasks(conn: &Connection, run: &mut RunRecord) -> Result<()> {
     Ok(())
 }
 
-/// The task's latest attempt, recorded in its row, once it finished (completed, failed,
-/// or skipped by the body itself) and unless `earlier_attempts` holds it (files written
-/// before migration 4, and a task skipped by its rule after `resume`).
-/// The view `task_attempts` states the same rule in SQL; reading the task rows already
-/// loaded here avoids querying that view (a union and a probe per task) on every read.
-fn latest_attempt(task: &TaskRecord) -> Option<AttemptRecord> {
-    if !matches!(task.status.as_str(), "completed" | "failed" | "skipped") || task.attempts == 0 {
-        return None;
-    }
-    if task.history.last().is_some_and(|a| a.attempt >= task.attempts) {
-        return None;
-    }
-    Some(AttemptRecord {
-        attempt: task.attempts,
-        status: task.status.clone(),
-        started_at: task.started_at?,
-        finished_at: task.finished_at?,
-        error: task.error.clone(),
-        traceback: task.traceback.clone(),
-    })
-}
-
-/// A stored JSON object; `what` names it in the error if it is not one.
-fn parse_map(text: &str, what: impl FnOnce() -> String) -> Result<Map> {
-    match serde_json::from_str::<serde_json::Value>(text)? {
-        serde_json::Value::Object(m) => Ok(m),
-        _ => Err(Error::Database(format!("{} is not a JSON object", what()))),
-    }
-}
-
 /// A run row; the inner Result carries a stored value that does not parse.
 fn run_from_row(row: &Row<'_>) -> rusqlite::Result<Result<RunRecord>> {
     let run_id: String = row.get(0)?;
     let input: String = row.get(4)?;
-    let input = match parse_map(&input, || format!("the input of run {run_id}")) {
+    let input = match crate::store::parse_map(&input, || format!("the input of run {run_id}")) {
         Ok(input) => input,
         Err(e) => return Ok(Err(e)),
     };
@@ -305,7 +276,7 @@ fn task_from_row(row: &Row<'_>) -> rusqlite::Result<Result<TaskRecord>> {
     let dependencies: String = row.get(12)?;
     let parsed = (|| -> Result<(Option<Map>, Vec<String>)> {
         let output = match output {
-            Some(text) => Some(parse_map(&text, || format!("the output of task {task_id}"))?),
+            Some(text) => Some(crate::store::parse_map(&text, || format!("the output of task {task_id}"))?),
             None => None,
         };
         Ok((output, serde_json::from_str(&dependencies)?))

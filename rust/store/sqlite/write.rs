@@ -125,10 +125,11 @@ impl Writer for WriteConnection {
         let done = tx
             .prepare_cached(
                 "UPDATE runs SET owner = ?1, lease_expires_at = ?2, \
-                 status = CASE WHEN status = 'interrupted' THEN 'running' ELSE status END \
+                 status = CASE WHEN status IN ('interrupted', 'queued') THEN 'running' ELSE status END, \
+                 started_at = COALESCE(started_at, ?5) \
                  WHERE run_id = ?3 AND owner IS ?4",
             )?
-            .execute(params![owner, lease_until, run_id, expected_owner])?;
+            .execute(params![owner, lease_until, run_id, expected_owner, crate::store::now_micros()])?;
         tx.commit()?;
         Ok(done > 0)
     }
@@ -157,14 +158,79 @@ impl Writer for WriteConnection {
     /// the run is unknown or final.
     fn request_cancel(&mut self, run_id: &str, at: i64) -> Result<bool> {
         let tx = CachedTx::immediate(&self.conn)?;
+        // A queued run has no owner to carry a request out: it is cancelled here.
+        let queued = tx
+            .prepare_cached(
+                "UPDATE runs SET status = 'cancelled', finished_at = ?1, cancel_requested_at = ?1 \
+                 WHERE run_id = ?2 AND status = 'queued'",
+            )?
+            .execute(params![at, run_id])?;
+        if queued > 0 {
+            tx.prepare_cached(
+                "UPDATE run_tasks SET status = 'cancelled', reason = 'the run was cancelled before it started', \
+                 finished_at = ?1 WHERE run_id = ?2",
+            )?
+            .execute(params![at, run_id])?;
+        }
         let done = tx
             .prepare_cached(
                 "UPDATE runs SET cancel_requested_at = COALESCE(cancel_requested_at, ?1) \
-                 WHERE run_id = ?2 AND status IN ('pending', 'running')",
+                 WHERE run_id = ?2 AND status IN ('pending', 'running', 'interrupted')",
             )?
             .execute(params![at, run_id])?;
         tx.commit()?;
-        Ok(done > 0)
+        Ok(queued + done > 0)
+    }
+
+    fn purge(&mut self, before: i64, limit: usize) -> Result<usize> {
+        let tx = CachedTx::immediate(&self.conn)?;
+        let ids: Vec<String> = tx
+            .prepare_cached(
+                "SELECT run_id FROM runs WHERE finished_at < ?1 \
+                 AND status IN ('completed', 'failed', 'cancelled') ORDER BY finished_at LIMIT ?2",
+            )?
+            .query_map(params![before, limit as i64], |r| r.get(0))?
+            .collect::<rusqlite::Result<_>>()?;
+        if !ids.is_empty() {
+            let list = serde_json::to_string(&ids)?;
+            for table in ["run_events", "earlier_attempts", "run_tasks", "runs"] {
+                tx.prepare_cached(&format!(
+                    "DELETE FROM {table} WHERE run_id IN (SELECT value FROM json_each(?1))"
+                ))?
+                .execute(params![list])?;
+            }
+        }
+        tx.commit()?;
+        Ok(ids.len())
+    }
+
+    /// Claims queued runs, oldest first (one writer per file: no two claims race).
+    fn claim_queued(
+        &mut self,
+        workflows: &[String],
+        limit: usize,
+        owner: &str,
+        lease_until: i64,
+    ) -> Result<Vec<String>> {
+        if workflows.is_empty() || limit == 0 {
+            return Ok(Vec::new());
+        }
+        let names = serde_json::to_string(workflows)?;
+        let tx = CachedTx::immediate(&self.conn)?;
+        let claimed = tx
+            .prepare_cached(
+                "UPDATE runs SET owner = ?1, lease_expires_at = ?2, status = 'running', \
+                 started_at = COALESCE(started_at, ?4) \
+                 WHERE run_id IN (SELECT run_id FROM runs WHERE status = 'queued' \
+                   AND workflow IN (SELECT value FROM json_each(?3)) ORDER BY created_at, run_id LIMIT ?5) \
+                 RETURNING run_id",
+            )?
+            .query_map(params![owner, lease_until, names, crate::store::now_micros(), limit as i64], |r| {
+                r.get::<_, String>(0)
+            })?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        tx.commit()?;
+        Ok(claimed)
     }
 }
 
@@ -172,11 +238,13 @@ impl Writer for WriteConnection {
 fn apply(conn: &Connection, op: &Op) -> Result<Option<String>> {
     match op {
         Op::InsertRun { run_id, workflow, version, input, owner, at, lease_until, idempotency_key } => {
+            // Without an owner the run is queued: no start, no lease.
             let inserted = conn
                 .prepare_cached(
                     "INSERT INTO runs (run_id, workflow, version, status, input, owner, created_at, \
                      started_at, lease_expires_at, idempotency_key) \
-                     VALUES (?1, ?2, ?3, 'running', ?4, ?5, ?6, ?6, ?7, ?8) \
+                     VALUES (?1, ?2, ?3, CASE WHEN ?5 IS NULL THEN 'queued' ELSE 'running' END, ?4, ?5, ?6, \
+                     CASE WHEN ?5 IS NULL THEN NULL ELSE ?6 END, CASE WHEN ?5 IS NULL THEN NULL ELSE ?7 END, ?8) \
                      ON CONFLICT (idempotency_key) DO NOTHING",
                 )?
                 .execute(params![
@@ -184,7 +252,7 @@ fn apply(conn: &Connection, op: &Op) -> Result<Option<String>> {
                     &**workflow,
                     &**version,
                     input,
-                    &**owner,
+                    owner.as_deref(),
                     at,
                     lease_until,
                     idempotency_key

@@ -1,0 +1,428 @@
+//! The PostgreSQL store: one database (and schema) shared by any number of engines in
+//! any number of processes and hosts.
+//!
+//! Connection design: a pool for reads (callers, background checks) and one dedicated
+//! write connection per engine (`write.rs`), used by the engine's scheduler thread,
+//! which waits for each round trip off the tokio workers. The write connection also
+//! holds the engine's liveness lock: a session-level advisory lock keyed by the schema
+//! and the engine's owner id, which the server releases the moment the process dies or
+//! its connection drops, so other engines can tell a dead owner at once (see
+//! `read::orphan_candidates`). A third connection listens for wake-ups (`listen.rs`).
+//!
+//! Tenants: every connection's `search_path` is the tenant's schema (set in the startup
+//! packet, checked after connecting, failing closed), so the SQL names no schema; the
+//! schema is created and migrated on first use, one process at a time.
+
+use std::str::FromStr;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use futures::future::{BoxFuture, FutureExt};
+use sqlx::{ConnectOptions, Connection};
+use sqlx_postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
+
+use self::listen::Listener;
+use crate::errors::{Error, Result};
+use crate::store::{OrphanCandidate, Reads, RunFilter, RunRecord, RunSummary, Store, Writer};
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("rust/store/migrations/postgres");
+
+/// The longest schema name: a tenant's name plus the suffixes of its notification
+/// channel must fit PostgreSQL's 63-byte identifiers.
+pub const MAX_SCHEMA_LEN: usize = 40;
+
+/// Where and how to open a PostgreSQL database.
+#[derive(Debug, Clone)]
+pub struct PostgresConfig {
+    /// The connection URL (`postgresql://user:password@host:port/database?...`).
+    pub url: String,
+    /// The URL as shown in messages (password masked).
+    pub label: String,
+    /// The tenant's schema; None: the URL's `options=-c search_path=...`, else `public`.
+    pub schema: Option<String>,
+    /// How long connecting may take before it fails.
+    pub connect_timeout: Duration,
+    /// Most connections of the read pool.
+    pub pool_size: u32,
+}
+
+impl PostgresConfig {
+    /// A configuration with the default settings.
+    pub fn new(url: String, label: String, schema: Option<String>) -> Self {
+        PostgresConfig { url, label, schema, connect_timeout: Duration::from_secs(10), pool_size: 4 }
+    }
+}
+
+/// Checks a tenant's schema name: lowercase ASCII letters, digits and `_`, starting with
+/// a letter or `_`, at most `MAX_SCHEMA_LEN` bytes, and not one of PostgreSQL's own.
+pub fn validate_schema(name: &str) -> Result<()> {
+    let valid = !name.is_empty()
+        && name.len() <= MAX_SCHEMA_LEN
+        && name.bytes().next().is_some_and(|b| b.is_ascii_lowercase() || b == b'_')
+        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+        && !name.starts_with("pg_")
+        && name != "information_schema";
+    if valid {
+        Ok(())
+    } else {
+        Err(Error::Configuration(format!(
+            "invalid schema name {name:?}: a schema is 1 to {MAX_SCHEMA_LEN} lowercase letters, digits \
+             and '_', starting with a letter or '_' (and not pg_* or information_schema)"
+        )))
+    }
+}
+
+/// What `open` settled: the connect options (search path included) and the schema.
+#[derive(Clone)]
+pub(crate) struct Target {
+    pub options: PgConnectOptions,
+    pub schema: Arc<str>,
+    pub label: Arc<str>,
+    pub connect_timeout: Duration,
+}
+
+impl Target {
+    /// A new connection with the tenant's search path, checked.
+    pub(crate) async fn connect(&self) -> Result<PgConnection> {
+        let mut conn = self.connect_unchecked().await?;
+        check_search_path(&mut conn, &self.schema).await.map_err(|e| self.error(&e))?;
+        Ok(conn)
+    }
+
+    /// A new connection, its search path not checked (the schema may not exist yet).
+    async fn connect_unchecked(&self) -> Result<PgConnection> {
+        match tokio::time::timeout(self.connect_timeout, self.options.connect()).await {
+            Ok(Ok(conn)) => Ok(conn),
+            Ok(Err(e)) => Err(self.connect_error(&e)),
+            Err(_) => Err(self.timed_out()),
+        }
+    }
+
+    fn connect_error(&self, e: &sqlx::Error) -> Error {
+        Error::Database(format!("cannot connect to {}: {}", self.label, describe(e)))
+    }
+
+    fn timed_out(&self) -> Error {
+        Error::Database(format!(
+            "cannot connect to {}: no answer within {:.1} s (the connect timeout; set it with \
+             connect_timeout=<seconds> in the URL)",
+            self.label,
+            self.connect_timeout.as_secs_f64()
+        ))
+    }
+
+    fn error(&self, e: &dyn std::fmt::Display) -> Error {
+        Error::Database(format!("{}: {e}", self.label))
+    }
+}
+
+/// A sqlx error in words, without the URL (sqlx never prints the password, but its
+/// configuration errors may quote parts of the URL).
+fn describe(e: &sqlx::Error) -> String {
+    match e {
+        sqlx::Error::Configuration(inner) => format!("invalid URL: {inner}"),
+        sqlx::Error::Io(io) => format!("{io}"),
+        other => other.to_string(),
+    }
+}
+
+/// Fails closed unless the connection's tables resolve in `schema` only.
+async fn check_search_path(conn: &mut PgConnection, schema: &str) -> std::result::Result<(), String> {
+    let current: Option<String> = sqlx::query_scalar("SELECT current_schema()")
+        .fetch_one(&mut *conn)
+        .await
+        .map_err(|e| e.to_string())?;
+    match current {
+        Some(current) if current == schema => Ok(()),
+        other => Err(format!(
+            "the connection's search_path does not select the schema {schema:?} (current schema: \
+             {other:?}); refusing to use it"
+        )),
+    }
+}
+
+/// Parses the URL: the connect options, the schema (from `schema` or the URL's
+/// `options=-c search_path=...`), and the connect timeout (`connect_timeout=` seconds).
+fn target(config: &PostgresConfig) -> Result<Target> {
+    let label: Arc<str> = config.label.as_str().into();
+    let invalid = |why: String| Error::Configuration(format!("invalid PostgreSQL URL {label}: {why}"));
+    let parsed = url::Url::parse(&config.url).map_err(|e| invalid(e.to_string()))?;
+    let mut connect_timeout = config.connect_timeout;
+    let mut url_schema = None;
+    let mut kept = Vec::new();
+    for (key, value) in parsed.query_pairs() {
+        match &*key {
+            "connect_timeout" => {
+                let seconds: f64 = value.parse().map_err(|_| {
+                    invalid(format!("connect_timeout must be a number of seconds, not {value:?}"))
+                })?;
+                connect_timeout = crate::duration::seconds("connect_timeout", seconds)
+                    .map_err(|e| invalid(e.to_string()))?
+                    .max(Duration::from_millis(1));
+            }
+            "options" => {
+                let (schema, rest) = split_search_path(&value);
+                url_schema = schema;
+                if !rest.trim().is_empty() {
+                    kept.push((key.into_owned(), rest));
+                }
+            }
+            _ => kept.push((key.into_owned(), value.into_owned())),
+        }
+    }
+    let mut url = parsed.clone();
+    url.set_query(None);
+    if !kept.is_empty() {
+        url.query_pairs_mut().extend_pairs(kept.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+    }
+    let schema = match (&config.schema, url_schema) {
+        (Some(given), Some(in_url)) if *given != in_url => {
+            return Err(Error::Configuration(format!(
+                "{label}: schema={given:?} differs from the URL's search_path {in_url:?}"
+            )))
+        }
+        (Some(given), _) => given.clone(),
+        (None, Some(in_url)) => in_url,
+        (None, None) => "public".to_owned(),
+    };
+    validate_schema(&schema)?;
+    let options = PgConnectOptions::from_str(url.as_str())
+        .map_err(|e| invalid(describe(&e)))?
+        .options([("search_path", schema.as_str())])
+        .application_name("cloacina")
+        .disable_statement_logging();
+    Ok(Target { options, schema: schema.into(), label, connect_timeout })
+}
+
+/// `(search_path, the other options)` of a libpq `options` value such as
+/// `-c search_path=tenant_a -c statement_timeout=5s` (also `-csearch_path=...`).
+fn split_search_path(options: &str) -> (Option<String>, String) {
+    let mut schema = None;
+    let mut rest = Vec::new();
+    let mut words = options.split_whitespace().peekable();
+    while let Some(word) = words.next() {
+        let setting = if word == "-c" {
+            match words.next() {
+                Some(setting) => setting,
+                None => break,
+            }
+        } else if let Some(setting) = word.strip_prefix("-c") {
+            setting
+        } else if let Some(setting) = word.strip_prefix("--") {
+            setting
+        } else {
+            rest.push(word.to_owned());
+            continue;
+        };
+        match setting.split_once('=') {
+            Some(("search_path", value)) => schema = Some(value.trim_matches('"').to_owned()),
+            _ => rest.push(format!("-c {setting}")),
+        }
+    }
+    (schema, rest.join(" "))
+}
+
+/// A PostgreSQL database (one schema of it) holding runs.
+pub struct PostgresStore {
+    target: Target,
+    pool: PgPool,
+    /// The write connection, until an engine takes it (see `take_writer`).
+    writer_conn: Mutex<Option<PgConnection>>,
+    listener: Arc<Listener>,
+}
+
+impl PostgresStore {
+    /// Connects, creates the schema if missing and brings it up to date (one process at
+    /// a time; the others wait), and refuses a schema written by a newer cloacina.
+    pub async fn open(config: &PostgresConfig) -> Result<PostgresStore> {
+        let target = target(config)?;
+        let mut conn = target.connect_unchecked().await?;
+        migrate(&mut conn, &target).await?;
+        check_search_path(&mut conn, &target.schema).await.map_err(|e| target.error(&e))?;
+        let pool = PgPoolOptions::new()
+            .max_connections(config.pool_size.max(1))
+            .min_connections(0)
+            .acquire_timeout(target.connect_timeout)
+            .idle_timeout(Some(Duration::from_secs(60)))
+            .after_connect({
+                let schema = target.schema.clone();
+                move |conn, _| {
+                    let schema = schema.clone();
+                    Box::pin(async move {
+                        check_search_path(conn, &schema)
+                            .await
+                            .map_err(|e| sqlx::Error::Configuration(e.into()))
+                    })
+                }
+            })
+            .connect_lazy_with(target.options.clone());
+        let listener = Listener::start(target.clone(), pool.clone());
+        Ok(PostgresStore { target, pool, writer_conn: Mutex::new(Some(conn)), listener })
+    }
+
+    /// The tenant's schema.
+    pub fn schema(&self) -> &str {
+        &self.target.schema
+    }
+
+    fn read_error(&self, e: sqlx::Error) -> Error {
+        match e {
+            sqlx::Error::PoolTimedOut => self.target.timed_out(),
+            e @ (sqlx::Error::Io(_) | sqlx::Error::Tls(_)) => self.target.connect_error(&e),
+            e => Error::Database(format!("{}: {e}", self.target.label)),
+        }
+    }
+}
+
+/// Creates the schema if missing and applies the migrations it lacks, under an advisory
+/// lock of the schema's (sqlx adds one of the whole database's): processes starting
+/// together on a fresh schema migrate it once, the others wait and find it done.
+async fn migrate(conn: &mut PgConnection, target: &Target) -> Result<()> {
+    let fail = |e: &dyn std::fmt::Display| {
+        target.error(&format!("preparing the schema {:?} failed: {e}", target.schema))
+    };
+    let key = format!("cloacina-migrate:{}", target.schema);
+    sqlx::query("SELECT pg_advisory_lock(hashtextextended($1, 0))")
+        .bind(&key)
+        .execute(&mut *conn)
+        .await
+        .map_err(|e| fail(&e))?;
+    let result = async {
+        // Validated above (`validate_schema`): a plain lowercase identifier.
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE SCHEMA IF NOT EXISTS {}", target.schema)))
+            .execute(&mut *conn)
+            .await
+            .map_err(|e| fail(&e))?;
+        check_versions(conn, target).await?;
+        MIGRATOR.run_direct(None, &mut *conn, false).await.map_err(|e| fail(&e))
+    }
+    .await;
+    let _ = sqlx::query("SELECT pg_advisory_unlock(hashtextextended($1, 0))")
+        .bind(&key)
+        .execute(&mut *conn)
+        .await;
+    result
+}
+
+/// Refuses a schema holding another application's tables, or migrated by a newer
+/// cloacina.
+async fn check_versions(conn: &mut PgConnection, target: &Target) -> Result<()> {
+    let refuse = |why: String| {
+        Error::Configuration(format!("cannot use the schema {:?} of {}: {why}", target.schema, target.label))
+    };
+    let tables: Vec<String> = sqlx::query_scalar(
+        "SELECT tablename::text FROM pg_tables WHERE schemaname = current_schema() ORDER BY 1",
+    )
+    .fetch_all(&mut *conn)
+    .await
+    .map_err(|e| target.error(&e))?;
+    if tables.is_empty() {
+        return Ok(());
+    }
+    if !tables.iter().any(|t| t == "_sqlx_migrations") {
+        return Err(refuse(format!(
+            "it holds the tables {} of another application; nothing was written to it",
+            tables.join(", ")
+        )));
+    }
+    let applied: Vec<i64> = sqlx::query_scalar("SELECT version FROM _sqlx_migrations ORDER BY version")
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(|e| target.error(&e))?;
+    let known = MIGRATOR.iter().map(|m| m.version).max().unwrap_or(0);
+    if let Some(newer) = applied.iter().find(|v| **v > known) {
+        return Err(refuse(format!(
+            "it was written by a newer version of cloacina (schema version {newer}; this version knows \
+             up to {known}): upgrade cloacina to use it"
+        )));
+    }
+    Ok(())
+}
+
+impl Store for PostgresStore {
+    fn label(&self) -> &str {
+        &self.target.label
+    }
+
+    fn take_writer(&self, owner: &str) -> Result<Box<dyn Writer>> {
+        let conn =
+            self.writer_conn.lock().unwrap_or_else(PoisonError::into_inner).take().ok_or_else(|| {
+                Error::Internal(format!("the store {} already has an engine", self.target.label))
+            })?;
+        let writer = write::PgWriter::new(conn, self.target.clone(), owner.into(), self.listener.clone())?;
+        Ok(Box::new(writer))
+    }
+
+    fn orphan_candidates<'a>(&'a self, me: &'a str) -> BoxFuture<'a, Result<Vec<OrphanCandidate>>> {
+        async move { read::orphan_candidates(&self.pool, me).await.map_err(|e| self.read_error(e)) }.boxed()
+    }
+
+    fn run_by_key<'a>(&'a self, key: &'a str, _reads: Reads) -> BoxFuture<'a, Result<Option<String>>> {
+        async move { read::run_by_key(&self.pool, key).await.map_err(|e| self.read_error(e)) }.boxed()
+    }
+
+    fn run_status<'a>(&'a self, run_id: &'a str, _reads: Reads) -> BoxFuture<'a, Result<Option<String>>> {
+        async move { read::run_status(&self.pool, run_id).await.map_err(|e| self.read_error(e)) }.boxed()
+    }
+
+    fn run<'a>(&'a self, run_id: &'a str, _reads: Reads) -> BoxFuture<'a, Result<Option<RunRecord>>> {
+        async move {
+            match read::run(&self.pool, run_id).await {
+                Ok(found) => found,
+                Err(e) => Err(self.read_error(e)),
+            }
+        }
+        .boxed()
+    }
+
+    fn run_summaries<'a>(
+        &'a self,
+        filter: &'a RunFilter,
+        _reads: Reads,
+    ) -> BoxFuture<'a, Result<Vec<RunSummary>>> {
+        async move { read::run_summaries(&self.pool, filter).await.map_err(|e| self.read_error(e)) }.boxed()
+    }
+
+    fn cancel_requests<'a>(&'a self, owner: &'a str) -> BoxFuture<'a, Result<Vec<String>>> {
+        async move { read::cancel_requests(&self.pool, owner).await.map_err(|e| self.read_error(e)) }.boxed()
+    }
+
+    fn changes(&self) -> Option<Arc<tokio::sync::Notify>> {
+        Some(self.listener.changes())
+    }
+
+    fn liveness_check(&self) -> Option<Duration> {
+        Some(LIVENESS_CHECK)
+    }
+
+    fn close_readers(&self) {}
+
+    fn close(&self) -> BoxFuture<'_, ()> {
+        async move {
+            let conn = self.writer_conn.lock().unwrap_or_else(PoisonError::into_inner).take();
+            if let Some(conn) = conn {
+                let _ = conn.close().await;
+            }
+            self.listener.stop();
+            self.pool.close().await;
+        }
+        .boxed()
+    }
+}
+
+/// How often an engine on PostgreSQL looks for runs to take over (queued, or of a dead
+/// owner), whether it drives runs or not: a dead owner is seen at once (its liveness
+/// lock is gone), so this bounds the takeover time after a crash.
+const LIVENESS_CHECK: Duration = Duration::from_millis(500);
+
+/// The database clock in microseconds since the Unix epoch, as an SQL expression (a
+/// literal, for `concat!`).
+macro_rules! db_now {
+    () => {
+        "(extract(epoch FROM clock_timestamp()) * 1000000)::bigint"
+    };
+}
+
+mod listen;
+mod read;
+mod write;
