@@ -120,13 +120,22 @@ def _parser() -> argparse.ArgumentParser:
     resume.add_argument("target", help="module, module:attr or path/to/file.py[:attr]")
     resume.add_argument("--no-wait", action="store_true")
 
-    db = commands.add_parser("db", parents=[common], help="the database: info, migrate")
+    db = commands.add_parser("db", parents=[common], help="the database: info, migrate, purge")
     db_commands = db.add_subparsers(dest="db_command", metavar="ACTION", required=True)
     db_commands.add_parser(
         "info", parents=[common], help="where it is, its schema version, its runs by status"
     )
     db_commands.add_parser(
         "migrate", parents=[common], help="create the database or bring its schema up to date"
+    )
+    purge = db_commands.add_parser(
+        "purge", parents=[common], help="delete finished runs older than --older-than"
+    )
+    purge.add_argument(
+        "--older-than",
+        required=True,
+        metavar="AGE",
+        help="e.g. 7d, 12h, 30m or 90s (a number alone is seconds)",
     )
 
     graph = commands.add_parser(
@@ -364,7 +373,9 @@ def _emit_run(args: argparse.Namespace, result: RunResult, details: bool = False
 
 def _db(args: argparse.Namespace, runner: Runner) -> int:
     info: dict[str, Any] = {"url": runner.url}
-    if args.db_command == "info":
+    if args.db_command == "purge":
+        info["purged"] = runner.purge(_age(args.older_than))
+    elif args.db_command == "info":
         counts: dict[str, int] = {}
         for r in runner.list_runs(limit=1_000_000):
             counts[r.status] = counts.get(r.status, 0) + 1
@@ -373,6 +384,18 @@ def _db(args: argparse.Namespace, runner: Runner) -> int:
         info["migrated"] = True
     _emit(args, info)
     return EXIT_OK
+
+
+_AGE_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def _age(text: str) -> float:
+    """Seconds in an age such as ``7d``, ``12h``, ``30m``, ``90s`` or ``90``."""
+    number, unit = (text[:-1], text[-1]) if text[-1:] in _AGE_UNITS else (text, "s")
+    try:
+        return float(number) * _AGE_UNITS[unit]
+    except ValueError:
+        raise ValueError(f"--older-than: not an age: {text!r} (e.g. 7d, 12h, 30m, 90s)") from None
 
 
 def _graph(args: argparse.Namespace) -> int:

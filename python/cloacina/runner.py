@@ -394,11 +394,17 @@ def _writer_lookup(ref: weakref.ref[Runner]) -> Callable[[str, str, str], str | 
 def _warn_if_another_runner_is_open(runner: Runner) -> None:
     """Logs a warning when another open runner of this process uses the same database
     file: each has its own engine, threads and checks. Usually the old one of a notebook
-    cell run again; it closes itself once nothing references it."""
-    if runner._path is None:
+    cell run again; it closes itself once nothing references it. A submit-only runner
+    (``max_concurrency=0``) beside one that drives runs is a deliberate pair: no warning."""
+    if runner._path is None or runner.max_concurrency == 0:
         return
     for other in list(_open_runners):
-        if other is not runner and other._engine is not None and other._path == runner._path:
+        if (
+            other is not runner
+            and other._engine is not None
+            and other._path == runner._path
+            and other.max_concurrency > 0
+        ):
             # The text, not the runner, goes into the record: a kept record must not
             # keep the old runner alive.
             logging.getLogger("cloacina").warning(

@@ -91,6 +91,17 @@ def pg_drop_schema(server_url: str, schema: str) -> None:
         pass
 
 
+def execute(db_url: str, sql: str, *params) -> None:
+    """Runs one writing statement on a test database (either backend), outside cloacina."""
+    if db_url.startswith("sqlite:///"):
+        with closing(sqlite3.connect(db_url[len("sqlite:///") :], timeout=30)) as conn:
+            conn.execute(sql, params)
+            conn.commit()
+    else:
+        with pg_connect(db_url) as conn:
+            conn.execute(_pg_params(sql), tuple(params))
+
+
 def loads(text: str | None):
     """JSON column -> Python value (None stays None)."""
     return None if text is None else json.loads(text)

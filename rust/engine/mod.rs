@@ -614,7 +614,7 @@ async fn claim_queued(shared: &Shared, commands: &mpsc::UnboundedSender<Command>
             return Ok(taken);
         }
         let names = crate::registry::workflow_names();
-        if names.is_empty() {
+        if names.is_empty() || !shared.store.has_queued(&names).await? {
             return Ok(taken);
         }
         let until = crate::duration::micros_after(crate::store::now_micros(), shared.lease);

@@ -49,6 +49,10 @@ pub trait Store: Send + Sync + 'static {
         reads: Reads,
     ) -> BoxFuture<'a, Result<Vec<RunSummary>>>;
 
+    /// Whether a queued run of one of `workflows` waits to be claimed (a read, before
+    /// the write that claims).
+    fn has_queued<'a>(&'a self, workflows: &'a [String]) -> BoxFuture<'a, Result<bool>>;
+
     /// Runs owned by `owner` that someone asked to cancel.
     fn cancel_requests<'a>(&'a self, owner: &'a str) -> BoxFuture<'a, Result<Vec<String>>>;
 

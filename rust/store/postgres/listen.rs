@@ -57,8 +57,11 @@ impl Listener {
             tasks: std::sync::Mutex::new(Vec::new()),
         });
         let channel = channel(&target.schema);
-        let listen = tokio::spawn(listen(Arc::downgrade(&listener), pool.clone(), channel.clone()));
-        let send = tokio::spawn(send(listener.outbox.clone(), pool, channel));
+        // Names this store's own notifications, which it does not need to hear.
+        let sender = format!("{:016x}", fastrand::u64(..));
+        let listen =
+            tokio::spawn(listen(Arc::downgrade(&listener), pool.clone(), channel.clone(), sender.clone()));
+        let send = tokio::spawn(send(listener.outbox.clone(), pool, channel, sender));
         *crate::engine::lock(&listener.tasks) = vec![listen.abort_handle(), send.abort_handle()];
         listener
     }
@@ -106,7 +109,7 @@ pub(crate) fn channel(schema: &str) -> String {
     format!("cloacina_{schema}")
 }
 
-async fn listen(listener: std::sync::Weak<Listener>, pool: PgPool, channel: String) {
+async fn listen(listener: std::sync::Weak<Listener>, pool: PgPool, channel: String, me: String) {
     let mut pause = Duration::from_millis(100);
     loop {
         let connected = async {
@@ -131,7 +134,11 @@ async fn listen(listener: std::sync::Weak<Listener>, pool: PgPool, channel: Stri
             if listener.stopped.load(Ordering::SeqCst) {
                 return;
             }
-            listener.changes.notify_waiters();
+            match &received {
+                // Its own news: nothing this store waits for.
+                Ok(Some(n)) if n.payload().split_once(':').is_some_and(|(_, from)| from == me) => continue,
+                _ => listener.changes.notify_waiters(),
+            }
             match received {
                 Ok(Some(_)) => {}
                 // The connection was lost: sqlx reconnects at the next receive.
@@ -145,14 +152,14 @@ async fn listen(listener: std::sync::Weak<Listener>, pool: PgPool, channel: Stri
     }
 }
 
-async fn send(outbox: Arc<Outbox>, pool: PgPool, channel: String) {
+async fn send(outbox: Arc<Outbox>, pool: PgPool, channel: String, me: String) {
     loop {
         let bits = outbox.pending.swap(0, Ordering::SeqCst);
         if bits == 0 {
             outbox.ready.notified().await;
             continue;
         }
-        let payload = bits.to_string();
+        let payload = format!("{bits}:{me}");
         if let Err(e) =
             sqlx::query("SELECT pg_notify($1, $2)").bind(&channel).bind(&payload).execute(&pool).await
         {

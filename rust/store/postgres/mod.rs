@@ -14,7 +14,8 @@
 //! schema is created and migrated on first use, one process at a time.
 
 use std::str::FromStr;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::future::{BoxFuture, FutureExt};
@@ -226,8 +227,8 @@ fn split_search_path(options: &str) -> (Option<String>, String) {
 pub struct PostgresStore {
     target: Target,
     pool: PgPool,
-    /// The write connection, until an engine takes it (see `take_writer`).
-    writer_conn: Mutex<Option<PgConnection>>,
+    /// Whether an engine took the writer (see `take_writer`).
+    writer_taken: AtomicBool,
     listener: Arc<Listener>,
 }
 
@@ -239,6 +240,7 @@ impl PostgresStore {
         let mut conn = target.connect_unchecked().await?;
         migrate(&mut conn, &target).await?;
         check_search_path(&mut conn, &target.schema).await.map_err(|e| target.error(&e))?;
+        let _ = conn.close().await;
         let pool = PgPoolOptions::new()
             .max_connections(config.pool_size.max(1))
             .min_connections(0)
@@ -257,7 +259,7 @@ impl PostgresStore {
             })
             .connect_lazy_with(target.options.clone());
         let listener = Listener::start(target.clone(), pool.clone());
-        Ok(PostgresStore { target, pool, writer_conn: Mutex::new(Some(conn)), listener })
+        Ok(PostgresStore { target, pool, writer_taken: AtomicBool::new(false), listener })
     }
 
     /// The tenant's schema.
@@ -345,11 +347,10 @@ impl Store for PostgresStore {
     }
 
     fn take_writer(&self, owner: &str) -> Result<Box<dyn Writer>> {
-        let conn =
-            self.writer_conn.lock().unwrap_or_else(PoisonError::into_inner).take().ok_or_else(|| {
-                Error::Internal(format!("the store {} already has an engine", self.target.label))
-            })?;
-        let writer = write::PgWriter::new(conn, self.target.clone(), owner.into(), self.listener.clone())?;
+        if self.writer_taken.swap(true, Ordering::SeqCst) {
+            return Err(Error::Internal(format!("the store {} already has an engine", self.target.label)));
+        }
+        let writer = write::PgWriter::new(self.target.clone(), owner.into(), self.listener.clone())?;
         Ok(Box::new(writer))
     }
 
@@ -383,6 +384,10 @@ impl Store for PostgresStore {
         async move { read::run_summaries(&self.pool, filter).await.map_err(|e| self.read_error(e)) }.boxed()
     }
 
+    fn has_queued<'a>(&'a self, workflows: &'a [String]) -> BoxFuture<'a, Result<bool>> {
+        async move { read::has_queued(&self.pool, workflows).await.map_err(|e| self.read_error(e)) }.boxed()
+    }
+
     fn cancel_requests<'a>(&'a self, owner: &'a str) -> BoxFuture<'a, Result<Vec<String>>> {
         async move { read::cancel_requests(&self.pool, owner).await.map_err(|e| self.read_error(e)) }.boxed()
     }
@@ -399,10 +404,6 @@ impl Store for PostgresStore {
 
     fn close(&self) -> BoxFuture<'_, ()> {
         async move {
-            let conn = self.writer_conn.lock().unwrap_or_else(PoisonError::into_inner).take();
-            if let Some(conn) = conn {
-                let _ = conn.close().await;
-            }
             self.listener.stop();
             self.pool.close().await;
         }

@@ -185,6 +185,14 @@ pub(super) async fn orphan_candidates(pool: &PgPool, me: &str) -> Sql<Vec<Orphan
         .collect()
 }
 
+/// Whether a queued run of one of `workflows` waits (over the partial index `runs_queued`).
+pub(super) async fn has_queued(pool: &PgPool, workflows: &[String]) -> Sql<bool> {
+    sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM runs WHERE status = 'queued' AND workflow = ANY($1))")
+        .bind(workflows)
+        .fetch_one(pool)
+        .await
+}
+
 /// Runs owned by `owner` that someone asked to cancel.
 pub(super) async fn cancel_requests(pool: &PgPool, owner: &str) -> Sql<Vec<String>> {
     sqlx::query_scalar(

@@ -17,7 +17,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use sqlx::{Connection, Row};
+use sqlx::Connection;
 use sqlx_postgres::PgConnection;
 
 use super::listen::{Listener, Wake};
@@ -28,41 +28,26 @@ use crate::store::{now_micros, Committed, Op, Writer};
 /// How long the writer keeps reconnecting before a write fails.
 const RECONNECT_FOR: Duration = Duration::from_secs(60);
 
-type Sql<T> = std::result::Result<T, sqlx::Error>;
-
 /// The one connection an engine writes through.
 pub(super) struct PgWriter {
     /// The connection, once it holds the liveness lock; None after it broke.
     conn: Option<PgConnection>,
-    /// The connection the store opened, until the first write takes the lock on it.
-    fresh: Option<PgConnection>,
     target: Target,
     owner: Arc<str>,
-    runtime: tokio::runtime::Handle,
+    /// A runtime of the writer's own (one thread: the scheduler's, which blocks on it),
+    /// so that the connection's I/O is driven on the thread waiting for it, with no
+    /// wake-up of another thread per round trip. Made on first use, on that thread.
+    runtime: Option<tokio::runtime::Runtime>,
     /// The epoch at which this engine owns each run it drives (0 for the runs it made).
     epochs: HashMap<Arc<str>, i64>,
     listener: Arc<Listener>,
 }
 
 impl PgWriter {
-    /// Wraps `conn`; the liveness lock is taken before the first write.
-    pub(super) fn new(
-        conn: PgConnection,
-        target: Target,
-        owner: Arc<str>,
-        listener: Arc<Listener>,
-    ) -> Result<Self> {
-        let runtime = tokio::runtime::Handle::try_current()
-            .map_err(|_| Error::Internal("the PostgreSQL writer needs the engine's runtime".into()))?;
-        Ok(PgWriter {
-            conn: None,
-            fresh: Some(conn),
-            target,
-            owner,
-            runtime,
-            epochs: HashMap::new(),
-            listener,
-        })
+    /// A writer for the engine `owner`; it connects (and takes the liveness lock)
+    /// before the first write, on the thread that writes.
+    pub(super) fn new(target: Target, owner: Arc<str>, listener: Arc<Listener>) -> Result<Self> {
+        Ok(PgWriter { conn: None, target, owner, runtime: None, epochs: HashMap::new(), listener })
     }
 
     /// Ends a failed transaction: Ok(()) to try again after reconnecting, or the error.
@@ -87,28 +72,29 @@ impl PgWriter {
     }
 }
 
-/// Runs `$body` (an async block using `$conn: &mut PgConnection` and `$ctx: &Ctx`) as
-/// one transaction of `$writer`'s connection, reconnecting (with backoff, for up to
-/// `RECONNECT_FOR`) and retrying when the connection breaks; the writer's thread waits.
-macro_rules! transact {
-    ($writer:expr, |$conn:ident, $ctx:ident| $body:expr) => {{
+/// Runs `$body` (an async block using `$conn: &mut PgConnection`,
+/// giving a `Result<T, sqlx::Error>`) on `$writer`'s connection, reconnecting (with
+/// backoff, for up to `RECONNECT_FOR`) and trying again when the connection breaks; the
+/// writer's thread waits.
+macro_rules! retrying {
+    ($writer:expr, |$conn:ident| $body:expr) => {{
         let writer: &mut PgWriter = $writer;
         let started = Instant::now();
         let mut pause = Duration::from_millis(50);
         loop {
-            let runtime = writer.runtime.clone();
+            // Taken out while it runs, so that the writer's fields stay borrowable.
+            let runtime = match writer.runtime.take() {
+                Some(runtime) => runtime,
+                None => match local_runtime() {
+                    Ok(runtime) => runtime,
+                    Err(e) => break Err(e),
+                },
+            };
             let result = runtime.block_on(async {
-                let conn =
-                    connected(&mut writer.conn, &mut writer.fresh, &writer.target, &writer.owner).await?;
-                let $ctx = Ctx { owner: &writer.owner, epochs: &writer.epochs };
-                let mut tx = conn.begin().await.map_err(Failure::Sql)?;
-                let value = {
-                    let $conn: &mut PgConnection = &mut *tx;
-                    $body.await.map_err(Failure::Sql)?
-                };
-                tx.commit().await.map_err(Failure::Sql)?;
-                Ok::<_, Failure>(value)
+                let $conn = connected(&mut writer.conn, &writer.target, &writer.owner).await?;
+                $body.await.map_err(Failure::Sql)
             });
+            writer.runtime = Some(runtime);
             match result {
                 Ok(value) => break Ok(value),
                 Err(failure) => {
@@ -121,18 +107,29 @@ macro_rules! transact {
     }};
 }
 
+/// `retrying!` with `$body` inside an explicit transaction.
+macro_rules! transact {
+    ($writer:expr, |$conn:ident| $body:expr) => {
+        retrying!($writer, |connection| async {
+            let mut tx = connection.begin().await?;
+            let value = {
+                let $conn: &mut PgConnection = &mut *tx;
+                $body.await?
+            };
+            tx.commit().await?;
+            Ok::<_, sqlx::Error>(value)
+        })
+    };
+}
+
 /// The connection, connected and holding the engine's liveness lock.
 async fn connected<'a>(
     conn: &'a mut Option<PgConnection>,
-    fresh: &mut Option<PgConnection>,
     target: &Target,
     owner: &str,
 ) -> std::result::Result<&'a mut PgConnection, Failure> {
     if conn.is_none() {
-        let mut new = match fresh.take() {
-            Some(new) => new,
-            None => target.connect().await.map_err(Failure::Connect)?,
-        };
+        let mut new = target.connect().await.map_err(Failure::Connect)?;
         sqlx::query("SELECT pg_advisory_lock(hashtextextended(current_schema() || ':' || $1, 0))")
             .bind(owner)
             .execute(&mut new)
@@ -143,16 +140,31 @@ async fn connected<'a>(
     Ok(conn.as_mut().expect("connected above"))
 }
 
+/// A runtime for the writer (see `PgWriter::runtime`).
+fn local_runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Error::Internal(format!("cannot start the writer's runtime: {e}")))
+}
+
+impl Drop for PgWriter {
+    fn drop(&mut self) {
+        // The connection belongs to the writer's runtime: dropped first, inside it.
+        if let Some(runtime) = self.runtime.take() {
+            let conn = self.conn.take();
+            let _guard = runtime.enter();
+            drop(conn);
+            drop(_guard);
+            runtime.shutdown_background();
+        }
+    }
+}
+
 /// Why a transaction did not happen.
 enum Failure {
     Sql(sqlx::Error),
     Connect(Error),
-}
-
-/// What the statements of a transaction need of the writer.
-struct Ctx<'a> {
-    owner: &'a str,
-    epochs: &'a HashMap<Arc<str>, i64>,
 }
 
 /// True when the error means the connection is gone (or the server is going away), not
@@ -191,44 +203,23 @@ impl Writer for PgWriter {
             .into_iter()
             .map(str::to_owned)
             .collect();
-        let done = transact!(self, |conn, ctx| async {
-            let mut done = Committed::default();
-            let mut skip: HashSet<String> = HashSet::new();
-            if !touched.is_empty() {
-                let rows = sqlx::query(
-                    "SELECT run_id, owner, owner_epoch FROM runs WHERE run_id = ANY($1) \
-                         ORDER BY run_id FOR NO KEY UPDATE",
-                )
+        let batch = encode(ops)?;
+        let epochs: serde_json::Map<String, serde_json::Value> = touched
+            .iter()
+            .filter_map(|id| self.epochs.get(id.as_str()).map(|e| (id.clone(), (*e).into())))
+            .collect();
+        let epochs = serde_json::Value::Object(epochs).to_string();
+        // One statement: one round trip, one transaction (see migration 2).
+        let answer: String = retrying!(self, |conn| async {
+            sqlx::query_scalar("SELECT cloacina_commit($1::json, $2, $3, $4::json)::text")
+                .bind(&batch)
+                .bind(owner)
                 .bind(&touched)
-                .fetch_all(&mut *conn)
-                .await?;
-                for row in &rows {
-                    let run_id: String = row.try_get(0)?;
-                    let run_owner: Option<String> = row.try_get(1)?;
-                    let epoch: i64 = row.try_get(2)?;
-                    let mine = run_owner.as_deref() == Some(ctx.owner)
-                        && ctx.epochs.get(run_id.as_str()).is_none_or(|e| *e == epoch);
-                    if !mine {
-                        done.lost.push(run_id.as_str().into());
-                        skip.insert(run_id);
-                    }
-                }
-            }
-            for op in ops {
-                if let Some(id) = op.run_id() {
-                    if skip.contains(id) && (op.needs_ownership() || inserted.contains(id)) {
-                        continue;
-                    }
-                }
-                if let Some(existing) = apply(conn, op, owner).await? {
-                    if let Some(run_id) = op.run_id() {
-                        skip.insert(run_id.to_string());
-                        done.duplicates.push((run_id.into(), existing));
-                    }
-                }
-            }
-            Ok::<_, sqlx::Error>(done)
+                .bind(&epochs)
+                .fetch_one(&mut *conn)
+                .await
         })?;
+        let done = decode(&answer)?;
         let mut wake = Wake::default();
         for op in ops {
             match op {
@@ -261,7 +252,7 @@ impl Writer for PgWriter {
         lease_until: i64,
     ) -> Result<bool> {
         let lease = from_now(lease_until);
-        let epoch = transact!(self, |conn, _ctx| async {
+        let epoch = transact!(self, |conn| async {
             sqlx::query_scalar::<_, i64>(concat!(
                 "UPDATE runs SET owner = $1, owner_epoch = owner_epoch + 1, lease_expires_at = ",
                 db_now!(),
@@ -289,7 +280,7 @@ impl Writer for PgWriter {
     fn mark_interrupted(&mut self, run_id: &str, owner: Option<&str>, at: i64) -> Result<()> {
         let detail = serde_json::json!({ "owner": owner }).to_string();
         let (run, detail) = (run_id, &detail);
-        transact!(self, |conn, _ctx| async {
+        transact!(self, |conn| async {
             let done = sqlx::query(
                 "UPDATE runs SET status = 'interrupted' \
                      WHERE run_id = $1 AND owner IS NOT DISTINCT FROM $2 AND status = 'running'",
@@ -315,7 +306,7 @@ impl Writer for PgWriter {
     fn purge(&mut self, before: i64, limit: usize) -> Result<usize> {
         // Child rows go with their run (ON DELETE CASCADE); rows locked by a claim or a
         // batch are left for the next round.
-        let deleted = transact!(self, |conn, _ctx| async {
+        let deleted = transact!(self, |conn| async {
             sqlx::query(
                 "DELETE FROM runs WHERE run_id IN (SELECT run_id FROM runs WHERE finished_at < $1 \
                  AND status IN ('completed', 'failed', 'cancelled') ORDER BY finished_at LIMIT $2 \
@@ -344,7 +335,7 @@ impl Writer for PgWriter {
 
     fn request_cancel(&mut self, run_id: &str, at: i64) -> Result<bool> {
         let run = run_id;
-        let done = transact!(self, |conn, _ctx| async {
+        let done = transact!(self, |conn| async {
             // A queued run has no owner to carry a request out: it is cancelled here.
             let queued = sqlx::query(
                 "UPDATE runs SET status = 'cancelled', finished_at = $1, cancel_requested_at = $1 \
@@ -393,7 +384,7 @@ impl PgWriter {
         lease_until: i64,
     ) -> Result<Vec<String>> {
         let lease = from_now(lease_until);
-        let claimed: Vec<(String, i64)> = transact!(self, |conn, _ctx| async {
+        let claimed: Vec<(String, i64)> = transact!(self, |conn| async {
             sqlx::query_as(concat!(
                 "WITH c AS MATERIALIZED (SELECT run_id FROM runs WHERE status = 'queued' \
                    AND workflow = ANY($1) ORDER BY created_at, run_id LIMIT $2 FOR UPDATE SKIP LOCKED) \
@@ -421,227 +412,69 @@ impl PgWriter {
     }
 }
 
-/// Applies one op; Some(existing run id) when an insert lost to an idempotency key.
-async fn apply(conn: &mut PgConnection, op: &Op, me: &str) -> Sql<Option<String>> {
-    match op {
-        Op::InsertRun { run_id, workflow, version, input, owner, at, lease_until, idempotency_key } => {
-            // Without an owner the run is queued: no start, no lease.
-            let inserted = sqlx::query(concat!(
-                "INSERT INTO runs (run_id, workflow, version, status, input, owner, created_at, started_at, \
-                 lease_expires_at, idempotency_key) VALUES ($1, $2, $3, \
-                 CASE WHEN $5::text IS NULL THEN 'queued' ELSE 'running' END, $4, $5, $6, \
-                 CASE WHEN $5::text IS NULL THEN NULL ELSE $6 END, \
-                 CASE WHEN $5::text IS NULL THEN NULL ELSE ",
-                db_now!(),
-                " + $7 END, $8) ON CONFLICT DO NOTHING"
-            ))
-            .bind(&**run_id)
-            .bind(&**workflow)
-            .bind(&**version)
-            .bind(input)
-            .bind(owner.as_deref())
-            .bind(at)
-            .bind(from_now(*lease_until))
-            .bind(idempotency_key)
-            .execute(&mut *conn)
-            .await?;
-            if inserted.rows_affected() == 0 {
-                // Either this very run (a retried transaction whose first commit went
-                // through) or another run holding the key.
-                let existing: Option<String> = sqlx::query_scalar(
-                    "SELECT run_id FROM runs WHERE run_id = $1 OR (idempotency_key = $2) \
-                     ORDER BY (run_id = $1) DESC LIMIT 1",
-                )
-                .bind(&**run_id)
-                .bind(idempotency_key)
-                .fetch_optional(&mut *conn)
-                .await?;
-                if let Some(existing) = existing.filter(|e| e != &**run_id) {
-                    return Ok(Some(existing));
-                }
+/// The batch as `cloacina_commit` reads it: a JSON array of ops, each an object whose
+/// `k` names its kind (see migration 2). Leases become microseconds from now.
+fn encode(ops: &[Op]) -> Result<String> {
+    use serde_json::json;
+    let encoded: Vec<serde_json::Value> = ops
+        .iter()
+        .map(|op| match op {
+            Op::InsertRun { run_id, workflow, version, input, owner, at, lease_until, idempotency_key } => json!({
+                "k": "ir", "run": &**run_id, "wf": &**workflow, "ver": &**version, "input": input,
+                "owner": owner.as_deref(), "at": at, "lease": from_now(*lease_until), "key": idempotency_key,
+            }),
+            Op::RenewLeases { owner, until } => json!({"k": "rl", "owner": &**owner, "lease": from_now(*until)}),
+            Op::AddEvent { run_id, kind, detail, at } => {
+                json!({"k": "ev", "run": &**run_id, "kind": kind, "detail": detail, "at": at})
             }
-        }
-        Op::RenewLeases { owner, until } => {
-            sqlx::query(concat!(
-                "UPDATE runs SET lease_expires_at = ",
-                db_now!(),
-                " + $1 WHERE owner = $2 AND status = 'running'"
-            ))
-            .bind(from_now(*until))
-            .bind(&**owner)
-            .execute(&mut *conn)
-            .await?;
-        }
-        Op::AddEvent { run_id, kind, detail, at } => {
-            sqlx::query("INSERT INTO run_events (run_id, at, kind, detail) VALUES ($1, $2, $3, $4)")
-                .bind(&**run_id)
-                .bind(at)
-                .bind(*kind)
-                .bind(detail)
-                .execute(&mut *conn)
-                .await?;
-        }
-        Op::ReopenRun { run_id, owner, lease_until } => {
-            sqlx::query(concat!(
-                "UPDATE runs SET status = 'running', error = NULL, finished_at = NULL, owner = $1, \
-                 lease_expires_at = ",
-                db_now!(),
-                " + $2, cancel_requested_at = NULL WHERE run_id = $3"
-            ))
-            .bind(&**owner)
-            .bind(from_now(*lease_until))
-            .bind(&**run_id)
-            .execute(&mut *conn)
-            .await?;
-        }
-        Op::ResetTask { run_id, task_id } => {
-            sqlx::query(
-                "INSERT INTO earlier_attempts (run_id, task_id, attempt, status, owner, started_at, \
-                 finished_at, error, traceback) \
-                 SELECT run_id, task_id, attempt, status, owner, started_at, finished_at, error, traceback \
-                 FROM task_attempts WHERE run_id = $1 AND task_id = $2 ON CONFLICT DO NOTHING",
-            )
-            .bind(&**run_id)
-            .bind(&**task_id)
-            .execute(&mut *conn)
-            .await?;
-            sqlx::query(
-                "UPDATE run_tasks SET status = 'pending', reason = NULL, error = NULL, traceback = NULL, \
-                 output = NULL, finished_at = NULL, ready_at = NULL WHERE run_id = $1 AND task_id = $2",
-            )
-            .bind(&**run_id)
-            .bind(&**task_id)
-            .execute(&mut *conn)
-            .await?;
-        }
-        Op::PlanTask { run_id, task_id, position, dependencies } => {
-            sqlx::query(
-                "UPDATE run_tasks SET position = $1, dependencies = $2 WHERE run_id = $3 AND task_id = $4",
-            )
-            .bind(*position as i32)
-            .bind(dependencies)
-            .bind(&**run_id)
-            .bind(&**task_id)
-            .execute(&mut *conn)
-            .await?;
-        }
-        Op::SetRunVersion { run_id, version } => {
-            sqlx::query("UPDATE runs SET version = $1 WHERE run_id = $2")
-                .bind(&**version)
-                .bind(&**run_id)
-                .execute(&mut *conn)
-                .await?;
-        }
-        Op::InsertTask { run_id, task_id, position, dependencies, status } => {
-            sqlx::query(
-                "INSERT INTO run_tasks (run_id, task_id, position, dependencies, status) \
-                 VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
-            )
-            .bind(&**run_id)
-            .bind(&**task_id)
-            .bind(*position as i32)
-            .bind(dependencies)
-            .bind(*status)
-            .execute(&mut *conn)
-            .await?;
-        }
-        Op::StartTask { run_id, task_id, attempt, owner, at } => {
-            sqlx::query(
-                "UPDATE run_tasks SET status = 'running', attempts = $1, owner = $2, started_at = $3, \
-                 finished_at = NULL, ready_at = NULL WHERE run_id = $4 AND task_id = $5",
-            )
-            .bind(*attempt as i32)
-            .bind(&**owner)
-            .bind(at)
-            .bind(&**run_id)
-            .bind(&**task_id)
-            .execute(&mut *conn)
-            .await?;
-        }
-        Op::FinishTask { run_id, task_id, owner, status, at, output, error, traceback, reason } => {
-            sqlx::query(
-                "UPDATE run_tasks SET status = $1, output = $2, error = $3, traceback = $4, finished_at = $5, \
-                 owner = $6, reason = $7 WHERE run_id = $8 AND task_id = $9",
-            )
-            .bind(*status)
-            .bind(output)
-            .bind(error)
-            .bind(traceback)
-            .bind(at)
-            .bind(&**owner)
-            .bind(reason)
-            .bind(&**run_id)
-            .bind(&**task_id)
-            .execute(&mut *conn)
-            .await?;
-        }
-        Op::RetryTask { run_id, task_id, attempt, owner, started_at, at, ready_at, error, traceback } => {
-            sqlx::query(
-                "UPDATE run_tasks SET status = 'ready', ready_at = $1, error = $2, traceback = $3, \
-                 finished_at = $4, owner = NULL WHERE run_id = $5 AND task_id = $6",
-            )
-            .bind(ready_at)
-            .bind(error)
-            .bind(traceback)
-            .bind(at)
-            .bind(&**run_id)
-            .bind(&**task_id)
-            .execute(&mut *conn)
-            .await?;
-            sqlx::query(
-                "INSERT INTO earlier_attempts (run_id, task_id, attempt, status, owner, started_at, \
-                 finished_at, error, traceback) VALUES ($1, $2, $3, 'failed', $4, $5, $6, $7, $8) \
-                 ON CONFLICT DO NOTHING",
-            )
-            .bind(&**run_id)
-            .bind(&**task_id)
-            .bind(*attempt as i32)
-            .bind(&**owner)
-            .bind(started_at)
-            .bind(at)
-            .bind(error)
-            .bind(traceback)
-            .execute(&mut *conn)
-            .await?;
-        }
-        Op::AddHookError { run_id, task_id, entry } => {
-            sqlx::query(
-                "UPDATE run_tasks SET hook_errors = \
-                 (COALESCE(hook_errors, '[]')::jsonb || jsonb_build_array($1::jsonb))::text \
-                 WHERE run_id = $2 AND task_id = $3",
-            )
-            .bind(entry)
-            .bind(&**run_id)
-            .bind(&**task_id)
-            .execute(&mut *conn)
-            .await?;
-        }
-        Op::MarkTask { run_id, task_id, status, reason, at } => {
-            sqlx::query(
-                "UPDATE run_tasks SET status = $1, reason = $2, finished_at = COALESCE($3, finished_at) \
-                 WHERE run_id = $4 AND task_id = $5",
-            )
-            .bind(*status)
-            .bind(reason)
-            .bind(at)
-            .bind(&**run_id)
-            .bind(&**task_id)
-            .execute(&mut *conn)
-            .await?;
-        }
-        Op::FinishRun { run_id, status, error, at } => {
-            sqlx::query(
-                "UPDATE runs SET status = $1, error = $2, finished_at = $3, owner = NULL \
-                 WHERE run_id = $4 AND (owner = $5 OR owner IS NULL)",
-            )
-            .bind(*status)
-            .bind(error)
-            .bind(at)
-            .bind(&**run_id)
-            .bind(me)
-            .execute(&mut *conn)
-            .await?;
-        }
+            Op::ReopenRun { run_id, owner, lease_until } => {
+                json!({"k": "ro", "run": &**run_id, "owner": &**owner, "lease": from_now(*lease_until)})
+            }
+            Op::ResetTask { run_id, task_id } => json!({"k": "rt", "run": &**run_id, "task": &**task_id}),
+            Op::PlanTask { run_id, task_id, position, dependencies } => json!({
+                "k": "pt", "run": &**run_id, "task": &**task_id, "pos": position, "deps": dependencies,
+            }),
+            Op::SetRunVersion { run_id, version } => json!({"k": "sv", "run": &**run_id, "ver": &**version}),
+            Op::InsertTask { run_id, task_id, position, dependencies, status } => json!({
+                "k": "it", "run": &**run_id, "task": &**task_id, "pos": position, "deps": dependencies,
+                "status": status,
+            }),
+            Op::StartTask { run_id, task_id, attempt, owner, at } => json!({
+                "k": "st", "run": &**run_id, "task": &**task_id, "attempt": attempt, "owner": &**owner, "at": at,
+            }),
+            Op::FinishTask { run_id, task_id, owner, status, at, output, error, traceback, reason } => json!({
+                "k": "ft", "run": &**run_id, "task": &**task_id, "owner": &**owner, "status": status, "at": at,
+                "output": output, "error": error, "tb": traceback, "reason": reason,
+            }),
+            Op::RetryTask { run_id, task_id, attempt, owner, started_at, at, ready_at, error, traceback } => json!({
+                "k": "rty", "run": &**run_id, "task": &**task_id, "attempt": attempt, "owner": &**owner,
+                "started_at": started_at, "at": at, "ready_at": ready_at, "error": error, "tb": traceback,
+            }),
+            Op::AddHookError { run_id, task_id, entry } => {
+                json!({"k": "he", "run": &**run_id, "task": &**task_id, "entry": entry})
+            }
+            Op::MarkTask { run_id, task_id, status, reason, at } => json!({
+                "k": "mt", "run": &**run_id, "task": &**task_id, "status": status, "reason": reason, "at": at,
+            }),
+            Op::FinishRun { run_id, status, error, at } => {
+                json!({"k": "fr", "run": &**run_id, "status": status, "error": error, "at": at})
+            }
+        })
+        .collect();
+    Ok(serde_json::Value::Array(encoded).to_string())
+}
+
+/// `cloacina_commit`'s answer: `{"lost": [run ids], "dups": [[new id, existing id]]}`.
+fn decode(answer: &str) -> Result<Committed> {
+    #[derive(serde::Deserialize)]
+    struct Answer {
+        lost: Vec<String>,
+        dups: Vec<(String, String)>,
     }
-    Ok(None)
+    let answer: Answer = serde_json::from_str(answer)
+        .map_err(|e| Error::Internal(format!("cloacina_commit answered {answer:?}: {e}")))?;
+    Ok(Committed {
+        lost: answer.lost.into_iter().map(|r| r.as_str().into()).collect(),
+        duplicates: answer.dups.into_iter().map(|(new, existing)| (new.as_str().into(), existing)).collect(),
+    })
 }

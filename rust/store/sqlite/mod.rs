@@ -207,6 +207,11 @@ impl Store for SqliteStore {
         self.read(reads, move |c| read::run_summaries(c, &filter)).boxed()
     }
 
+    fn has_queued<'a>(&'a self, workflows: &'a [String]) -> BoxFuture<'a, Result<bool>> {
+        let names = serde_json::to_string(workflows).unwrap_or_else(|_| "[]".into());
+        self.read(Reads::Offloaded, move |c| read::has_queued(c, &names)).boxed()
+    }
+
     fn cancel_requests<'a>(&'a self, owner: &'a str) -> BoxFuture<'a, Result<Vec<String>>> {
         let owner = owner.to_owned();
         self.read(Reads::Offloaded, move |c| read::cancel_requests(c, &owner)).boxed()

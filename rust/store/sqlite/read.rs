@@ -182,6 +182,16 @@ pub(crate) fn orphan_candidates(conn: &mut Connection, me: &str) -> Result<Vec<O
     Ok(rows.collect::<rusqlite::Result<_>>()?)
 }
 
+/// Whether a queued run of one of the workflows named in `names` (a JSON array) waits.
+pub(crate) fn has_queued(conn: &mut Connection, names: &str) -> Result<bool> {
+    Ok(conn
+        .prepare_cached(
+            "SELECT EXISTS (SELECT 1 FROM runs WHERE status = 'queued' \
+             AND workflow IN (SELECT value FROM json_each(?1)))",
+        )?
+        .query_row(params![names], |r| r.get(0))?)
+}
+
 /// Runs owned by `owner` that someone asked to cancel.
 pub(crate) fn cancel_requests(conn: &mut Connection, owner: &str) -> Result<Vec<String>> {
     let mut query = conn.prepare_cached(
