@@ -13,9 +13,8 @@ from pathlib import Path
 
 import pg_server
 import pytest
-from helpers import pg_connect
-
 from cloacina import DatabaseError, Runner, Workflow, task
+from helpers import pg_connect
 
 pytestmark = pytest.mark.postgres
 
@@ -87,5 +86,5 @@ def test_sslmode_require_encrypts_every_connection(tls_server):
 
 
 def test_verify_full_refuses_a_certificate_no_trusted_authority_signed(tls_server):
-    with pytest.raises(DatabaseError, match="cannot connect to .*certificate"):
+    with pytest.raises(DatabaseError, match=r"cannot connect to .*certificate"):
         Runner(f"{tls_server}?sslmode=verify-full&connect_timeout=5", schema="tls_verify")
