@@ -629,8 +629,8 @@ class Runner:
         stop = threading.Event()
         previous: dict[int, Any] = {}
         if threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                previous[sig] = signal.signal(sig, lambda *_: stop.set())
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                previous[signum] = signal.signal(signum, lambda *_: stop.set())
         log = logging.getLogger("cloacina")
         log.info("serving %s (max_concurrency=%d)", self.url, self.max_concurrency)
         try:
@@ -640,8 +640,8 @@ class Runner:
                 if self._engine is None:
                     return
         finally:
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)
+            for number, handler in previous.items():
+                signal.signal(number, handler)
         log.info("draining: %d run(s) in progress; waiting for running attempts", engine.driving())
         engine.drain()
         self.close()
