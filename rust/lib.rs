@@ -33,6 +33,7 @@ fn native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(py::registry::registry_restore, m)?)?;
     m.add_function(wrap_pyfunction!(py::registry::validate_rule, m)?)?;
     m.add_function(wrap_pyfunction!(py::registry::bind_sqlite, m)?)?;
+    m.add_function(wrap_pyfunction!(py::registry::drop_postgres_schema, m)?)?;
     m.add_function(wrap_pyfunction!(py::logging::reset_logging, m)?)?;
     Ok(())
 }

@@ -48,15 +48,30 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 @pytest.fixture
-def cloacina_db_url(request: pytest.FixtureRequest, tmp_path: Any) -> str:
+def cloacina_db_url(request: pytest.FixtureRequest, tmp_path: Any) -> Generator[str, None, None]:
     """A database URL of this test's own: a fresh SQLite file under ``tmp_path``, unless
-    ``--cloacina-db`` or ``$CLOACINA_TEST_DATABASE_URL`` names one."""
+    ``--cloacina-db`` or ``$CLOACINA_TEST_DATABASE_URL`` names one. A PostgreSQL URL gets a
+    fresh schema per test (``cloacina_test_<random>``, named in the URL's ``options``),
+    dropped after the test."""
     url = request.config.getoption("--cloacina-db") or os.environ.get(ENV_VAR)
-    if url:
-        if url.split(":", 1)[0].lower() in ("postgres", "postgresql"):
-            pytest.fail("cloacina: PostgreSQL test databases are not available in this version")
-        return str(url)
-    return f"sqlite:///{tmp_path / 'cloacina-test.db'}"
+    if not url:
+        yield f"sqlite:///{tmp_path / 'cloacina-test.db'}"
+        return
+    url = str(url)
+    if url.split(":", 1)[0].lower() not in ("postgres", "postgresql"):
+        yield url
+        return
+    import secrets
+    from urllib.parse import quote
+
+    from cloacina import _native, backends
+
+    schema = f"cloacina_test_{secrets.token_hex(6)}"
+    separator = "&" if "?" in url else "?"
+    try:
+        yield f"{url}{separator}options={quote('-csearch_path=' + schema, safe='')}"
+    finally:
+        _native.drop_postgres_schema(url, backends.mask(url), schema)
 
 
 @pytest.fixture

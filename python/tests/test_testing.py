@@ -141,6 +141,42 @@ def test_a_users_suite_with_the_plugin(pytester: pytest.Pytester) -> None:
     result.assert_outcomes(passed=8)
 
 
+PG_SUITE = """
+from cloacina import Workflow, task
+
+def test_one(cloacina_runner, cloacina_db_url):
+    assert "search_path" in cloacina_db_url
+
+    @task(id="pg_plugin_task")
+    def t(ctx):
+        ctx["done"] = True
+
+    assert cloacina_runner.run(Workflow("pg_plugin_wf", [t])).context == {"done": True}
+    assert len(cloacina_runner.list_runs()) == 1
+
+def test_two_sees_a_fresh_schema(cloacina_runner):
+    assert cloacina_runner.list_runs() == []
+"""
+
+
+@pytest.mark.postgres
+def test_the_plugin_gives_each_test_a_schema_on_postgresql(
+    pytester: pytest.Pytester, pg_server_url: str
+) -> None:
+    from helpers import pg_query
+
+    pytester.makepyfile(test_pg=PG_SUITE)
+    result = pytester.runpytest_subprocess(
+        "-p", "no:cacheprovider", "-q", "--cloacina-db", pg_server_url
+    )
+    result.assert_outcomes(passed=2)
+    # Both schemas were dropped after their tests.
+    left = pg_query(
+        pg_server_url, "SELECT nspname FROM pg_namespace WHERE nspname LIKE 'cloacina_test_%'"
+    )
+    assert left == []
+
+
 def test_a_task_still_running_at_teardown_fails_the_test(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(test_left=LEFT_RUNNING)
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-q")

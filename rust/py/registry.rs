@@ -125,3 +125,13 @@ pub fn registry_snapshot() -> PyRegistrySnapshot {
 pub fn registry_restore(snapshot: &PyRegistrySnapshot) {
     registry::restore(&snapshot.0);
 }
+
+/// Drops the PostgreSQL schema `schema` of the database `url` (`label`: the URL with
+/// its password masked) with everything in it, if it exists (the pytest plugin's
+/// per-test schemas).
+#[pyfunction]
+pub fn drop_postgres_schema(py: Python<'_>, url: String, label: String, schema: String) -> PyResult<()> {
+    let config = crate::store::PostgresConfig::new(url, label, Some(schema));
+    super::runtime::wait(py, async move { crate::store::PostgresStore::drop_schema(&config).await }, None)?;
+    Ok(())
+}

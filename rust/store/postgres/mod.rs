@@ -262,6 +262,21 @@ impl PostgresStore {
         Ok(PostgresStore { target, pool, writer_taken: AtomicBool::new(false), listener })
     }
 
+    /// Drops the tenant's schema (`config.schema`, or the URL's) with everything in it,
+    /// if it exists: for test fixtures that give each test a schema of its own.
+    pub async fn drop_schema(config: &PostgresConfig) -> Result<()> {
+        let target = target(config)?;
+        let mut conn = target.connect_unchecked().await?;
+        // Validated by `target` (`validate_schema`): a plain lowercase identifier.
+        let dropped =
+            sqlx::query(sqlx::AssertSqlSafe(format!("DROP SCHEMA IF EXISTS {} CASCADE", target.schema)))
+                .execute(&mut conn)
+                .await
+                .map_err(|e| target.error(&e));
+        let _ = conn.close().await;
+        dropped.map(|_| ())
+    }
+
     /// The tenant's schema.
     pub fn schema(&self) -> &str {
         &self.target.schema
