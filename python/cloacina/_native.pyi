@@ -11,6 +11,7 @@ __all__ = [
     "__version__",
     "bind_sqlite",
     "current_workflow",
+    "drop_postgres_schema",
     "register_task",
     "register_workflow",
     "registry_restore",
