@@ -16,7 +16,15 @@ def test_readme_has_python_examples():
 
 
 @pytest.mark.parametrize("source", BLOCKS, ids=[f"block{i}" for i in range(len(BLOCKS))])
-def test_readme_block_runs(source, tmp_path, monkeypatch):
+def test_readme_block_runs(source, tmp_path, monkeypatch, request):
     monkeypatch.chdir(tmp_path)
+    if 'schema="' in source:
+        # A PostgreSQL example: it runs against the test server, in the schema it names.
+        from helpers import pg_drop_schema
+
+        server = request.getfixturevalue("pg_server_url")
+        schema = re.search(r'schema="(\w+)"', source).group(1)
+        monkeypatch.setenv("CLOACINA_DATABASE_URL", server)
+        request.addfinalizer(lambda: pg_drop_schema(server, schema))
     namespace: dict[str, object] = {"__name__": "__readme__"}
     exec(compile(source, str(README), "exec"), namespace)

@@ -211,7 +211,7 @@ impl Writer for PgWriter {
         let epochs = serde_json::Value::Object(epochs).to_string();
         // One statement: one round trip, one transaction (see migration 2).
         let answer: String = retrying!(self, |conn| async {
-            sqlx::query_scalar("SELECT cloacina_commit($1::json, $2, $3, $4::json)::text")
+            sqlx::query_scalar("SELECT cloacina_commit($1::jsonb, $2, $3, $4::jsonb)::text")
                 .bind(&batch)
                 .bind(owner)
                 .bind(&touched)

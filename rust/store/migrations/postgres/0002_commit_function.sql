@@ -1,5 +1,5 @@
 -- One scheduler batch in one round trip: `cloacina_commit` applies a batch of ops (a
--- JSON array, built by `store/postgres/write.rs`) as a single statement, hence a single
+-- JSON array, parsed once as jsonb, built by `store/postgres/write.rs`) as a single statement, hence a single
 -- transaction, where sending each op as a statement of an explicit transaction cost a
 -- network round trip each (five for a task of a chain: BEGIN, the fence, finishing one
 -- task, starting the next, COMMIT).
@@ -10,10 +10,10 @@
 -- reported in `lost`. A new run whose idempotency key another run holds is not inserted;
 -- its ops are skipped and it is reported in `dups` with the existing run's id.
 -- Leases arrive as microseconds from now and are stored on the database's clock.
-CREATE FUNCTION cloacina_commit(ops json, me text, touched text[], epochs json)
+CREATE FUNCTION cloacina_commit(ops jsonb, me text, touched text[], epochs jsonb)
 RETURNS json LANGUAGE plpgsql AS $$
 DECLARE
-    op json;
+    op jsonb;
     k text;
     run text;
     r record;
@@ -33,7 +33,7 @@ BEGIN
             END IF;
         END LOOP;
     END IF;
-    FOR op IN SELECT value FROM json_array_elements(ops) LOOP
+    FOR op IN SELECT value FROM jsonb_array_elements(ops) LOOP
         k := op->>'k';
         run := op->>'run';
         IF run = ANY(dup_runs) OR (run = ANY(lost) AND k NOT IN ('he', 'ev', 'ir', 'rl')) THEN
