@@ -85,6 +85,9 @@ pub(crate) struct Shared {
     pub max_runs: usize,
     /// Whether the engine claims queued runs (turned off to drain before stopping).
     pub claiming: std::sync::atomic::AtomicBool,
+    /// Held while claiming queued runs: two claims at once (the check at start and the
+    /// background one) would each count the same room.
+    pub claim_lock: tokio::sync::Mutex<()>,
 }
 
 impl Shared {
@@ -225,6 +228,7 @@ impl Engine {
             activity: Arc::new(tokio::sync::Notify::new()),
             max_runs: config.max_concurrency,
             claiming: std::sync::atomic::AtomicBool::new(config.max_concurrency > 0),
+            claim_lock: tokio::sync::Mutex::new(()),
         });
         let (tx, rx) = mpsc::unbounded_channel();
         let recover = config.recover;
@@ -606,6 +610,7 @@ async fn recover_orphans(shared: &Shared, commands: &mpsc::UnboundedSender<Comma
 /// `max_concurrency` are driven here, and drives them. Returns their ids.
 async fn claim_queued(shared: &Shared, commands: &mpsc::UnboundedSender<Command>) -> Result<Vec<String>> {
     use std::sync::atomic::Ordering;
+    let _claiming = shared.claim_lock.lock().await;
     let mut taken = Vec::new();
     loop {
         let driving = lock(&shared.watches).len();

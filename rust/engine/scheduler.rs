@@ -51,6 +51,10 @@ pub(crate) struct Scheduler {
     /// A submit-only engine (`max_concurrency` 0): it queues runs for other engines to
     /// claim and drives none itself.
     queue_only: bool,
+    /// The longest wait for more results before a commit (`gather`); None: no wait.
+    gather_limit: Option<Duration>,
+    /// How long the last commit took.
+    last_commit: Duration,
     /// Set by `Command::Drain`: no attempt starts any more.
     draining: bool,
     /// Answered once draining and no attempt runs.
@@ -102,6 +106,7 @@ impl Scheduler {
         executor: Arc<dyn Executor>,
         config: EngineConfig,
     ) -> Scheduler {
+        let gather_limit = shared.store.commit_gather();
         Scheduler {
             shared,
             writer: Some(writer),
@@ -110,6 +115,8 @@ impl Scheduler {
             executor,
             max_concurrency: config.max_concurrency.max(1),
             queue_only: config.max_concurrency == 0,
+            gather_limit,
+            last_commit: Duration::ZERO,
             draining: false,
             drained: Vec::new(),
             runs: HashMap::new(),
@@ -136,6 +143,7 @@ impl Scheduler {
                 }
                 handled += 1;
             }
+            self.gather(&mut handled, &mut ops, &mut effects);
             self.claim(&mut ops, &mut effects);
             for (run_id, position) in std::mem::take(&mut effects.became_ready) {
                 if let Some(run) = self.runs.get(&run_id) {
@@ -201,6 +209,29 @@ impl Scheduler {
         lock(&self.shared.watches).clear();
         for reply in self.closing.drain(..) {
             let _ = reply.send(());
+        }
+    }
+
+    /// Group commit for a store whose commits are slow (a network round trip and a
+    /// disk flush: `Store::commit_gather`): while attempts are still running, waits a
+    /// little (half the last commit's time, at most the store's limit) for more of them
+    /// to report, so that one commit records several. A chain (one attempt at a time)
+    /// never waits: nothing else is running when its attempt reports.
+    fn gather(&mut self, handled: &mut usize, ops: &mut Vec<Op>, effects: &mut Effects) {
+        let Some(limit) = self.gather_limit else { return };
+        if self.slots.is_empty() || !self.closing.is_empty() {
+            return;
+        }
+        let deadline = std::time::Instant::now() + (self.last_commit / 2).min(limit);
+        while *handled < MAX_BATCH && !self.slots.is_empty() && std::time::Instant::now() < deadline {
+            match self.inbox.try_recv() {
+                Ok(cmd) => {
+                    self.handle_guarded(cmd, ops, effects);
+                    *handled += 1;
+                }
+                Err(mpsc::error::TryRecvError::Empty) => std::thread::sleep(Duration::from_micros(20)),
+                Err(mpsc::error::TryRecvError::Disconnected) => return,
+            }
         }
     }
 
@@ -834,8 +865,12 @@ impl Scheduler {
         let mut attempt = 0;
         loop {
             let writer = self.writer.as_mut().ok_or_else(|| Error::Closed("the store is closed".into()))?;
+            let started = std::time::Instant::now();
             match writer.commit(ops, &self.shared.owner, &verify) {
-                Ok(committed) => return Ok(committed),
+                Ok(committed) => {
+                    self.last_commit = started.elapsed();
+                    return Ok(committed);
+                }
                 Err(e) if attempt < 5 => {
                     log::warn!("committing {} changes failed, retrying: {e}", ops.len());
                     attempt += 1;

@@ -70,6 +70,13 @@ pub trait Store: Send + Sync + 'static {
         None
     }
 
+    /// How long the scheduler may wait for more results of running attempts before a
+    /// commit, when commits are slow enough that recording several at once pays (a
+    /// network round trip and the server's disk flush); None: commit at once.
+    fn commit_gather(&self) -> Option<std::time::Duration> {
+        None
+    }
+
     /// Closes the read side (before the writer closes).
     fn close_readers(&self);
 

@@ -411,6 +411,10 @@ impl Store for PostgresStore {
         Some(self.listener.changes())
     }
 
+    fn commit_gather(&self) -> Option<Duration> {
+        Some(Duration::from_millis(1))
+    }
+
     fn liveness_check(&self) -> Option<Duration> {
         Some(LIVENESS_CHECK)
     }
