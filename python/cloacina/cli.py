@@ -155,10 +155,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return _dispatch(args)
     except (CloacinaError, ImportError, ValueError, TypeError, OSError) as exc:
-        from cloacina.backends import mask
-
-        print(f"cloacina: error: {mask(str(exc))}", file=sys.stderr)
+        print(f"cloacina: error: {_scrub(str(exc), args.db)}", file=sys.stderr)
         return EXIT_ERROR
+
+
+def _scrub(message: str, url: str | None) -> str:
+    """``message`` without the password of ``url``: the engine's messages name the URL
+    masked already; this catches any other message that would quote it whole."""
+    if not url:
+        return message
+    from urllib.parse import unquote, urlsplit
+
+    from cloacina.backends import mask
+
+    message = message.replace(url, mask(url))
+    try:
+        password = urlsplit(url).password
+    except ValueError:
+        password = None
+    for secret in {password, unquote(password or "")} - {None, ""}:
+        message = message.replace(str(secret), "***")
+    return message
 
 
 def _dispatch(args: argparse.Namespace) -> int:

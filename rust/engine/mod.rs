@@ -630,7 +630,8 @@ async fn claim_queued(shared: &Shared, commands: &mpsc::UnboundedSender<Command>
         }
         let full = claimed.len() < room;
         for run_id in claimed {
-            let Some(record) = shared.store.run(&run_id, Reads::Offloaded).await? else { continue };
+            let Some(mut record) = shared.store.run(&run_id, Reads::Offloaded).await? else { continue };
+            record.owner = None; // read after the claim: a queued run had no owner
             let (reply, rx) = oneshot::channel();
             let cmd = Command::Adopt { record: Box::new(record), mode: AdoptMode::Claim, reply: Some(reply) };
             commands.send(cmd).map_err(|_| closed())?;

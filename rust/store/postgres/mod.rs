@@ -282,10 +282,35 @@ impl PostgresStore {
         &self.target.schema
     }
 
+    /// Runs the read `read` on the pool, trying again (with backoff, for up to
+    /// `READ_RETRY_FOR`) while the server cannot be reached or the connection breaks: a
+    /// server restarting is waited out, as the writer waits it out.
+    async fn read<T, F, Fut>(&self, read: F) -> Result<T>
+    where
+        F: Fn() -> Fut,
+        Fut: std::future::Future<Output = std::result::Result<T, sqlx::Error>>,
+    {
+        let started = std::time::Instant::now();
+        let mut pause = Duration::from_millis(50);
+        loop {
+            match read().await {
+                Ok(value) => return Ok(value),
+                Err(e) if is_transient(&e) && started.elapsed() < READ_RETRY_FOR => {
+                    log::debug!("reading from {} failed ({e}); trying again", self.target.label);
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_secs(1));
+                }
+                Err(e) => return Err(self.read_error(e)),
+            }
+        }
+    }
+
     fn read_error(&self, e: sqlx::Error) -> Error {
         match e {
             sqlx::Error::PoolTimedOut => self.target.timed_out(),
-            e @ (sqlx::Error::Io(_) | sqlx::Error::Tls(_)) => self.target.connect_error(&e),
+            e @ (sqlx::Error::Io(_) | sqlx::Error::Tls(_)) => {
+                Error::Database(format!("lost the connection to {}: {}", self.target.label, describe(&e)))
+            }
             e => Error::Database(format!("{}: {e}", self.target.label)),
         }
     }
@@ -370,25 +395,19 @@ impl Store for PostgresStore {
     }
 
     fn orphan_candidates<'a>(&'a self, me: &'a str) -> BoxFuture<'a, Result<Vec<OrphanCandidate>>> {
-        async move { read::orphan_candidates(&self.pool, me).await.map_err(|e| self.read_error(e)) }.boxed()
+        self.read(move || read::orphan_candidates(&self.pool, me)).boxed()
     }
 
     fn run_by_key<'a>(&'a self, key: &'a str, _reads: Reads) -> BoxFuture<'a, Result<Option<String>>> {
-        async move { read::run_by_key(&self.pool, key).await.map_err(|e| self.read_error(e)) }.boxed()
+        self.read(move || read::run_by_key(&self.pool, key)).boxed()
     }
 
     fn run_status<'a>(&'a self, run_id: &'a str, _reads: Reads) -> BoxFuture<'a, Result<Option<String>>> {
-        async move { read::run_status(&self.pool, run_id).await.map_err(|e| self.read_error(e)) }.boxed()
+        self.read(move || read::run_status(&self.pool, run_id)).boxed()
     }
 
     fn run<'a>(&'a self, run_id: &'a str, _reads: Reads) -> BoxFuture<'a, Result<Option<RunRecord>>> {
-        async move {
-            match read::run(&self.pool, run_id).await {
-                Ok(found) => found,
-                Err(e) => Err(self.read_error(e)),
-            }
-        }
-        .boxed()
+        async move { self.read(move || read::run(&self.pool, run_id)).await? }.boxed()
     }
 
     fn run_summaries<'a>(
@@ -396,15 +415,15 @@ impl Store for PostgresStore {
         filter: &'a RunFilter,
         _reads: Reads,
     ) -> BoxFuture<'a, Result<Vec<RunSummary>>> {
-        async move { read::run_summaries(&self.pool, filter).await.map_err(|e| self.read_error(e)) }.boxed()
+        self.read(move || read::run_summaries(&self.pool, filter)).boxed()
     }
 
     fn has_queued<'a>(&'a self, workflows: &'a [String]) -> BoxFuture<'a, Result<bool>> {
-        async move { read::has_queued(&self.pool, workflows).await.map_err(|e| self.read_error(e)) }.boxed()
+        self.read(move || read::has_queued(&self.pool, workflows)).boxed()
     }
 
     fn cancel_requests<'a>(&'a self, owner: &'a str) -> BoxFuture<'a, Result<Vec<String>>> {
-        async move { read::cancel_requests(&self.pool, owner).await.map_err(|e| self.read_error(e)) }.boxed()
+        self.read(move || read::cancel_requests(&self.pool, owner)).boxed()
     }
 
     fn changes(&self) -> Option<Arc<tokio::sync::Notify>> {
@@ -427,6 +446,28 @@ impl Store for PostgresStore {
             self.pool.close().await;
         }
         .boxed()
+    }
+}
+
+/// How long a read keeps trying while the server cannot be reached.
+const READ_RETRY_FOR: Duration = Duration::from_secs(30);
+
+/// True when the error means the server is (for now) out of reach, or the connection
+/// broke, not that the statement was wrong: worth trying again.
+pub(crate) fn is_transient(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Io(_)
+        | sqlx::Error::Protocol(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed => true,
+        sqlx::Error::Database(db) => {
+            let code = db.code().unwrap_or_default();
+            // 08: connection exception; 57P01-03: admin shutdown, crash shutdown, cannot
+            // connect now; 40001/40P01: serialization failure, deadlock (retry).
+            code.starts_with("08") || code.starts_with("57P") || code == "40001" || code == "40P01"
+        }
+        _ => false,
     }
 }
 

@@ -2,11 +2,13 @@
 //! scheduler thread, which waits for each round trip there (`Handle::block_on` on a
 //! thread of its own, never a tokio worker).
 //!
-//! Each method is one READ COMMITTED transaction. Every batch is fenced: the runs it
-//! drives are locked (`FOR NO KEY UPDATE`) and checked to be still this engine's, at the
-//! epoch it claimed them at; a run another engine took meanwhile (this one froze past its
-//! lease, or lost its connection) is reported lost and none of its ops are applied.
-//! The lock also orders the batch before any claim of the run that follows it.
+//! Each method is one statement, so one READ COMMITTED transaction, and one round trip:
+//! a writer that stalls between two round trips (frozen, or cut off) never holds a lock.
+//! Every batch is fenced (`cloacina_commit`, migration 2): the runs it drives are checked
+//! to be still this engine's, at the epoch it claimed them at, under a shared advisory
+//! lock per run that a claim takes exclusively; a run another engine took meanwhile (this
+//! one froze past its lease, or lost its connection) is reported lost and none of its
+//! ops are applied.
 //!
 //! The connection holds the engine's liveness lock (see `read::orphan_candidates`). When
 //! it breaks (the server restarted, the network failed) the writer reconnects with
@@ -17,7 +19,6 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use sqlx::Connection;
 use sqlx_postgres::PgConnection;
 
 use super::listen::{Listener, Wake};
@@ -38,6 +39,9 @@ pub(super) struct PgWriter {
     /// so that the connection's I/O is driven on the thread waiting for it, with no
     /// wake-up of another thread per round trip. Made on first use, on that thread.
     runtime: Option<tokio::runtime::Runtime>,
+    /// Runs to fence at their next batch whatever their lease: those driven when the
+    /// connection was lost (and with it the liveness lock, see `commit`).
+    suspect: HashSet<Arc<str>>,
     /// The epoch at which this engine owns each run it drives (0 for the runs it made).
     epochs: HashMap<Arc<str>, i64>,
     listener: Arc<Listener>,
@@ -47,13 +51,21 @@ impl PgWriter {
     /// A writer for the engine `owner`; it connects (and takes the liveness lock)
     /// before the first write, on the thread that writes.
     pub(super) fn new(target: Target, owner: Arc<str>, listener: Arc<Listener>) -> Result<Self> {
-        Ok(PgWriter { conn: None, target, owner, runtime: None, epochs: HashMap::new(), listener })
+        Ok(PgWriter {
+            conn: None,
+            target,
+            owner,
+            runtime: None,
+            suspect: HashSet::new(),
+            epochs: HashMap::new(),
+            listener,
+        })
     }
 
     /// Ends a failed transaction: Ok(()) to try again after reconnecting, or the error.
     fn after_failure(&mut self, failure: Failure, started: Instant, pause: &mut Duration) -> Result<()> {
         let e = match failure {
-            Failure::Sql(e) if is_connection_error(&e) => e.to_string(),
+            Failure::Sql(e) if super::is_transient(&e) => e.to_string(),
             Failure::Connect(e) => e.to_string(),
             Failure::Sql(e) => return Err(Error::Database(format!("{}: {e}", self.target.label))),
         };
@@ -72,12 +84,13 @@ impl PgWriter {
     }
 }
 
-/// Runs `$body` (an async block using `$conn: &mut PgConnection`,
+/// Runs `$body` (an async block using `$conn: &mut PgConnection` and `$fresh`, true
+/// when the connection was made for this call,
 /// giving a `Result<T, sqlx::Error>`) on `$writer`'s connection, reconnecting (with
 /// backoff, for up to `RECONNECT_FOR`) and trying again when the connection breaks; the
 /// writer's thread waits.
 macro_rules! retrying {
-    ($writer:expr, |$conn:ident| $body:expr) => {{
+    ($writer:expr, |$conn:ident, $fresh:ident| $body:expr) => {{
         let writer: &mut PgWriter = $writer;
         let started = Instant::now();
         let mut pause = Duration::from_millis(50);
@@ -91,7 +104,13 @@ macro_rules! retrying {
                 },
             };
             let result = runtime.block_on(async {
-                let $conn = connected(&mut writer.conn, &writer.target, &writer.owner).await?;
+                let (conn, $fresh) = connected(&mut writer.conn, &writer.target, &writer.owner).await?;
+                if $fresh {
+                    // Without the liveness lock another engine may have taken any run:
+                    // each is fenced at its next batch.
+                    writer.suspect.extend(writer.epochs.keys().cloned());
+                }
+                let $conn = conn;
                 $body.await.map_err(Failure::Sql)
             });
             writer.runtime = Some(runtime);
@@ -107,28 +126,14 @@ macro_rules! retrying {
     }};
 }
 
-/// `retrying!` with `$body` inside an explicit transaction.
-macro_rules! transact {
-    ($writer:expr, |$conn:ident| $body:expr) => {
-        retrying!($writer, |connection| async {
-            let mut tx = connection.begin().await?;
-            let value = {
-                let $conn: &mut PgConnection = &mut *tx;
-                $body.await?
-            };
-            tx.commit().await?;
-            Ok::<_, sqlx::Error>(value)
-        })
-    };
-}
-
 /// The connection, connected and holding the engine's liveness lock.
 async fn connected<'a>(
     conn: &'a mut Option<PgConnection>,
     target: &Target,
     owner: &str,
-) -> std::result::Result<&'a mut PgConnection, Failure> {
-    if conn.is_none() {
+) -> std::result::Result<(&'a mut PgConnection, bool), Failure> {
+    let fresh = conn.is_none();
+    if fresh {
         let mut new = target.connect().await.map_err(Failure::Connect)?;
         sqlx::query("SELECT pg_advisory_lock(hashtextextended(current_schema() || ':' || $1, 0))")
             .bind(owner)
@@ -137,7 +142,7 @@ async fn connected<'a>(
             .map_err(Failure::Sql)?;
         *conn = Some(new);
     }
-    Ok(conn.as_mut().expect("connected above"))
+    Ok((conn.as_mut().expect("connected above"), fresh))
 }
 
 /// A runtime for the writer (see `PgWriter::runtime`).
@@ -167,21 +172,6 @@ enum Failure {
     Connect(Error),
 }
 
-/// True when the error means the connection is gone (or the server is going away), not
-/// that the statement was wrong.
-fn is_connection_error(e: &sqlx::Error) -> bool {
-    match e {
-        sqlx::Error::Io(_) | sqlx::Error::Protocol(_) | sqlx::Error::Tls(_) | sqlx::Error::PoolClosed => true,
-        sqlx::Error::Database(db) => {
-            let code = db.code().unwrap_or_default();
-            // 08: connection exception; 57P01-03: admin shutdown, crash shutdown, cannot
-            // connect now; 40001/40P01: serialization failure, deadlock (retry).
-            code.starts_with("08") || code.starts_with("57P") || code == "40001" || code == "40P01"
-        }
-        _ => false,
-    }
-}
-
 /// Microseconds from now (host clock) to `until`: leases are stored on the database's
 /// clock as its now plus this.
 fn from_now(until: i64) -> i64 {
@@ -189,11 +179,14 @@ fn from_now(until: i64) -> i64 {
 }
 
 impl Writer for PgWriter {
-    fn commit(&mut self, ops: &[Op], owner: &str, _verify: &HashSet<Arc<str>>) -> Result<Committed> {
+    fn commit(&mut self, ops: &[Op], owner: &str, verify: &HashSet<Arc<str>>) -> Result<Committed> {
         let inserted: HashSet<&str> =
             ops.iter().filter(|op| matches!(op, Op::InsertRun { .. })).filter_map(Op::run_id).collect();
-        // Every run driven by the batch is fenced, not only those whose lease may have
-        // run out: on PostgreSQL a run is also taken when its owner's connection drops.
+        // The runs the batch drives. While the connection lasts this engine's liveness
+        // lock is held, so its runs can only be taken once their lease runs out, which
+        // the scheduler foresees (`verify`): those are fenced, and so are the runs driven
+        // when a connection was lost (`suspect`), and all of them when the connection is
+        // made again during this very commit.
         let touched: Vec<String> = ops
             .iter()
             .filter(|op| op.needs_ownership())
@@ -209,17 +202,24 @@ impl Writer for PgWriter {
             .filter_map(|id| self.epochs.get(id.as_str()).map(|e| (id.clone(), (*e).into())))
             .collect();
         let epochs = serde_json::Value::Object(epochs).to_string();
+        let expiring: Vec<String> =
+            touched.iter().filter(|id| verify.contains(id.as_str())).cloned().collect();
         // One statement: one round trip, one transaction (see migration 2).
-        let answer: String = retrying!(self, |conn| async {
+        let answer: String = retrying!(self, |conn, fresh| async {
             sqlx::query_scalar("SELECT cloacina_commit($1::jsonb, $2, $3, $4::jsonb)::text")
                 .bind(&batch)
                 .bind(owner)
-                .bind(&touched)
+                .bind(if fresh { &touched } else { &expiring })
                 .bind(&epochs)
                 .fetch_one(&mut *conn)
                 .await
         })?;
         let done = decode(&answer)?;
+        if !self.suspect.is_empty() {
+            for id in &touched {
+                self.suspect.remove(id.as_str());
+            }
+        }
         let mut wake = Wake::default();
         for op in ops {
             match op {
@@ -252,21 +252,15 @@ impl Writer for PgWriter {
         lease_until: i64,
     ) -> Result<bool> {
         let lease = from_now(lease_until);
-        let epoch = transact!(self, |conn| async {
-            sqlx::query_scalar::<_, i64>(concat!(
-                "UPDATE runs SET owner = $1, owner_epoch = owner_epoch + 1, lease_expires_at = ",
-                db_now!(),
-                " + $2, status = CASE WHEN status IN ('interrupted', 'queued') THEN 'running' \
-                     ELSE status END, started_at = COALESCE(started_at, ",
-                db_now!(),
-                ") WHERE run_id = $3 AND owner IS NOT DISTINCT FROM $4 RETURNING owner_epoch"
-            ))
-            .bind(owner)
-            .bind(lease)
-            .bind(run_id)
-            .bind(expected_owner)
-            .fetch_optional(&mut *conn)
-            .await
+        // One statement (see `cloacina_claim`, migration 2).
+        let epoch: Option<i64> = retrying!(self, |conn, _fresh| async {
+            sqlx::query_scalar("SELECT cloacina_claim($1, $2, $3, $4)")
+                .bind(run_id)
+                .bind(expected_owner)
+                .bind(owner)
+                .bind(lease)
+                .fetch_one(&mut *conn)
+                .await
         })?;
         match epoch {
             Some(epoch) => {
@@ -279,34 +273,28 @@ impl Writer for PgWriter {
 
     fn mark_interrupted(&mut self, run_id: &str, owner: Option<&str>, at: i64) -> Result<()> {
         let detail = serde_json::json!({ "owner": owner }).to_string();
-        let (run, detail) = (run_id, &detail);
-        transact!(self, |conn| async {
-            let done = sqlx::query(
-                "UPDATE runs SET status = 'interrupted' \
-                     WHERE run_id = $1 AND owner IS NOT DISTINCT FROM $2 AND status = 'running'",
+        retrying!(self, |conn, _fresh| async {
+            sqlx::query(
+                "WITH u AS (UPDATE runs SET status = 'interrupted' \
+                   WHERE run_id = $1 AND owner IS NOT DISTINCT FROM $2 AND status = 'running' \
+                   RETURNING run_id) \
+                 INSERT INTO run_events (run_id, at, kind, detail) \
+                 SELECT run_id, $3, 'interrupted', $4 FROM u",
             )
-            .bind(run)
+            .bind(run_id)
             .bind(owner)
+            .bind(at)
+            .bind(&detail)
             .execute(&mut *conn)
-            .await?;
-            if done.rows_affected() > 0 {
-                sqlx::query(
-                    "INSERT INTO run_events (run_id, at, kind, detail) VALUES ($1, $2, 'interrupted', $3)",
-                )
-                .bind(run)
-                .bind(at)
-                .bind(detail)
-                .execute(&mut *conn)
-                .await?;
-            }
-            Ok::<_, sqlx::Error>(())
-        })
+            .await
+        })?;
+        Ok(())
     }
 
     fn purge(&mut self, before: i64, limit: usize) -> Result<usize> {
         // Child rows go with their run (ON DELETE CASCADE); rows locked by a claim or a
         // batch are left for the next round.
-        let deleted = transact!(self, |conn| async {
+        let deleted = retrying!(self, |conn, _fresh| async {
             sqlx::query(
                 "DELETE FROM runs WHERE run_id IN (SELECT run_id FROM runs WHERE finished_at < $1 \
                  AND status IN ('completed', 'failed', 'cancelled') ORDER BY finished_at LIMIT $2 \
@@ -334,41 +322,28 @@ impl Writer for PgWriter {
     }
 
     fn request_cancel(&mut self, run_id: &str, at: i64) -> Result<bool> {
-        let run = run_id;
-        let done = transact!(self, |conn| async {
-            // A queued run has no owner to carry a request out: it is cancelled here.
-            let queued = sqlx::query(
-                "UPDATE runs SET status = 'cancelled', finished_at = $1, cancel_requested_at = $1 \
-                     WHERE run_id = $2 AND status = 'queued'",
+        // A queued run has no owner to carry a request out: it is cancelled here. The
+        // two updates of the run's row exclude each other (queued, or running).
+        let changed: i64 = retrying!(self, |conn, _fresh| async {
+            sqlx::query_scalar(
+                "WITH q AS (UPDATE runs SET status = 'cancelled', finished_at = $1, cancel_requested_at = $1 \
+                   WHERE run_id = $2 AND status = 'queued' RETURNING run_id), \
+                 t AS (UPDATE run_tasks SET status = 'cancelled', \
+                   reason = 'the run was cancelled before it started', finished_at = $1 \
+                   WHERE run_id IN (SELECT run_id FROM q)), \
+                 r AS (UPDATE runs SET cancel_requested_at = COALESCE(cancel_requested_at, $1) \
+                   WHERE run_id = $2 AND status IN ('running', 'interrupted') RETURNING run_id) \
+                 SELECT (SELECT count(*) FROM q) + (SELECT count(*) FROM r)",
             )
             .bind(at)
-            .bind(run)
-            .execute(&mut *conn)
-            .await?;
-            if queued.rows_affected() > 0 {
-                sqlx::query(
-                        "UPDATE run_tasks SET status = 'cancelled', \
-                         reason = 'the run was cancelled before it started', finished_at = $1 WHERE run_id = $2",
-                    )
-                    .bind(at)
-                    .bind(run)
-                    .execute(&mut *conn)
-                    .await?;
-            }
-            let done = sqlx::query(
-                "UPDATE runs SET cancel_requested_at = COALESCE(cancel_requested_at, $1) \
-                     WHERE run_id = $2 AND status IN ('running', 'interrupted')",
-            )
-            .bind(at)
-            .bind(run)
-            .execute(&mut *conn)
-            .await?;
-            Ok::<_, sqlx::Error>(queued.rows_affected() + done.rows_affected() > 0)
+            .bind(run_id)
+            .fetch_one(&mut *conn)
+            .await
         })?;
-        if done {
+        if changed > 0 {
             self.listener.announce(Wake { cancel: true, ..Wake::default() });
         }
-        Ok(done)
+        Ok(changed > 0)
     }
 }
 
@@ -384,7 +359,7 @@ impl PgWriter {
         lease_until: i64,
     ) -> Result<Vec<String>> {
         let lease = from_now(lease_until);
-        let claimed: Vec<(String, i64)> = transact!(self, |conn| async {
+        let claimed: Vec<(String, i64)> = retrying!(self, |conn, _fresh| async {
             sqlx::query_as(concat!(
                 "WITH c AS MATERIALIZED (SELECT run_id FROM runs WHERE status = 'queued' \
                    AND workflow = ANY($1) ORDER BY created_at, run_id LIMIT $2 FOR UPDATE SKIP LOCKED) \

@@ -4,16 +4,26 @@
 -- network round trip each (five for a task of a chain: BEGIN, the fence, finishing one
 -- task, starting the next, COMMIT).
 --
--- The fence: the runs the batch drives (`touched`) are locked in a fixed order and must
--- still be owned by `me`, at the epoch `epochs` names for each (when it names one). The
--- ops of a run that is not are skipped (hook errors and events excepted), and the run is
--- reported in `lost`. A new run whose idempotency key another run holds is not inserted;
+-- The fence: the runs the batch drives (`touched`) must still be owned by `me`, at the
+-- epoch `epochs` names for each (when it names one). The ops of a run that is not are
+-- skipped (hook errors and events excepted), and the run is reported in `lost`. The
+-- batch first takes a shared transaction-level advisory lock per run (`cloacina_run_key`),
+-- which a claim takes exclusively (`cloacina_claim`): a claim waits for a batch in
+-- flight to commit, and a batch after the claim reads the new owner. An advisory lock
+-- lives in the server's lock table only, where locking the run's row would write it
+-- (and its WAL) at every batch. A new run whose idempotency key another run holds is not inserted;
 -- its ops are skipped and it is reported in `dups` with the existing run's id.
 -- Leases arrive as microseconds from now and are stored on the database's clock.
+-- The advisory-lock key of run `run` in the current schema.
+CREATE FUNCTION cloacina_run_key(run text) RETURNS bigint LANGUAGE sql STABLE AS $$
+    SELECT hashtextextended(current_schema() || ':run:' || run, 0)
+$$;
+
 CREATE FUNCTION cloacina_commit(ops jsonb, me text, touched text[], epochs jsonb)
 RETURNS json LANGUAGE plpgsql AS $$
 DECLARE
     op jsonb;
+    i int;
     k text;
     run text;
     r record;
@@ -25,15 +35,18 @@ DECLARE
     now_us bigint := (extract(epoch FROM clock_timestamp()) * 1000000)::bigint;
 BEGIN
     IF cardinality(touched) > 0 THEN
-        FOR r IN SELECT run_id, owner, owner_epoch FROM runs WHERE run_id = ANY(touched)
-                 ORDER BY run_id FOR NO KEY UPDATE LOOP
+        PERFORM pg_advisory_xact_lock_shared(cloacina_run_key(t)) FROM unnest(touched) AS t;
+        -- A statement of its own, so its snapshot is taken once the locks are held.
+        FOR r IN SELECT run_id, owner, owner_epoch FROM runs WHERE run_id = ANY(touched) LOOP
             IF r.owner IS DISTINCT FROM me
                OR (epochs->>r.run_id IS NOT NULL AND (epochs->>r.run_id)::bigint <> r.owner_epoch) THEN
                 lost := lost || r.run_id;
             END IF;
         END LOOP;
     END IF;
-    FOR op IN SELECT value FROM jsonb_array_elements(ops) LOOP
+    -- Indexed access: a FOR over a query would open a cursor for every batch.
+    FOR i IN 0 .. jsonb_array_length(ops) - 1 LOOP
+        op := ops->i;
         k := op->>'k';
         run := op->>'run';
         IF run = ANY(dup_runs) OR (run = ANY(lost) AND k NOT IN ('he', 'ev', 'ir', 'rl')) THEN
@@ -128,5 +141,38 @@ BEGIN
         END CASE;
     END LOOP;
     RETURN json_build_object('lost', to_json(lost), 'dups', to_json(dups));
+END;
+$$;
+
+-- Takes run `run` over for `me` if its owner is still `expected` (compare and set) and
+-- that owner is gone: none (a queued or final run), or its lease expired (database
+-- clock), or its liveness lock is not held (its session ended; not in the 10 s after a
+-- server start, while every engine reconnects). One statement for the client (a
+-- claimer that stalls holds no lock), waiting for a fenced batch of the previous owner
+-- in flight (the run's advisory lock, exclusive here). The run gets a new owner epoch
+-- and a lease of `lease` microseconds; queued and interrupted runs become running.
+-- Returns the new epoch, or NULL when the run is not `expected`'s or its owner lives.
+CREATE FUNCTION cloacina_claim(run text, expected text, me text, lease bigint)
+RETURNS bigint LANGUAGE plpgsql AS $$
+DECLARE
+    epoch bigint;
+    now_us bigint;
+BEGIN
+    PERFORM pg_advisory_xact_lock(cloacina_run_key(run));
+    now_us := (extract(epoch FROM clock_timestamp()) * 1000000)::bigint;
+    UPDATE runs SET owner = me, owner_epoch = owner_epoch + 1, lease_expires_at = now_us + lease,
+           status = CASE WHEN status IN ('interrupted', 'queued') THEN 'running' ELSE status END,
+           started_at = COALESCE(started_at, now_us)
+    WHERE run_id = run AND owner IS NOT DISTINCT FROM expected
+      AND (expected IS NULL OR expected = me OR lease_expires_at IS NULL OR lease_expires_at < now_us
+           OR (pg_postmaster_start_time() < clock_timestamp() - interval '10 seconds'
+               AND NOT EXISTS (
+                   SELECT 1 FROM pg_locks l
+                   WHERE l.locktype = 'advisory' AND l.objsubid = 1 AND l.granted
+                     AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+                     AND ((l.classid::bigint << 32) | l.objid::bigint)
+                         = hashtextextended(current_schema() || ':' || expected, 0))))
+    RETURNING owner_epoch INTO epoch;
+    RETURN epoch;
 END;
 $$;
