@@ -89,3 +89,11 @@ def bench(session: nox.Session) -> None:
     """Benchmarks against DBOS and the raw SQLite commit rate (release build)."""
     session.install(".", "dbos>=3.4,<3.5")
     session.run("python", "bench/run.py", *session.posargs)
+
+
+@nox.session
+def bench_pg(session: nox.Session) -> None:
+    """cloacina on PostgreSQL (release build) next to DBOS on the same server and pgbench's
+    commit rate; starts its own durable server (fsync on) unless given --pg-url URL."""
+    session.install(".", "dbos>=3.4,<3.5", "psycopg[binary]")
+    session.run("python", "bench/postgres.py", *session.posargs)

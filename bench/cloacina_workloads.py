@@ -146,8 +146,15 @@ def count_persisted(db_path: str, run_ids: list[str]) -> tuple[int, int]:
 
 
 def check_rep(
-    db_path: str, results: list, n_runs: int, tasks_per_run: int, expect: dict[str, int]
+    db_path: str,
+    results: list,
+    n_runs: int,
+    tasks_per_run: int,
+    expect: dict[str, int],
+    count: Callable[[str, list[str]], tuple[int, int]] = count_persisted,
 ) -> tuple[list[str], dict[str, Any]]:
+    """The repetition's problems (none: it counts) and its rows found in the database.
+    `count(db, run_ids)` reads the completed runs and task rows (PostgreSQL passes its own)."""
     problems: list[str] = []
     if len(results) != n_runs:
         problems.append(f"{len(results)} results for {n_runs} runs")
@@ -171,7 +178,7 @@ def check_rep(
     run_ids = [str(r.run_id) for r in results]
     if len(set(run_ids)) != len(run_ids):
         problems.append("duplicate run ids")
-    runs_done, tasks_done = count_persisted(db_path, run_ids)
+    runs_done, tasks_done = count(db_path, run_ids)
     rows = {"runs_completed": runs_done, "task_rows_completed": tasks_done}
     if runs_done != n_runs:
         problems.append(f"runs table: {runs_done} completed, expected {n_runs}")
@@ -289,6 +296,8 @@ class Bench:
         file first and returns what to report about it. With `memory`, the process's
         resident memory is measured before the timed repetitions (after the warm-up),
         at its peak during them (sampled every 5 ms), and after them."""
+        if self.args.workloads and key not in self.args.workloads.split(","):
+            return
         name = f"{key}{'_scale' if section == 'scale' else ''}"
         db_path = os.path.join(self.dbdir, f"{self.args.mode}-{name}.db")
         for suffix in ("", "-wal", "-shm"):
@@ -527,6 +536,11 @@ def main() -> None:
         type=int,
         default=100_000,
         help="W4old: W4 again on a file already holding this many runs (0: skip)",
+    )
+    ap.add_argument(
+        "--workloads",
+        default=None,
+        help="comma-separated subset of W1,W2,W3,W4,W4old,W5 (default: all)",
     )
     ap.add_argument("--keep-db", action="store_true")
     ap.add_argument("--fill", metavar="DB", help=argparse.SUPPRESS)  # W4old's child process

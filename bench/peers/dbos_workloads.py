@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""DBOS Transact's side of the benchmark (SQLite system database, offline).
+"""DBOS Transact's side of the benchmark: its SQLite system database (offline), or with
+--system-db-url a PostgreSQL one (bench/postgres.py).
 
 Run by bench/run.py as its own subprocess: DBOS keeps process-global state (one DBOS()
 per process, workflows registered before launch). Same workloads and task body as the
@@ -19,9 +20,9 @@ cloacina side; DBOS has no task DAG, so the shapes map like this:
   --scale-variants; the child variant is too slow at 10,000 to run by default).
 
 Before each workload one untimed run warms up. After every repetition the system
-database is opened with sqlite3: the workflow_status rows added must all be SUCCESS and
-as many as the workflows the repetition ran, and the operation_outputs rows added must
-be at least the steps it ran.
+database is read (sqlite3, or psycopg on PostgreSQL): the workflow_status rows added must
+all be SUCCESS and as many as the workflows the repetition ran, and the operation_outputs
+rows added must be at least the steps it ran. --workloads runs a subset (W1,W2,W3,W4).
 
 Writes JSON to --out after every workload; progress goes to stderr.
 """
@@ -135,31 +136,62 @@ class Counter:
         return wf, ok, ops
 
 
+class PgCounter:
+    """Counter for a PostgreSQL system database (DBOS's tables in its `dbos` schema), plus
+    the server's next transaction id: its difference counts the write transactions (and
+    writing subtransactions, and NOTIFYs) begun in between, all clients together."""
+
+    def __init__(self, url: str, schema: str = "dbos"):
+        self.url = url
+        self.schema = schema
+
+    def __call__(self) -> tuple[int, ...]:
+        import psycopg  # a dependency of DBOS on PostgreSQL
+
+        s = self.schema
+        with psycopg.connect(self.url, autocommit=True, connect_timeout=10) as con:
+            return con.execute(
+                f"SELECT (SELECT count(*) FROM {s}.workflow_status), "
+                f"(SELECT count(*) FROM {s}.workflow_status WHERE status = 'SUCCESS'), "
+                f"(SELECT count(*) FROM {s}.operation_outputs), "
+                "pg_snapshot_xmax(pg_current_snapshot())::text::bigint"
+            ).fetchone()
+
+
 class Bench:
     def __init__(self, args: argparse.Namespace):
         self.args = args
-        self.dir = os.path.abspath(args.dbdir)
-        shutil.rmtree(self.dir, ignore_errors=True)
-        os.makedirs(self.dir)
-        self.db = os.path.join(self.dir, "dbos-sys.sqlite")
+        pg_url = args.system_db_url
+        if pg_url:
+            self.db = None
+            system_database_url = pg_url
+        else:
+            if not args.dbdir:
+                raise SystemExit("--dbdir is required without --system-db-url")
+            self.dir = os.path.abspath(args.dbdir)
+            shutil.rmtree(self.dir, ignore_errors=True)
+            os.makedirs(self.dir)
+            self.db = os.path.join(self.dir, "dbos-sys.sqlite")
+            system_database_url = f"sqlite:///{self.db}"
         from dbos import DBOS
 
         DBOS(
             config={
                 "name": "cloacina-bench",
-                "system_database_url": f"sqlite:///{self.db}",
+                "system_database_url": system_database_url,
                 "log_level": "WARNING",
             }
         )
         self.fns = define(DBOS)
         DBOS.launch()
-        self.count = Counter(self.db)
+        self.count = PgCounter(pg_url) if pg_url else Counter(self.db)
         self.out: dict[str, Any] = {
             "engine": "dbos",
             "version": metadata.version("dbos"),
+            "system_database": "postgresql" if pg_url else "sqlite",
             "sqlite_version": sqlite3.sqlite_version,
             "python": sys.version.split()[0],
-            "sqlite_mode": self.sqlite_mode(),
+            "sqlite_mode": None if pg_url else self.sqlite_mode(),
             "workloads": {},
             "scale": {},
         }
@@ -199,7 +231,8 @@ class Bench:
                 result = fn()
                 seconds = time.perf_counter() - t0
                 after = self.count()
-                d_wf, d_ok, d_ops = (a - b for a, b in zip(after, before, strict=True))
+                deltas = [a - b for a, b in zip(after, before, strict=True)]
+                d_wf, d_ok, d_ops = deltas[:3]
                 problems = []
                 if result != expect_result:
                     problems.append(f"result {result!r}, expected {expect_result!r}")
@@ -209,11 +242,10 @@ class Bench:
                     )
                 if d_ops < steps:
                     problems.append(f"operation_outputs: +{d_ops} rows, expected >= {steps}")
-                rec = rep_record(
-                    seconds,
-                    problems,
-                    {"new_workflow_rows": d_wf, "new_success_rows": d_ok, "new_step_rows": d_ops},
-                )
+                rows = {"new_workflow_rows": d_wf, "new_success_rows": d_ok, "new_step_rows": d_ops}
+                if len(deltas) > 3:  # PostgreSQL: transaction ids used by the repetition
+                    rows["xids"] = deltas[3]
+                rec = rep_record(seconds, problems, rows)
                 reps.append(rec)
                 log(rep_line(name, rep, rec, result))
             return reps, None
@@ -221,6 +253,9 @@ class Bench:
             err = benchlib.describe_exception(e)
             log(f"  {name} FAILED: {err}")
             return reps, err
+
+    def wanted(self, key: str) -> bool:
+        return not self.args.workloads or key in self.args.workloads.split(",")
 
     def simple(
         self,
@@ -233,6 +268,8 @@ class Bench:
         tasks: int,
         warmup: bool,
     ) -> None:
+        if not self.wanted(key):
+            return
         name = f"{key}{'_scale' if section == 'scale' else ''}"
         log(f"dbos {name}: {label}")
         reps, err = self.measure(name, fn, expect, runs, tasks, warmup)
@@ -240,6 +277,8 @@ class Bench:
         self.save()
 
     def fan(self, section: str, n: int, variants: list[str], warmup: bool) -> None:
+        if not self.wanted("W2"):
+            return
         f = self.fns
         calls = {
             "seq": (lambda: f["fan_seq"](n), 1),
@@ -333,7 +372,15 @@ def main() -> None:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    ap.add_argument("--dbdir", required=True, help="a directory of its own (wiped first)")
+    ap.add_argument("--dbdir", help="a directory of its own (wiped first), for SQLite")
+    ap.add_argument(
+        "--system-db-url",
+        default=None,
+        help="a PostgreSQL URL for DBOS's system database instead of an SQLite file",
+    )
+    ap.add_argument(
+        "--workloads", default=None, help="comma-separated subset of W1,W2,W3,W4 (default: all)"
+    )
     ap.add_argument("--out", required=True)
     ap.add_argument("--chain", type=int, default=100)
     ap.add_argument("--fan", type=int, default=200)

@@ -15,6 +15,10 @@ Backends: every test that uses `db_url` (so also `runner`, `rows`, `make_db_url`
 other variants are deselected. Each variant carries the marker of its backend, so
 `-m "not postgres"` runs the SQLite half and the tests that need no database.
 
+A test about PostgreSQL itself (durability/test_pg_*.py: several processes and servers)
+is marked `@pytest.mark.postgres` and requests `pg_server_url`: it is selected, skipped or
+failed as the postgres variants are.
+
 `@pytest.mark.sqlite_only("why")` keeps a test on SQLite: it is about the file itself
 (sqlite3 sharing it, WAL, permissions, old files, `:memory:`, file paths). A test that
 requests `db_path` must say so with this marker.
@@ -72,7 +76,11 @@ def pytest_configure(config: pytest.Config) -> None:
         "sqlite_only(reason): the test is about SQLite itself; it never runs on PostgreSQL",
     )
     config.addinivalue_line("markers", "sqlite: the test's SQLite variant (set by conftest)")
-    config.addinivalue_line("markers", "postgres: the test's PostgreSQL variant (set by conftest)")
+    config.addinivalue_line(
+        "markers",
+        "postgres: the test's PostgreSQL variant (set by conftest), or a test about "
+        "PostgreSQL only (deselected with the PostgreSQL variants)",
+    )
     selected_backends(config)  # a bad value fails at once
 
 
@@ -114,6 +122,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         backend = params.params.get("backend") if params else None
         if backend is None and item.get_closest_marker("sqlite_only"):
             backend = "sqlite"
+        elif backend is None and item.get_closest_marker("postgres"):
+            backend = "postgres"  # a PostgreSQL-only test (durability/test_pg_*.py)
         (keep if backend is None or backend in backends else drop).append(item)
     if drop:
         config.hook.pytest_deselected(items=drop)

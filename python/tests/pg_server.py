@@ -5,11 +5,18 @@ afterwards. The standard library only: the noxfile imports it before anything is
     with pg_server.running() as server:      # PgServer: .url, .port, .startup_seconds
         os.environ["CLOACINA_TEST_PG_URL"] = server.url
 
+`settings=` replaces the test settings (`SETTINGS`: no fsync), e.g. `DURABLE_SETTINGS` for
+a benchmark, and `base_dir=` chooses where the data directory goes (default: the temp
+directory), e.g. the disk a benchmark measures.
+
 From a shell (the repository root):
 
     python python/tests/pg_server.py                 # prints the URL, runs until Ctrl-C
     python python/tests/pg_server.py -- pytest -q    # runs a command with
                                                      # CLOACINA_TEST_PG_URL set, then stops
+
+A test that needs a server of its own (to restart it, or to change its authentication)
+starts one with `running()` and uses `restart()` and `add_password_user()`.
 
 It finds `initdb` and `pg_ctl` on PATH or in /usr/lib/postgresql/*/bin (the newest), and
 installs Debian's `postgresql` package with apt-get when they are missing and we are root
@@ -33,9 +40,17 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import quote
 
 SERVER_USER = "postgres"  # the database superuser too (initdb -U)
 SETTINGS = ("fsync=off", "full_page_writes=off", "max_connections=200")
+# PostgreSQL's own durable defaults, spelled out: every commit is flushed to the disk.
+DURABLE_SETTINGS = (
+    "fsync=on",
+    "synchronous_commit=on",
+    "full_page_writes=on",
+    "max_connections=200",
+)
 
 
 class PgUnavailable(RuntimeError):
@@ -110,6 +125,7 @@ class PgServer:
 
     bindir: Path | None = None
     settings: tuple[str, ...] = SETTINGS
+    base_dir: Path | None = None
     port: int = 0
     url: str = ""
     startup_seconds: float = 0.0
@@ -141,9 +157,17 @@ class PgServer:
                 raise PgUnavailable("postgresql installed, but initdb/pg_ctl are still not found")
         self.bindir = bindir
         as_root = os.geteuid() == 0
-        base = tempfile.gettempdir()
-        if as_root and not _others_can_enter(Path(base)):
-            base = "/tmp"  # the server's user must reach its directory
+        if self.base_dir is not None:
+            base = str(self.base_dir)
+            if as_root and not _others_can_enter(Path(base)):
+                raise PgUnavailable(
+                    f"{base}: the {SERVER_USER!r} user cannot reach this directory "
+                    "(every directory on its path must be searchable by others)"
+                )
+        else:
+            base = tempfile.gettempdir()
+            if as_root and not _others_can_enter(Path(base)):
+                base = "/tmp"  # the server's user must reach its directory
         self.workdir = Path(tempfile.mkdtemp(prefix="cloacina-pg-", dir=base))
         if as_root:
             user = _ensure_user(SERVER_USER)
@@ -178,27 +202,37 @@ class PgServer:
         if proc.returncode != 0:
             raise PgUnavailable(f"initdb failed ({proc.returncode}):\n{proc.stdout}{proc.stderr}")
 
-    def _start_on_a_free_port(self) -> None:
+    @property
+    def log_path(self) -> Path:
         assert self.workdir is not None
-        log = self.workdir / "server.log"
+        return self.workdir / "server.log"
+
+    def _pg_ctl(self, action: str, *args: str) -> subprocess.CompletedProcess:
+        """pg_ctl ACTION on this server's directory, waiting (60 s at most) for it."""
+        assert self.bindir is not None
+        options = ["-p", str(self.port), "-h", "127.0.0.1", "-k", str(self.workdir)]
+        for setting in self.settings:
+            options += ["-c", setting]
+        return self._run(
+            str(self.bindir / "pg_ctl"),
+            "-D",
+            str(self.datadir),
+            "-l",
+            str(self.log_path),
+            "-w",
+            "-t",
+            "60",
+            "-o",
+            " ".join(options),
+            *args,
+            action,
+        )
+
+    def _start_on_a_free_port(self) -> None:
+        log = self.log_path
         for _ in range(5):  # a port found free may be taken before the server binds it
             self.port = _free_port()
-            options = ["-p", str(self.port), "-h", "127.0.0.1", "-k", str(self.workdir)]
-            for setting in self.settings:
-                options += ["-c", setting]
-            proc = self._run(
-                str(self.bindir / "pg_ctl"),
-                "-D",
-                str(self.datadir),
-                "-l",
-                str(log),
-                "-w",
-                "-t",
-                "60",
-                "-o",
-                " ".join(options),
-                "start",
-            )
+            proc = self._pg_ctl("start")
             if proc.returncode == 0:
                 return
             text = log.read_text(errors="replace") if log.exists() else ""
@@ -209,6 +243,80 @@ class PgServer:
                 )
             log.unlink()
         raise PgUnavailable("pg_ctl start failed: no free port after 5 tries")
+
+    def restart(self, mode: str = "fast", down_for: float = 0.0) -> float:
+        """pg_ctl restart -m MODE (same directory, port and settings): every session is
+        ended (``fast``: cleanly; ``immediate``: as in a crash, recovering at startup),
+        then the server starts again; with ``down_for`` seconds, it stays stopped that
+        long in between (connections are refused meanwhile). Returns the seconds it
+        took in all."""
+        began = time.monotonic()
+        steps = [("restart", "-m", mode)]
+        if down_for > 0:
+            steps = [("stop", "-m", mode), ("start",)]
+        for action, *args in steps:
+            proc = self._pg_ctl(action, *args)
+            if proc.returncode != 0:
+                text = self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+                raise PgUnavailable(
+                    f"pg_ctl {action} failed ({proc.returncode}):\n{proc.stdout}{proc.stderr}\n"
+                    f"server log:\n{text[-4000:]}"
+                )
+            if action == "stop":
+                time.sleep(down_for)
+        return time.monotonic() - began
+
+    def add_password_user(self, name: str, password: str) -> str:
+        """Creates the login role `name` with `password`, which the server then requires
+        over TCP (scram-sha-256, a pg_hba.conf line placed before the trust lines; every
+        other role stays trusted). Returns its URL (the password in it)."""
+        assert re.fullmatch(r"[a-z_][a-z0-9_]*", name), name
+        assert self.bindir is not None
+        literal = "'" + password.replace("'", "''") + "'"
+        proc = self._run(
+            str(self.bindir / "psql"),
+            "-X",
+            "-q",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(self.port),
+            "-U",
+            SERVER_USER,
+            "-d",
+            "postgres",
+            "-c",
+            "SET password_encryption = 'scram-sha-256'",
+            "-c",
+            f"CREATE ROLE {name} LOGIN PASSWORD {literal}",
+            "-c",
+            f"GRANT CREATE ON DATABASE postgres TO {name}",
+        )
+        if proc.returncode != 0:
+            raise PgUnavailable(f"creating the role {name} failed:\n{proc.stdout}{proc.stderr}")
+        hba = self.datadir / "pg_hba.conf"
+        rule = f"host all {name} 127.0.0.1/32 scram-sha-256\n"
+        hba.write_text(rule + hba.read_text())  # the first matching line wins
+        proc = self._run(str(self.bindir / "pg_ctl"), "-D", str(self.datadir), "reload")
+        if proc.returncode != 0:
+            raise PgUnavailable(f"pg_ctl reload failed:\n{proc.stdout}{proc.stderr}")
+        # The postmaster rereads pg_hba.conf on SIGHUP, asynchronously: wait until
+        # connecting as `name` without a password is refused.
+        deadline = time.monotonic() + 10
+        while True:
+            probe = self._run(
+                str(self.bindir / "psql"), "-X", "-w", "-h", "127.0.0.1", "-p", str(self.port),
+                "-U", name, "-d", "postgres", "-c", "SELECT 1", timeout=10,
+            )  # fmt: skip
+            if probe.returncode != 0 and "password" in probe.stderr:
+                break
+            if time.monotonic() > deadline:
+                raise PgUnavailable(f"pg_hba.conf not reloaded: {probe.stdout}{probe.stderr}")
+            time.sleep(0.05)
+        userinfo = quote(name, safe="") + ":" + quote(password, safe="")
+        return f"postgresql://{userinfo}@127.0.0.1:{self.port}/postgres"
 
     def stop(self) -> None:
         """pg_ctl stop -m immediate, then removes the directory. Safe to call twice."""

@@ -28,13 +28,23 @@ class Child:
     context manager: the process is killed and reaped, and its pipes closed, on exit.
     """
 
-    def __init__(self, script: Path, args: list[str], workdir: Path, label: str) -> None:
+    def __init__(
+        self,
+        script: Path | None,
+        args: list[str],
+        workdir: Path,
+        label: str,
+        env: dict[str, str] | None = None,
+    ) -> None:
+        """Runs `python script args...`, or `python args...` when script is None
+        (`args` = ["-m", "cloacina", ...]); `env` is added to this process's environment."""
         self.label = label
         self.stderr_path = workdir / f"{label}.stderr"
         self._stderr = open(self.stderr_path, "w", encoding="utf-8")
         self.proc = subprocess.Popen(
-            [sys.executable, str(script), *args],
+            [sys.executable, *([str(script)] if script is not None else []), *args],
             cwd=str(workdir),
+            env={**os.environ, **env} if env else None,
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=self._stderr,
@@ -69,7 +79,8 @@ class Child:
         self._stderr.close()
 
     def stderr(self) -> str:
-        self._stderr.flush()
+        if not self._stderr.closed:  # readable after the child exited too
+            self._stderr.flush()
         return self.stderr_path.read_text(encoding="utf-8", errors="replace")
 
     def describe(self) -> str:
