@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 
 use sqlx::Row;
-use sqlx_postgres::{PgPool, PgRow};
+use sqlx_postgres::PgPool;
 
 use crate::context::Map;
 use crate::errors::Result;
@@ -12,29 +12,37 @@ use crate::store::{AttemptRecord, OrphanCandidate, RunFilter, RunRecord, RunSumm
 
 type Sql<T> = std::result::Result<T, sqlx::Error>;
 
-/// Run `run_id` with its tasks, their attempts and its events, from one snapshot. The
+/// Run `run_id` with its tasks, their attempts and its events: one statement (one round
+/// trip, one snapshot), the rows of the other tables aggregated as JSON arrays. The
 /// outer error is the database's; the inner one a stored value that does not parse.
 pub(super) async fn run(pool: &PgPool, run_id: &str) -> Sql<Result<Option<RunRecord>>> {
-    let mut tx = pool.begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY").await?;
     let row = sqlx::query(
-        "SELECT run_id, workflow, version, status, input, error, created_at, started_at, finished_at, \
-         owner, lease_expires_at, idempotency_key FROM runs WHERE run_id = $1",
+        "SELECT r.run_id, r.workflow, r.version, r.status, r.input, r.error, r.created_at, r.started_at, \
+         r.finished_at, r.owner, r.lease_expires_at, r.idempotency_key, \
+         (SELECT coalesce(json_agg(json_build_array(t.task_id, t.position, t.status, t.attempts, \
+            t.started_at, t.finished_at, t.output, t.error, t.traceback, t.reason, t.ready_at, \
+            t.hook_errors, t.dependencies) ORDER BY t.position), '[]')::text \
+          FROM run_tasks t WHERE t.run_id = r.run_id), \
+         (SELECT coalesce(json_agg(json_build_array(e.task_id, e.attempt, e.status, e.started_at, \
+            e.finished_at, e.error, e.traceback) ORDER BY e.task_id, e.attempt), '[]')::text \
+          FROM earlier_attempts e WHERE e.run_id = r.run_id), \
+         (SELECT coalesce(json_agg(json_build_array(v.at, v.kind, v.detail) ORDER BY v.event_id), '[]')::text \
+          FROM run_events v WHERE v.run_id = r.run_id) \
+         FROM runs r WHERE r.run_id = $1",
     )
     .bind(run_id)
-    .fetch_optional(&mut *tx)
+    .fetch_optional(pool)
     .await?;
     let Some(row) = row else { return Ok(Ok(None)) };
     let input: String = row.try_get(4)?;
-    let input = match crate::store::parse_map(&input, || format!("the input of run {run_id}")) {
-        Ok(input) => input,
-        Err(e) => return Ok(Err(e)),
-    };
+    let (tasks, earlier, events): (String, String, String) =
+        (row.try_get(12)?, row.try_get(13)?, row.try_get(14)?);
     let mut run = RunRecord {
+        input: Map::new(),
         run_id: row.try_get(0)?,
         workflow: row.try_get(1)?,
         version: row.try_get(2)?,
         status: row.try_get(3)?,
-        input,
         error: row.try_get(5)?,
         created_at: row.try_get(6)?,
         started_at: row.try_get(7)?,
@@ -45,40 +53,82 @@ pub(super) async fn run(pool: &PgPool, run_id: &str) -> Sql<Result<Option<RunRec
         tasks: Vec::new(),
         events: Vec::new(),
     };
-    let rows = sqlx::query(
-        "SELECT task_id, position, status, attempts, started_at, finished_at, output, error, traceback, \
-         reason, ready_at, hook_errors, dependencies FROM run_tasks WHERE run_id = $1",
-    )
-    .bind(run_id)
-    .fetch_all(&mut *tx)
-    .await?;
-    for row in &rows {
-        match task_from_row(row)? {
-            Ok(task) => run.tasks.push(task),
-            Err(e) => return Ok(Err(e)),
-        }
+    Ok(fill(&mut run, &input, &tasks, &earlier, &events).map(|()| Some(run)))
+}
+
+/// A task row as `run` aggregates it.
+type TaskRow = (
+    String,
+    i64,
+    String,
+    i64,
+    Option<i64>,
+    Option<i64>,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    Option<i64>,
+    Option<String>,
+    String,
+);
+
+/// Parses what `run` read into `run`: its input, tasks (with their earlier attempts and
+/// latest one) and events.
+fn fill(run: &mut RunRecord, input: &str, tasks: &str, earlier: &str, events: &str) -> Result<()> {
+    run.input = crate::store::parse_map(input, || format!("the input of run {}", run.run_id))?;
+    let tasks: Vec<TaskRow> = serde_json::from_str(tasks)?;
+    for (
+        task_id,
+        position,
+        status,
+        attempts,
+        started_at,
+        finished_at,
+        output,
+        error,
+        traceback,
+        reason,
+        ready_at,
+        hook_errors,
+        dependencies,
+    ) in tasks
+    {
+        let output = match output {
+            Some(text) => Some(crate::store::parse_map(&text, || format!("the output of task {task_id}"))?),
+            None => None,
+        };
+        run.tasks.push(TaskRecord {
+            output,
+            position: position as u32,
+            status,
+            attempts: attempts as u32,
+            started_at,
+            finished_at,
+            error,
+            traceback,
+            reason,
+            ready_at,
+            hook_errors,
+            dependencies: serde_json::from_str(&dependencies)?,
+            history: Vec::new(),
+            task_id,
+        });
     }
-    run.tasks.sort_unstable_by_key(|t| t.position);
-    let earlier = sqlx::query(
-        "SELECT task_id, attempt, status, started_at, finished_at, error, traceback \
-         FROM earlier_attempts WHERE run_id = $1 ORDER BY task_id, attempt",
-    )
-    .bind(run_id)
-    .fetch_all(&mut *tx)
-    .await?;
+    type AttemptRow = (String, i64, String, i64, i64, Option<String>, Option<String>);
+    let earlier: Vec<AttemptRow> = serde_json::from_str(earlier)?;
     if !earlier.is_empty() {
         let index: HashMap<String, usize> =
             run.tasks.iter().enumerate().map(|(i, t)| (t.task_id.clone(), i)).collect();
-        for row in &earlier {
-            let task_id: String = row.try_get(0)?;
+        for (task_id, attempt, status, started_at, finished_at, error, traceback) in earlier {
             if let Some(&i) = index.get(&task_id) {
                 run.tasks[i].history.push(AttemptRecord {
-                    attempt: row.try_get::<i32, _>(1)? as u32,
-                    status: row.try_get(2)?,
-                    started_at: row.try_get(3)?,
-                    finished_at: row.try_get(4)?,
-                    error: row.try_get(5)?,
-                    traceback: row.try_get(6)?,
+                    attempt: attempt as u32,
+                    status,
+                    started_at,
+                    finished_at,
+                    error,
+                    traceback,
                 });
             }
         }
@@ -88,15 +138,8 @@ pub(super) async fn run(pool: &PgPool, run_id: &str) -> Sql<Result<Option<RunRec
             task.history.push(latest);
         }
     }
-    let events = sqlx::query("SELECT at, kind, detail FROM run_events WHERE run_id = $1 ORDER BY event_id")
-        .bind(run_id)
-        .fetch_all(&mut *tx)
-        .await?;
-    for row in &events {
-        run.events.push((row.try_get(0)?, row.try_get(1)?, row.try_get(2)?));
-    }
-    tx.commit().await?;
-    Ok(Ok(Some(run)))
+    run.events = serde_json::from_str(events)?;
+    Ok(())
 }
 
 /// Runs matching `filter`, newest first, with their task counts (one statement).
@@ -202,37 +245,4 @@ pub(super) async fn cancel_requests(pool: &PgPool, owner: &str) -> Sql<Vec<Strin
     .bind(owner)
     .fetch_all(pool)
     .await
-}
-
-fn task_from_row(row: &PgRow) -> Sql<Result<TaskRecord>> {
-    let task_id: String = row.try_get(0)?;
-    let output: Option<String> = row.try_get(6)?;
-    let dependencies: String = row.try_get(12)?;
-    let parsed = (|| -> Result<(Option<Map>, Vec<String>)> {
-        let output = match output {
-            Some(text) => Some(crate::store::parse_map(&text, || format!("the output of task {task_id}"))?),
-            None => None,
-        };
-        Ok((output, serde_json::from_str(&dependencies)?))
-    })();
-    let (output, dependencies) = match parsed {
-        Ok(parsed) => parsed,
-        Err(e) => return Ok(Err(e)),
-    };
-    Ok(Ok(TaskRecord {
-        output,
-        position: row.try_get::<i32, _>(1)? as u32,
-        status: row.try_get(2)?,
-        attempts: row.try_get::<i32, _>(3)? as u32,
-        started_at: row.try_get(4)?,
-        finished_at: row.try_get(5)?,
-        error: row.try_get(7)?,
-        traceback: row.try_get(8)?,
-        reason: row.try_get(9)?,
-        ready_at: row.try_get(10)?,
-        hook_errors: row.try_get(11)?,
-        dependencies,
-        history: Vec::new(),
-        task_id,
-    }))
 }
