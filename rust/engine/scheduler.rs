@@ -222,24 +222,31 @@ impl Scheduler {
         if self.slots.is_empty() || !self.closing.is_empty() {
             return;
         }
-        let deadline = std::time::Instant::now() + (self.last_commit / 2).min(limit);
-        while *handled < MAX_BATCH && !self.slots.is_empty() && std::time::Instant::now() < deadline {
-            match self.inbox.try_recv() {
-                Ok(cmd) => {
-                    self.handle_guarded(cmd, ops, effects);
-                    *handled += 1;
-                }
-                Err(mpsc::error::TryRecvError::Empty) => std::thread::sleep(Duration::from_micros(20)),
+        let deadline = tokio::time::Instant::now() + (self.last_commit / 2).min(limit);
+        // Blocks on the inbox until the deadline (the runtime's timer wakes this thread):
+        // polling would cost a system call every few microseconds.
+        let runtime = tokio::runtime::Handle::current();
+        while *handled < MAX_BATCH && !self.slots.is_empty() {
+            let next = match self.inbox.try_recv() {
+                Ok(cmd) => Some(cmd),
                 Err(mpsc::error::TryRecvError::Disconnected) => return,
-            }
+                Err(mpsc::error::TryRecvError::Empty) => {
+                    runtime.block_on(tokio::time::timeout_at(deadline, self.inbox.recv())).ok().flatten()
+                }
+            };
+            let Some(cmd) = next else { return };
+            self.handle_guarded(cmd, ops, effects);
+            *handled += 1;
         }
     }
 
     /// Waits for the next message. While attempts are running one is expected soon, so
     /// the thread spins a little before it sleeps: waking a sleeping thread costs more
-    /// than a short task.
+    /// than a short task. On a store with slow commits (`gather_limit`) it spins only
+    /// for a single attempt (a chain's): with several running, the time it would burn
+    /// belongs to them and to the database server on the same machine.
     fn next_command(&mut self) -> Option<Command> {
-        if !self.slots.is_empty() {
+        if self.slots.len() == 1 || (!self.slots.is_empty() && self.gather_limit.is_none()) {
             let mut next = None;
             spin_until(SPIN, || match self.inbox.try_recv() {
                 Ok(cmd) => {

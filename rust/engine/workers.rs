@@ -149,7 +149,7 @@ impl Inner {
     /// The next job, or None when the thread should exit (it is then no longer idle).
     fn next(&self) -> Option<Work> {
         if self.queued.load(Ordering::SeqCst) == 0 && !self.spinning.swap(true, Ordering::SeqCst) {
-            spin_until(SPIN, || self.queued.load(Ordering::SeqCst) > 0);
+            spin_until(Duration::from_micros(20), || self.queued.load(Ordering::SeqCst) > 0);
             self.spinning.store(false, Ordering::SeqCst);
         }
         let mut state = self.lock();
