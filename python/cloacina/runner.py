@@ -653,15 +653,33 @@ class Runner:
         their ids."""
         return self._engine_or_raise().recover()
 
-    def run(self, workflow: Workflow, context: Mapping[str, Any] | None = None) -> RunResult:
+    def run(
+        self,
+        workflow: Workflow,
+        context: Mapping[str, Any] | None = None,
+        *,
+        progress: bool | None = None,
+    ) -> RunResult:
         """Runs a workflow to the end and returns its :class:`RunResult`.
 
         Blocks without holding the GIL; works inside a running event loop (Jupyter).
         A failed run is returned, not raised: call ``result.raise_for_status()``.
+        ``progress`` shows the run's progress while it runs: in a notebook, an output
+        updated in place (ending as the run's display); on a terminal, one line on
+        stderr. None (the default) turns it on in a notebook or when stderr is a
+        terminal; True forces the terminal line elsewhere; False turns it off.
         """
         self._check_not_on_loop("run")
+        if progress is not None and not isinstance(progress, bool):
+            raise TypeError(f"progress must be a bool or None, not {type(progress).__name__}")
+        from cloacina import _progress
+
+        display = _progress.choose(progress)
         handle = self.start(workflow, context)
         try:
+            if display is not None:
+                result: RunResult = _progress.follow(self, handle.run_id, workflow.name, display)
+                return result
             return handle.wait()
         except KeyboardInterrupt:
             # Ctrl-C cancels the run, then goes on as the KeyboardInterrupt it is.

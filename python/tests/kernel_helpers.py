@@ -209,7 +209,7 @@ class Kernel:
             elif kind == "error":
                 cell.outputs.append({"output_type": "error", **content})
                 cell.error = {k: content[k] for k in ("ename", "evalue", "traceback")}
-            elif kind in ("execute_result", "display_data"):
+            elif kind in ("execute_result", "display_data", "update_display_data"):
                 cell.outputs.append({"output_type": kind, **content})
         return cell
 

@@ -376,3 +376,39 @@ emit({{
     cancelled = after.ok().value()
     assert cancelled["runs"] == 1, cancelled
     assert cancelled["status"] == "cancelled", cancelled
+
+
+def test_run_shows_live_progress_in_the_cell_and_ends_as_the_runs_display(kernel, tmp_path):
+    cell = kernel.run(
+        f"""
+import time
+from cloacina import Runner, Workflow, task
+
+@task
+def slow_a(ctx):
+    time.sleep(0.6)
+
+@task(dependencies=["slow_a"])
+def slow_b(ctx):
+    time.sleep(0.6)
+
+runner = Runner({url_of(tmp_path)!r})
+result = runner.run(Workflow("nb_progress", [slow_a, slow_b]))
+"""
+    ).ok()
+    shown = [o for o in cell.outputs if o["output_type"] == "display_data"]
+    updates = [o for o in cell.outputs if o["output_type"] == "update_display_data"]
+    assert len(shown) == 1, cell.outputs
+    display_id = shown[0]["transient"]["display_id"]
+    assert updates and all(u["transient"]["display_id"] == display_id for u in updates)
+    # Updated in place while it runs (a few times a second), ...
+    running = [u["data"]["text/html"] for u in updates if "text/html" in u["data"]]
+    assert any("1/2 tasks done" in html for html in running), running
+    assert any("0/2 tasks done (1 running)" in html for html in running), running
+    # ... then the output is the run itself.
+    assert "RunResult(" in updates[-1]["data"]["text/plain"]
+    assert "completed" in updates[-1]["data"]["text/plain"]
+    # No terminal line in a notebook, and no progress when asked for none.
+    assert "tasks done" not in cell.stderr
+    quiet = kernel.run("runner.run(Workflow('nb_progress', [slow_a, slow_b]), progress=False)\n")
+    assert not [o for o in quiet.ok().outputs if o["output_type"] != "execute_result"]

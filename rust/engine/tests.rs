@@ -158,7 +158,12 @@ async fn many_concurrent_runs_all_complete() {
     }
     let runs = engine
         .list_runs(
-            &RunFilter { workflow: Some("rt_many".into()), status: Some("completed".into()), limit: 1000 },
+            &RunFilter {
+                workflow: Some("rt_many".into()),
+                status: Some("completed".into()),
+                run_id: None,
+                limit: 1000,
+            },
             Reads::Offloaded,
         )
         .await

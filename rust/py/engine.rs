@@ -229,16 +229,17 @@ impl PyEngine {
     }
 
     /// Runs as summary dicts (no context, no tasks), newest first.
-    #[pyo3(signature = (workflow = None, status = None, limit = 50))]
+    #[pyo3(signature = (workflow = None, status = None, limit = 50, run_id = None))]
     fn list_runs<'py>(
         &self,
         py: Python<'py>,
         workflow: Option<String>,
         status: Option<String>,
         limit: u32,
+        run_id: Option<String>,
     ) -> PyResult<Bound<'py, PyList>> {
         let engine = self.engine()?.clone();
-        let filter = RunFilter { workflow, status, limit };
+        let filter = RunFilter { workflow, status, run_id, limit };
         let runs = wait(py, async move { engine.list_runs(&filter, Reads::Inline).await }, None)?
             .expect("no timeout");
         let items = runs.iter().map(|r| summary_to_py(py, r)).collect::<PyResult<Vec<_>>>()?;

@@ -362,6 +362,8 @@ pub struct OrphanCandidate {
 pub struct RunFilter {
     pub workflow: Option<String>,
     pub status: Option<String>,
+    /// One run only (a summary of it: its task counts, for progress displays).
+    pub run_id: Option<String>,
     pub limit: u32,
 }
 

@@ -151,11 +151,13 @@ pub(super) async fn run_summaries(pool: &PgPool, filter: &RunFilter) -> Sql<Vec<
             (SELECT status, count(*) AS n FROM run_tasks t WHERE t.run_id = r.run_id GROUP BY status) c) \
          FROM runs r \
          WHERE ($1::text IS NULL OR r.workflow = $1) AND ($2::text IS NULL OR r.status = $2) \
+         AND ($4::text IS NULL OR r.run_id = $4) \
          ORDER BY r.created_at DESC, r.run_id DESC LIMIT $3",
     )
     .bind(filter.workflow.as_deref())
     .bind(filter.status.as_deref())
     .bind(filter.limit as i64)
+    .bind(filter.run_id.as_deref())
     .fetch_all(pool)
     .await?;
     let mut runs = Vec::with_capacity(rows.len());

@@ -111,10 +111,16 @@ pub(crate) fn run_summaries(conn: &mut Connection, filter: &RunFilter) -> Result
             "SELECT run_id, workflow, version, status, error, created_at, started_at, finished_at, \
              idempotency_key FROM runs \
              WHERE (?1 IS NULL OR workflow = ?1) AND (?2 IS NULL OR status = ?2) \
+             AND (?4 IS NULL OR run_id = ?4) \
              ORDER BY created_at DESC, run_id DESC LIMIT ?3",
         )?;
         let rows = query.query_map(
-            params![filter.workflow.as_deref(), filter.status.as_deref(), filter.limit as i64],
+            params![
+                filter.workflow.as_deref(),
+                filter.status.as_deref(),
+                filter.limit as i64,
+                filter.run_id.as_deref()
+            ],
             |row| {
                 Ok(RunSummary {
                     run_id: row.get(0)?,
