@@ -142,7 +142,7 @@ def _parser() -> argparse.ArgumentParser:
         "graph", parents=[common], help="a workflow's tasks and dependencies"
     )
     graph.add_argument("target", help="module:attr or path/to/file.py:attr naming a Workflow")
-    graph.add_argument("--format", choices=("ascii", "dot", "mermaid"), default="ascii")
+    graph.add_argument("--format", choices=("ascii", "svg", "dot", "mermaid"), default="ascii")
     return parser
 
 
@@ -417,22 +417,8 @@ def _age(text: str) -> float:
 
 def _graph(args: argparse.Namespace) -> int:
     wf = _workflow(args.target)
-    tasks = wf.tasks
-    if args.format == "dot":
-        lines = [f'digraph "{wf.name}" {{', "  rankdir=LR;"]
-        lines += [f'  "{t.id}";' for t in tasks]
-        lines += [f'  "{d}" -> "{t.id}";' for t in tasks for d in t.dependencies]
-        print("\n".join([*lines, "}"]))
-    elif args.format == "mermaid":
-        ids = {t.id: f"t{i}" for i, t in enumerate(tasks)}
-        lines = ["flowchart LR"] + [f'  {ids[t.id]}["{t.id}"]' for t in tasks]
-        lines += [f"  {ids[d]} --> {ids[t.id]}" for t in tasks for d in t.dependencies]
-        print("\n".join(lines))
-    else:
-        print(f"workflow '{wf.name}' (version {wf.version})")
-        for t in tasks:
-            after = f"  <- {', '.join(t.dependencies)}" if t.dependencies else ""
-            print(f"  {t.id}{after}")
+    drawings = {"dot": wf.to_dot, "mermaid": wf.to_mermaid, "svg": wf.to_svg, "ascii": wf.to_ascii}
+    print(drawings[args.format]())
     return EXIT_OK
 
 

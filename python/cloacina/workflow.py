@@ -120,14 +120,42 @@ class Workflow:
     def __repr__(self) -> str:
         return f"Workflow({self.name!r}, tasks={self._order!r}, version={self._version!r})"
 
-    def _repr_html_(self) -> str:
+    def _drawing(self) -> tuple[list[str], dict[str, list[str]]]:
+        tasks = self.tasks
+        return [t.id for t in tasks], {t.id: list(t.dependencies) for t in tasks}
+
+    def to_svg(self) -> str:
+        """The DAG as SVG: our own layered layout, left to right, following the page's
+        light or dark theme (no graphviz, no JavaScript)."""
+        from cloacina import _graph
+
+        order, deps = self._drawing()
+        return _graph.to_svg(order, deps, title=self.name)
+
+    def to_dot(self) -> str:
+        """The DAG in Graphviz's DOT language."""
+        from cloacina import _graph
+
+        return _graph.to_dot(self.name, *self._drawing())
+
+    def to_mermaid(self) -> str:
+        """The DAG as a Mermaid flowchart."""
+        from cloacina import _graph
+
+        return _graph.to_mermaid(*self._drawing())
+
+    def to_ascii(self) -> str:
+        """The tasks in merge order, one a line, with their dependencies."""
+        from cloacina import _graph
+
+        return _graph.to_ascii(self.name, self.version, *self._drawing())
+
+    def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, str]:
+        """A notebook shows the name, version and DAG (SVG); text elsewhere."""
         from html import escape
 
-        rows = "".join(
-            f"<tr><td>{escape(t.id)}</td><td>{escape(', '.join(t.dependencies)) or '-'}</td></tr>"
-            for t in self.tasks
+        header = (
+            f"<div><b>Workflow {escape(self.name)}</b> <small>version "
+            f"{escape(self.version)}, {len(self._order)} tasks</small></div>"
         )
-        return (
-            f"<b>Workflow {escape(self.name)}</b> <small>version {escape(self._version)}</small>"
-            f"<table><tr><th>task</th><th>depends on</th></tr>{rows}</table>"
-        )
+        return {"text/html": header + self.to_svg(), "text/plain": repr(self)}

@@ -132,6 +132,8 @@ def test_graph_formats(tmp_path, flow):
     assert mermaid.startswith("flowchart LR") and "-->" in mermaid
     ascii_ = cli("graph", f"{flow}:wf", cwd=tmp_path, db=db).stdout
     assert "cli_check  <- cli_load" in ascii_
+    svg = cli("graph", f"{flow}:wf", "--format", "svg", cwd=tmp_path, db=db).stdout
+    assert svg.startswith("<svg") and ">cli_check</text>" in svg
 
 
 def test_errors_are_short_and_mask_passwords(tmp_path, flow):
