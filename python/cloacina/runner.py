@@ -110,6 +110,8 @@ class TaskResult:
     """When a scheduled retry may start."""
     hook_errors: list[dict[str, Any]] = field(default_factory=list)
     """What the task's hooks raised: ``{"hook", "attempt", "error"}`` each."""
+    dependencies: list[str] = field(default_factory=list)
+    """The tasks it depended on, as the run was planned."""
 
     def __repr__(self) -> str:
         parts = [repr(self.task_id), self.status]
@@ -198,6 +200,13 @@ class RunResult:
             events=[{**e, "at": _time(e["at"])} for e in raw["events"]],
             idempotency_key=raw["idempotency_key"],
         )
+
+    def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, str]:
+        """A notebook shows a status header, the DAG coloured by task status, the tasks'
+        table (errors with their tracebacks folded) and a timeline of the attempts."""
+        from cloacina import _display
+
+        return {"text/html": _display.run_html(self), "text/plain": repr(self)}
 
     @property
     def ok(self) -> bool:

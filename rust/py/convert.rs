@@ -277,6 +277,7 @@ pub fn run_to_py<'py>(py: Python<'py>, run: &RunRecord) -> PyResult<Bound<'py, P
         task.set_item(intern!(py, "history"), history)?;
         task.set_item(intern!(py, "next_attempt_at"), next_attempt_at)?;
         task.set_item(intern!(py, "hook_errors"), hook_errors)?;
+        task.set_item(intern!(py, "dependencies"), &t.dependencies)?;
         tasks.append(task)?;
     }
     let events = PyList::empty(py);
