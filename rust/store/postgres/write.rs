@@ -202,8 +202,11 @@ impl Writer for PgWriter {
             .filter_map(|id| self.epochs.get(id.as_str()).map(|e| (id.clone(), (*e).into())))
             .collect();
         let epochs = serde_json::Value::Object(epochs).to_string();
-        let expiring: Vec<String> =
-            touched.iter().filter(|id| verify.contains(id.as_str())).cloned().collect();
+        let expiring: Vec<String> = touched
+            .iter()
+            .filter(|id| verify.contains(id.as_str()) || self.suspect.contains(id.as_str()))
+            .cloned()
+            .collect();
         // One statement: one round trip, one transaction (see migration 2).
         let answer: String = retrying!(self, |conn, fresh| async {
             sqlx::query_scalar("SELECT cloacina_commit($1::jsonb, $2, $3, $4::jsonb)::text")
