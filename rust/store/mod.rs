@@ -317,6 +317,26 @@ pub struct RunRecord {
 }
 
 impl RunRecord {
+    /// Fills the tasks' histories: `earlier` (task id, attempt) are the attempts followed
+    /// by another one, as stored (oldest first per task); then each task's latest
+    /// attempt, recorded in its row (`latest_attempt`). The tasks must be loaded.
+    pub(crate) fn attach_attempts(&mut self, earlier: Vec<(String, AttemptRecord)>) {
+        if !earlier.is_empty() {
+            let index: std::collections::HashMap<String, usize> =
+                self.tasks.iter().enumerate().map(|(i, t)| (t.task_id.clone(), i)).collect();
+            for (task_id, attempt) in earlier {
+                if let Some(&i) = index.get(&task_id) {
+                    self.tasks[i].history.push(attempt);
+                }
+            }
+        }
+        for task in &mut self.tasks {
+            if let Some(latest) = latest_attempt(task) {
+                task.history.push(latest);
+            }
+        }
+    }
+
     /// The run's context: its input plus the writes of every completed task, in order.
     pub fn context(&self) -> Map {
         context::fold(
@@ -372,7 +392,7 @@ pub struct RunFilter {
 /// before migration 4, and a task skipped by its rule after `resume`).
 /// The view `task_attempts` states the same rule in SQL; reading the task rows already
 /// loaded here avoids querying that view (a union and a probe per task) on every read.
-pub(crate) fn latest_attempt(task: &TaskRecord) -> Option<AttemptRecord> {
+fn latest_attempt(task: &TaskRecord) -> Option<AttemptRecord> {
     if !matches!(task.status.as_str(), "completed" | "failed" | "skipped") || task.attempts == 0 {
         return None;
     }
@@ -395,6 +415,20 @@ pub(crate) fn parse_map(text: &str, what: impl FnOnce() -> String) -> Result<Map
         serde_json::Value::Object(m) => Ok(m),
         _ => Err(Error::Database(format!("{} is not a JSON object", what()))),
     }
+}
+
+/// The runs a batch creates, and the other runs it drives (ops that need ownership):
+/// the ones a writer checks are still its own.
+pub(crate) fn batch_runs(ops: &[Op]) -> (HashSet<&str>, Vec<&str>) {
+    let inserted: HashSet<&str> =
+        ops.iter().filter(|op| matches!(op, Op::InsertRun { .. })).filter_map(Op::run_id).collect();
+    let driven: HashSet<&str> = ops
+        .iter()
+        .filter(|op| op.needs_ownership())
+        .filter_map(Op::run_id)
+        .filter(|id| !inserted.contains(id))
+        .collect();
+    (inserted, driven.into_iter().collect())
 }
 
 /// True for a run status that will not change again.

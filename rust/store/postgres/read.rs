@@ -1,8 +1,6 @@
 //! The PostgreSQL store's reads, over its pool. A run and its tasks are read in one
 //! repeatable-read snapshot; listing reads run rows without their input.
 
-use std::collections::HashMap;
-
 use sqlx::Row;
 use sqlx_postgres::PgPool;
 
@@ -117,27 +115,15 @@ fn fill(run: &mut RunRecord, input: &str, tasks: &str, earlier: &str, events: &s
     }
     type AttemptRow = (String, i64, String, i64, i64, Option<String>, Option<String>);
     let earlier: Vec<AttemptRow> = serde_json::from_str(earlier)?;
-    if !earlier.is_empty() {
-        let index: HashMap<String, usize> =
-            run.tasks.iter().enumerate().map(|(i, t)| (t.task_id.clone(), i)).collect();
-        for (task_id, attempt, status, started_at, finished_at, error, traceback) in earlier {
-            if let Some(&i) = index.get(&task_id) {
-                run.tasks[i].history.push(AttemptRecord {
-                    attempt: attempt as u32,
-                    status,
-                    started_at,
-                    finished_at,
-                    error,
-                    traceback,
-                });
-            }
-        }
-    }
-    for task in &mut run.tasks {
-        if let Some(latest) = crate::store::latest_attempt(task) {
-            task.history.push(latest);
-        }
-    }
+    run.attach_attempts(
+        earlier
+            .into_iter()
+            .map(|(task_id, attempt, status, started_at, finished_at, error, traceback)| {
+                let attempt = attempt as u32;
+                (task_id, AttemptRecord { attempt, status, started_at, finished_at, error, traceback })
+            })
+            .collect(),
+    );
     run.events = serde_json::from_str(events)?;
     Ok(())
 }

@@ -24,7 +24,7 @@ use sqlx_postgres::PgConnection;
 use super::listen::{Listener, Wake};
 use super::Target;
 use crate::errors::{Error, Result};
-use crate::store::{now_micros, Committed, Op, Writer};
+use crate::store::{batch_runs, now_micros, Committed, Op, Writer};
 
 /// How long the writer keeps reconnecting before a write fails.
 const RECONNECT_FOR: Duration = Duration::from_secs(60);
@@ -180,22 +180,12 @@ fn from_now(until: i64) -> i64 {
 
 impl Writer for PgWriter {
     fn commit(&mut self, ops: &[Op], owner: &str, verify: &HashSet<Arc<str>>) -> Result<Committed> {
-        let inserted: HashSet<&str> =
-            ops.iter().filter(|op| matches!(op, Op::InsertRun { .. })).filter_map(Op::run_id).collect();
         // The runs the batch drives. While the connection lasts this engine's liveness
         // lock is held, so its runs can only be taken once their lease runs out, which
         // the scheduler foresees (`verify`): those are fenced, and so are the runs driven
         // when a connection was lost (`suspect`), and all of them when the connection is
         // made again during this very commit.
-        let touched: Vec<String> = ops
-            .iter()
-            .filter(|op| op.needs_ownership())
-            .filter_map(Op::run_id)
-            .filter(|id| !inserted.contains(id))
-            .collect::<HashSet<_>>()
-            .into_iter()
-            .map(str::to_owned)
-            .collect();
+        let touched: Vec<String> = batch_runs(ops).1.into_iter().map(str::to_owned).collect();
         let batch = encode(ops)?;
         let epochs: serde_json::Map<String, serde_json::Value> = touched
             .iter()
@@ -311,6 +301,9 @@ impl Writer for PgWriter {
         Ok(deleted.rows_affected() as usize)
     }
 
+    /// Claims queued runs with one statement: the oldest `limit` queued runs of the given
+    /// workflows, skipping rows other engines are claiming (`FOR UPDATE SKIP LOCKED`, over
+    /// the partial index `runs_queued`), each at a new owner epoch.
     fn claim_queued(
         &mut self,
         workflows: &[String],
@@ -321,46 +314,6 @@ impl Writer for PgWriter {
         if workflows.is_empty() || limit == 0 {
             return Ok(Vec::new());
         }
-        self.claim_queued_runs(workflows, limit, owner, lease_until)
-    }
-
-    fn request_cancel(&mut self, run_id: &str, at: i64) -> Result<bool> {
-        // A queued run has no owner to carry a request out: it is cancelled here. The
-        // two updates of the run's row exclude each other (queued, or running).
-        let changed: i64 = retrying!(self, |conn, _fresh| async {
-            sqlx::query_scalar(
-                "WITH q AS (UPDATE runs SET status = 'cancelled', finished_at = $1, cancel_requested_at = $1 \
-                   WHERE run_id = $2 AND status = 'queued' RETURNING run_id), \
-                 t AS (UPDATE run_tasks SET status = 'cancelled', \
-                   reason = 'the run was cancelled before it started', finished_at = $1 \
-                   WHERE run_id IN (SELECT run_id FROM q)), \
-                 r AS (UPDATE runs SET cancel_requested_at = COALESCE(cancel_requested_at, $1) \
-                   WHERE run_id = $2 AND status IN ('running', 'interrupted') RETURNING run_id) \
-                 SELECT (SELECT count(*) FROM q) + (SELECT count(*) FROM r)",
-            )
-            .bind(at)
-            .bind(run_id)
-            .fetch_one(&mut *conn)
-            .await
-        })?;
-        if changed > 0 {
-            self.listener.announce(Wake { cancel: true, ..Wake::default() });
-        }
-        Ok(changed > 0)
-    }
-}
-
-impl PgWriter {
-    /// Claims queued runs with one statement: the oldest `limit` queued runs of the given
-    /// workflows, skipping rows other engines are claiming (`FOR UPDATE SKIP LOCKED`, over
-    /// the partial index `runs_queued`), each at a new owner epoch.
-    fn claim_queued_runs(
-        &mut self,
-        workflows: &[String],
-        limit: usize,
-        owner: &str,
-        lease_until: i64,
-    ) -> Result<Vec<String>> {
         let lease = from_now(lease_until);
         let claimed: Vec<(String, i64)> = retrying!(self, |conn, _fresh| async {
             sqlx::query_as(concat!(
@@ -387,6 +340,31 @@ impl PgWriter {
                 run_id
             })
             .collect())
+    }
+
+    fn request_cancel(&mut self, run_id: &str, at: i64) -> Result<bool> {
+        // A queued run has no owner to carry a request out: it is cancelled here. The
+        // two updates of the run's row exclude each other (queued, or running).
+        let changed: i64 = retrying!(self, |conn, _fresh| async {
+            sqlx::query_scalar(
+                "WITH q AS (UPDATE runs SET status = 'cancelled', finished_at = $1, cancel_requested_at = $1 \
+                   WHERE run_id = $2 AND status = 'queued' RETURNING run_id), \
+                 t AS (UPDATE run_tasks SET status = 'cancelled', \
+                   reason = 'the run was cancelled before it started', finished_at = $1 \
+                   WHERE run_id IN (SELECT run_id FROM q)), \
+                 r AS (UPDATE runs SET cancel_requested_at = COALESCE(cancel_requested_at, $1) \
+                   WHERE run_id = $2 AND status IN ('running', 'interrupted') RETURNING run_id) \
+                 SELECT (SELECT count(*) FROM q) + (SELECT count(*) FROM r)",
+            )
+            .bind(at)
+            .bind(run_id)
+            .fetch_one(&mut *conn)
+            .await
+        })?;
+        if changed > 0 {
+            self.listener.announce(Wake { cancel: true, ..Wake::default() });
+        }
+        Ok(changed > 0)
     }
 }
 

@@ -4,7 +4,6 @@
 //! Callers on tokio workers go through `spawn_blocking` (see `SqliteStore`); callers
 //! that may block (a Python thread waiting with the GIL released) read in place.
 
-use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, PoisonError};
@@ -228,29 +227,21 @@ fn load_tasks(conn: &Connection, run: &mut RunRecord) -> Result<()> {
             "SELECT task_id, attempt, status, started_at, finished_at, error, traceback \
              FROM earlier_attempts WHERE run_id = ?1 ORDER BY task_id, attempt",
         )?;
-        let mut rows = query.query(params![run.run_id])?;
-        let mut index: Option<HashMap<String, usize>> = None;
-        while let Some(row) = rows.next()? {
-            let index = index.get_or_insert_with(|| {
-                run.tasks.iter().enumerate().map(|(i, t)| (t.task_id.clone(), i)).collect()
-            });
-            let task_id: String = row.get(0)?;
-            if let Some(&i) = index.get(&task_id) {
-                run.tasks[i].history.push(AttemptRecord {
+        let rows = query.query_map(params![run.run_id], |row| {
+            Ok((
+                row.get::<_, String>(0)?,
+                AttemptRecord {
                     attempt: row.get::<_, i64>(1)? as u32,
                     status: row.get(2)?,
                     started_at: row.get(3)?,
                     finished_at: row.get(4)?,
                     error: row.get(5)?,
                     traceback: row.get(6)?,
-                });
-            }
-        }
-    }
-    for task in &mut run.tasks {
-        if let Some(latest) = crate::store::latest_attempt(task) {
-            task.history.push(latest);
-        }
+                },
+            ))
+        })?;
+        let earlier = rows.collect::<rusqlite::Result<Vec<_>>>()?;
+        run.attach_attempts(earlier);
     }
     let mut query =
         conn.prepare_cached("SELECT at, kind, detail FROM run_events WHERE run_id = ?1 ORDER BY event_id")?;

@@ -20,7 +20,7 @@ use rusqlite::{params, Connection, OpenFlags};
 use super::checkpoint::{self, Checkpointer};
 use super::tx::CachedTx;
 use crate::errors::Result;
-use crate::store::{Committed, Op, Writer};
+use crate::store::{batch_runs, Committed, Op, Writer};
 
 /// How the write connection is opened.
 pub(crate) struct WriterConfig {
@@ -67,16 +67,8 @@ impl Writer for WriteConnection {
     fn commit(&mut self, ops: &[Op], owner: &str, verify: &HashSet<Arc<str>>) -> Result<Committed> {
         let mut done = Committed::default();
         let tx = CachedTx::immediate(&self.conn)?;
-        let inserted: HashSet<&str> =
-            ops.iter().filter(|op| matches!(op, Op::InsertRun { .. })).filter_map(Op::run_id).collect();
-        let touched: Vec<&str> = ops
-            .iter()
-            .filter(|op| op.needs_ownership())
-            .filter_map(Op::run_id)
-            .filter(|id| !inserted.contains(id) && verify.contains(*id))
-            .collect::<HashSet<_>>()
-            .into_iter()
-            .collect();
+        let (inserted, driven) = batch_runs(ops);
+        let touched: Vec<&str> = driven.into_iter().filter(|id| verify.contains(*id)).collect();
         let mut skip: HashSet<String> = HashSet::new();
         if !touched.is_empty() {
             let ids = serde_json::to_string(&touched)?;
