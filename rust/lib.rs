@@ -25,6 +25,7 @@ fn native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     m.add_class::<py::engine::PyEngine>()?;
     m.add_class::<py::invoke::Completion>()?;
+    m.add_class::<py::view::ContextView>()?;
     m.add_function(wrap_pyfunction!(py::registry::register_task, m)?)?;
     m.add_function(wrap_pyfunction!(py::registry::register_workflow, m)?)?;
     m.add_function(wrap_pyfunction!(py::registry::current_workflow, m)?)?;

@@ -151,8 +151,12 @@ fn resolve(
     let graph = Graph::build(name, &specs)?;
     for position in 0..graph.len() as u32 {
         let Some(def) = registry.tasks.get(graph.id(position)) else { continue };
+        let named_tasks = def.policy.trigger.named_tasks();
+        if named_tasks.is_empty() {
+            continue; // ancestors cost O(n) each: computed only where a rule names a task
+        }
         let ancestors = graph.ancestors(position);
-        for named in def.policy.trigger.named_tasks() {
+        for named in named_tasks {
             let upstream = graph.position(named).is_some_and(|p| ancestors.contains(&p));
             if !upstream {
                 return Err(Error::Workflow(format!(

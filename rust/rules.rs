@@ -10,7 +10,6 @@
 
 use serde_json::Value;
 
-use crate::context::Map;
 use crate::errors::{Error, Result};
 
 /// What a dependency ended as, for rule evaluation.
@@ -154,7 +153,8 @@ const DEPENDENCY_RULES: [(&str, Rule); 12] = [
 pub trait Facts {
     fn dependencies(&self) -> Vec<(&str, Upstream)>;
     fn status_of(&self, task: &str) -> Option<Upstream>;
-    fn context(&self) -> &Map;
+    /// The value of `key` in the task's input context.
+    fn context_value(&self, key: &str) -> Option<&Value>;
     /// Why an `upstream_failed` task did not run (it names the task that failed).
     fn cause_of(&self, _task: &str) -> Option<&str> {
         None
@@ -269,7 +269,7 @@ impl Rule {
                 }
             }
             Rule::ContextValue { key, op, value } => {
-                if compare(facts.context().get(key), *op, value) {
+                if compare(facts.context_value(key), *op, value) {
                     Verdict::Run
                 } else {
                     false_rule()
@@ -447,6 +447,7 @@ fn json_eq(a: &Value, b: &Value) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::context::Map;
     use serde_json::json;
 
     struct F {
@@ -460,8 +461,8 @@ mod tests {
         fn status_of(&self, task: &str) -> Option<Upstream> {
             self.deps.iter().find(|(id, _)| *id == task).map(|(_, s)| *s)
         }
-        fn context(&self) -> &Map {
-            &self.ctx
+        fn context_value(&self, key: &str) -> Option<&Value> {
+            self.ctx.get(key)
         }
         fn cause_of(&self, task: &str) -> Option<&str> {
             (task == "uf").then_some("upstream task 'root' failed")

@@ -10,11 +10,14 @@ import inspect
 import threading
 import traceback
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cloacina._durations import seconds
 from cloacina.context import Context
 from cloacina.errors import Fail, Retry, Skip, TaskError, TaskInterrupted, TaskTimeout
+
+if TYPE_CHECKING:
+    from cloacina._native import ContextView
 
 # Attempts of sync bodies now running: token -> [thread ident, why interrupted or None].
 _running: dict[str, list[Any]] = {}
@@ -98,7 +101,7 @@ def _set_async_exc(ident: int, exc: type[BaseException] | None) -> None:
 def call_sync(
     fn: Callable[[Context], Any],
     task_id: str,
-    data: dict[str, Any],
+    data: ContextView,
     token: str,
     runner_key: object = None,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -142,7 +145,7 @@ def call_sync(
 async def call_async(
     fn: Callable[[Context], Any],
     task_id: str,
-    data: dict[str, Any],
+    data: ContextView,
     token: str = "",
     runner_key: object = None,
 ) -> tuple[dict[str, Any], dict[str, Any]]:

@@ -12,6 +12,8 @@ from cloacina._invoke import call_async, current_runner, note_early_interrupt, t
 if TYPE_CHECKING:
     import asyncio
 
+    from cloacina._native import ContextView
+
 # asyncio (tens of milliseconds to import) is loaded when the loop first starts, not
 # at `import cloacina`: a program without async tasks never needs it.
 
@@ -63,7 +65,7 @@ class BackgroundLoop:
         self,
         fn: Callable[..., Any],
         task_id: str,
-        data: dict[str, Any],
+        data: ContextView,
         token: str,
         completion: Any,
     ) -> None:
@@ -75,7 +77,7 @@ class BackgroundLoop:
         self,
         fn: Callable[..., Any],
         task_id: str,
-        data: dict[str, Any],
+        data: ContextView,
         token: str,
         completion: Any,
     ) -> None:
@@ -111,7 +113,7 @@ class BackgroundLoop:
     async def _drive(
         fn: Callable[..., Any],
         task_id: str,
-        data: dict[str, Any],
+        data: ContextView,
         token: str,
         completion: Any,
         runner_key: object,

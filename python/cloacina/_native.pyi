@@ -6,6 +6,7 @@ from typing import Any, final
 
 __all__ = [
     "Completion",
+    "ContextView",
     "Engine",
     "RegistrySnapshot",
     "__version__",
@@ -31,9 +32,9 @@ class Engine:
         durability: str,
         max_concurrency: int,
         call_sync: Callable[
-            [Callable[..., Any], str, dict[str, Any], str], tuple[dict[str, Any], dict[str, Any]]
+            [Callable[..., Any], str, ContextView, str], tuple[dict[str, Any], dict[str, Any]]
         ],
-        submit_async: Callable[[Callable[..., Any], str, dict[str, Any], str, Completion], object],
+        submit_async: Callable[[Callable[..., Any], str, ContextView, str, Completion], object],
         interrupt: Callable[[str, str], object],
         call_hook: Callable[[Callable[..., Any], tuple[Any, ...]], object],
         recover: bool = True,
@@ -73,6 +74,17 @@ class Engine:
 class Completion:
     def ok(self, result: tuple[dict[str, Any], dict[str, Any]]) -> None: ...
     def fail(self, error: BaseException) -> None: ...
+
+@final
+class ContextView:
+    """The engine's read-only view of a task's context; values are converted on read."""
+
+    def get(self, key: object, default: Any = None) -> Any: ...
+    def __getitem__(self, key: object, /) -> Any: ...
+    def __contains__(self, key: object, /) -> bool: ...
+    def __len__(self) -> int: ...
+    def keys(self) -> list[str]: ...
+    def to_dict(self) -> dict[str, Any]: ...
 
 def register_task(
     id: str,

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, ItemsView, Iterator, KeysView, Mapping, ValuesView
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from cloacina._native import ContextView as _View
 
 _MISSING = object()
 
@@ -39,13 +43,22 @@ class Context:
     (dict with str keys, list, str, int, float, bool, None). Reading a key that is not
     there (``ctx["k"]``) raises :class:`ContextKeyError`, which says why it is missing;
     :meth:`get` and ``in`` do not raise.
+
+    In a task, the context is a view of what the engine holds: a value becomes a Python
+    object when the task first reads it (later reads return that same object), so a task
+    pays for the keys it touches, not for the size of the context. ``keys()``, ``len()``
+    and ``in`` convert no value; ``values()``, ``items()``, iteration of them and
+    :meth:`to_dict` convert what they reach.
     """
 
-    __slots__ = ("_data", "_explain", "_task_id", "_touched", "_written")
+    __slots__ = ("_data", "_explain", "_keys", "_new", "_task_id", "_touched", "_view", "_written")
 
     def __init__(self, data: Mapping[str, Any] | None = None) -> None:
         self._data: dict[str, Any] = dict(data) if data is not None else {}
-        self._written: set[str] = set()
+        self._view: _View | None = None
+        self._keys: list[str] | None = None
+        self._new: dict[str, None] = {}
+        self._written: dict[str, None] = {}
         self._touched: set[str] = set()
         self._task_id: str | None = None
         self._explain: Callable[[str], str | None] | None = None
@@ -53,16 +66,24 @@ class Context:
     @classmethod
     def _wrap(
         cls,
-        data: dict[str, Any],
+        data: dict[str, Any] | _View,
         task_id: str | None = None,
         explain: Callable[[str], str | None] | None = None,
     ) -> Context:
-        """A context over ``data`` (a fresh dict the engine built for this attempt) of
-        task ``task_id``. ``explain(key)``, called only when a read misses, names another
-        task of the run that wrote ``key`` (or returns None)."""
+        """A context over ``data`` for task ``task_id``: the engine's read-only view of
+        the attempt's input (values converted on first read), or a fresh dict.
+        ``explain(key)``, called only when a read misses, names another task of the run
+        that wrote ``key`` (or returns None)."""
         ctx = cls.__new__(cls)
-        ctx._data = data
-        ctx._written = set()
+        if isinstance(data, dict):
+            ctx._data = data
+            ctx._view = None
+        else:
+            ctx._data = {}
+            ctx._view = data
+        ctx._keys = None
+        ctx._new = {}
+        ctx._written = {}
         ctx._touched = set()
         ctx._task_id = task_id
         ctx._explain = explain
@@ -73,10 +94,18 @@ class Context:
             self._touched.add(key)
         return value
 
+    def _lookup(self, key: object) -> Any:
+        """The value of ``key`` (converted from the view once, then kept), or _MISSING."""
+        value = self._data.get(key, _MISSING)  # type: ignore[call-overload]
+        if value is _MISSING and self._view is not None and isinstance(key, str):
+            value = self._view.get(key, _MISSING)
+            if value is not _MISSING:
+                self._data[key] = value
+        return value
+
     def __getitem__(self, key: str) -> Any:
-        try:
-            value = self._data[key]
-        except KeyError:
+        value = self._lookup(key)
+        if value is _MISSING:
             raise self._missing(key) from None
         return self._read(key, value)
 
@@ -97,7 +126,7 @@ class Context:
                 f"'{writer}' is not a dependency of '{task_id}': a task sees the run's input "
                 f"and what its ancestors wrote; add '{writer}' to {task_id}'s dependencies",
             )
-        keys = sorted(map(str, self._data))
+        keys = sorted(map(str, self))
         if not keys:
             holds = "it is empty"
         elif len(keys) > _KEYS_SHOWN:
@@ -114,50 +143,63 @@ class Context:
     def __setitem__(self, key: str, value: Any) -> None:
         if not isinstance(key, str):
             raise TypeError(f"context keys must be str, not {type(key).__name__}")
+        view = self._view
+        if view is not None and key not in self._data and key not in view:
+            self._new[key] = None
         self._data[key] = value
-        self._written.add(key)
+        self._written[key] = None  # ordered: the task's writes are stored in this order
 
     def __contains__(self, key: object) -> bool:
-        return key in self._data
+        if key in self._data:
+            return True
+        return self._view is not None and key in self._view
 
     def __iter__(self) -> Iterator[str]:
-        return iter(self._data)
+        if self._view is None:
+            return iter(self._data)
+        if self._keys is None:
+            self._keys = self._view.keys()
+        return itertools.chain(self._keys, list(self._new))
 
     def __len__(self) -> int:
-        return len(self._data)
+        if self._view is None:
+            return len(self._data)
+        return len(self._view) + len(self._new)
+
+    def _all(self) -> dict[str, Any]:
+        """Every key and value, as a new dict (values converted, not marked as read)."""
+        return {key: self._lookup(key) for key in self}
 
     def __eq__(self, other: object) -> bool:
         if isinstance(other, Context):
-            return self._data == other._data
+            return self._all() == other._all()
         if isinstance(other, Mapping):
-            return self._data == dict(other)
+            return self._all() == dict(other)
         return NotImplemented
 
     __hash__ = None  # type: ignore[assignment]
 
     def __repr__(self) -> str:
-        return f"Context({self._data!r})"
+        return f"Context({self._all()!r})"
 
     def get(self, key: str, default: Any = None) -> Any:
         """The value of ``key``, or ``default`` when it is absent."""
-        value = self._data.get(key, _MISSING)
+        value = self._lookup(key)
         if value is _MISSING:
             return default
         return self._read(key, value)
 
     def keys(self) -> KeysView[str]:
-        """The keys, as a live view."""
-        return self._data.keys()
+        """The keys, as a live view (no value is converted)."""
+        return KeysView(self)
 
     def values(self) -> ValuesView[Any]:
-        """The values, as a live view."""
-        self._touch_all()
-        return self._data.values()
+        """The values, as a live view (each one read as it is reached)."""
+        return ValuesView(self)
 
     def items(self) -> ItemsView[str, Any]:
-        """The ``(key, value)`` pairs, as a live view."""
-        self._touch_all()
-        return self._data.items()
+        """The ``(key, value)`` pairs, as a live view (each value read as it is reached)."""
+        return ItemsView(self)
 
     def update(self, other: Mapping[str, Any] | None = None, /, **kwargs: Any) -> None:
         """Writes every key of ``other`` and ``kwargs``."""
@@ -169,19 +211,18 @@ class Context:
 
     def setdefault(self, key: str, default: Any = None) -> Any:
         """The value of ``key``; if absent, writes ``default`` first."""
-        if key not in self._data:
+        if key not in self:
             self[key] = default
         return self[key]
 
-    def to_dict(self) -> dict[str, Any]:
-        """A shallow copy of the data as a plain dict."""
-        self._touch_all()
-        return dict(self._data)
+    def __reduce__(self) -> tuple[type[Context], tuple[dict[str, Any]]]:
+        """Pickled and copied (``copy``, ``deepcopy``, process pools) as a plain
+        ``Context`` holding every key; the engine's view stays behind."""
+        return (Context, (self._all(),))
 
-    def _touch_all(self) -> None:
-        for key, value in self._data.items():
-            if isinstance(value, (list, dict)):
-                self._touched.add(key)
+    def to_dict(self) -> dict[str, Any]:
+        """A shallow copy of the data as a plain dict (every value read)."""
+        return {key: self[key] for key in list(self)}
 
     def _collect(self, result: Any, task_id: str) -> tuple[dict[str, Any], dict[str, Any]]:
         """Applies a task's return value, then returns ``(writes, touched)`` for the engine.

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use futures::future::BoxFuture;
 
-use crate::context::Map;
+use crate::context::{Map, View};
 use crate::registry::TaskBody;
 
 /// One attempt of one task, ready to run.
@@ -17,7 +17,7 @@ pub struct Job {
     pub token: Arc<str>,
     pub body: Arc<dyn TaskBody>,
     /// What the task sees: the run's input plus its ancestors' writes, in merge order.
-    pub input: Arc<Map>,
+    pub input: View,
 }
 
 /// What the body asked for when it failed.
@@ -125,7 +125,7 @@ pub struct HookCall {
     pub attempt: u32,
     pub error: Option<String>,
     /// The task's context: its input, plus its writes on success.
-    pub context: Arc<Map>,
+    pub context: View,
     pub body: Arc<dyn TaskBody>,
 }
 

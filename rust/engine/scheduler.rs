@@ -17,7 +17,7 @@ use super::executor::{Done, HookCall, HookKind, Interrupt, RetryHint};
 use super::state::{RuleFacts, RunState, TaskStatus};
 use super::workers::{spin_until, SPIN};
 use super::{lock, AdoptMode, CancelReason, Command, EngineConfig, Executor, Job, Outcome, Shared};
-use crate::context::{self, Map};
+use crate::context::Map;
 use crate::duration::{micros_after, saturating};
 use crate::errors::{Error, Result};
 use crate::graph::{Graph, TaskSpec};
@@ -471,6 +471,7 @@ impl Scheduler {
         match outcome {
             Outcome::Completed(delta) => {
                 let output = serde_json::to_string(&delta).unwrap_or_else(|_| "{}".into());
+                let delta = Arc::new(delta);
                 ops.push(Op::FinishTask {
                     run_id: run_id.clone(),
                     task_id: task_id.clone(),
@@ -484,15 +485,14 @@ impl Scheduler {
                 });
                 log::debug!("task '{task_id}' of run {run_id} completed (attempt {attempt})");
                 if let Some(def) = def.as_ref().filter(|d| d.body.has_hook(HookKind::Success)) {
-                    let base =
-                        run.tasks[position as usize].input.clone().unwrap_or_else(|| run.input.clone());
+                    let base = run.tasks[position as usize].input.clone().unwrap_or_else(|| run.base.clone());
                     effects.hooks.push(HookCall {
                         kind: HookKind::Success,
                         run_id: run_id.clone(),
                         task_id: task_id.clone(),
                         attempt,
                         error: None,
-                        context: Arc::new(context::merged(&base, &delta)),
+                        context: base.with(i64::from(position), &delta),
                         body: def.body.clone(),
                     });
                 }
@@ -518,7 +518,7 @@ impl Scheduler {
                     }
                     _ => error,
                 };
-                let input = run.tasks[position as usize].input.clone().unwrap_or_else(|| run.input.clone());
+                let input = run.tasks[position as usize].input.clone().unwrap_or_else(|| run.base.clone());
                 if let Some(delay) = retry_in {
                     log::debug!("task '{task_id}' of run {run_id} failed (attempt {attempt}), retrying in {delay:?}: {error}");
                     let ready_at = micros_after(now, delay);
@@ -648,6 +648,7 @@ impl Scheduler {
             reason: Some(reason),
             at: Some(now),
         });
+        run.pass_through(position, input);
         run.unfinished -= 1;
         false
     }

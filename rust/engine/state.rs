@@ -1,11 +1,12 @@
 //! The scheduler's in-memory view of the runs it drives: a cache of what the database
-//! holds, plus the materialised contexts that make building a task's input cheap.
+//! holds, plus the tasks' context views, shared between parent and child so that
+//! building a task's input costs what its ancestors wrote since, not the whole context.
 
 use std::sync::Arc;
 
 use tokio::sync::watch;
 
-use crate::context::{self, Map};
+use crate::context::{Map, View};
 use crate::registry::WorkflowDef;
 use crate::rules::{Facts, Upstream};
 
@@ -47,14 +48,14 @@ pub struct TaskState {
     /// A retry may not start before this time (microseconds), if set.
     pub not_before: Option<i64>,
     /// The task's input, computed when it became ready (kept for retries and to
-    /// materialise `output_context`).
-    pub input: Option<Arc<Map>>,
+    /// build `output`).
+    pub input: Option<View>,
     /// The task's writes, once completed.
     pub delta: Option<Arc<Map>>,
-    /// input + delta, kept while successors with this task as their only dependency
-    /// have yet to start: their input is exactly this.
-    pub output_context: Option<Arc<Map>>,
-    /// How many such successors have yet to start.
+    /// What the task's successors inherit from it (its input plus its writes), kept
+    /// while some of them have yet to compute their input.
+    pub output: Option<View>,
+    /// How many successors have yet to compute their input.
     pub output_users: u32,
     pub error: Option<String>,
     /// Why a skipped or `upstream_failed` task did not run (for an `upstream_failed`
@@ -66,7 +67,8 @@ pub struct TaskState {
 pub struct RunState {
     pub run_id: Arc<str>,
     pub workflow: Arc<WorkflowDef>,
-    pub input: Arc<Map>,
+    /// The view of the run's input alone: what a root task sees.
+    pub base: View,
     pub tasks: Vec<TaskState>,
     /// Tasks not final yet.
     pub unfinished: usize,
@@ -96,7 +98,7 @@ impl RunState {
                     not_before: None,
                     input: None,
                     delta: None,
-                    output_context: None,
+                    output: None,
                     output_users: 0,
                     error: None,
                     reason: None,
@@ -107,56 +109,96 @@ impl RunState {
             run_id,
             unfinished: graph.len(),
             workflow,
-            input: Arc::new(input),
+            base: View::of(&Arc::new(input)),
             tasks,
             done,
             lease_until: 0,
         }
     }
 
-    /// What the task at `position` sees: the input plus its ancestors' writes in order.
-    pub fn input_for(&mut self, position: u32) -> Arc<Map> {
+    /// What the task at `position` sees: the input plus its ancestors' writes in
+    /// merge order. With one dependency that is the parent's output view as it is; with
+    /// several, the view of the parent that covers the most ancestors, plus the writes
+    /// of the ancestors it does not cover. Each call counts as one successor served.
+    pub fn input_for(&mut self, position: u32) -> View {
         let graph = &self.workflow.graph;
         let deps = graph.dependencies(position);
-        match deps {
-            [] => self.input.clone(),
-            [only] => {
-                let parent = &mut self.tasks[*only as usize];
-                let ctx = parent.output_context.clone();
-                parent.output_users = parent.output_users.saturating_sub(1);
-                if parent.output_users == 0 {
-                    parent.output_context = None;
-                }
-                ctx.unwrap_or_else(|| self.rebuild(position))
+        let view = match deps {
+            [] => self.base.clone(),
+            [only] => match &self.tasks[*only as usize].output {
+                Some(view) => view.clone(),
+                None => self.rebuild(position, None),
+            },
+            _ => {
+                let parent = deps
+                    .iter()
+                    .filter(|&&d| self.tasks[d as usize].output.is_some())
+                    .map(|&d| (d, graph.ancestors(d)))
+                    .max_by_key(|(_, ancestors)| ancestors.len());
+                self.rebuild(position, parent)
             }
-            _ => self.rebuild(position),
+        };
+        for &d in self.workflow.graph.dependencies(position) {
+            let parent = &mut self.tasks[d as usize];
+            parent.output_users = parent.output_users.saturating_sub(1);
+            if parent.output_users == 0 {
+                parent.output = None;
+            }
         }
+        view
     }
 
-    fn rebuild(&self, position: u32) -> Arc<Map> {
-        let ancestors = self.workflow.graph.ancestors(position);
-        Arc::new(context::fold(
-            &self.input,
-            ancestors.iter().filter_map(|&a| self.tasks[a as usize].delta.as_deref()),
-        ))
+    /// The input of the task at `position`, from the output view of `parent` (with the
+    /// parent's ancestors, ascending) when given, else from the run's input; the writes
+    /// of every other ancestor are added.
+    fn rebuild(&self, position: u32, parent: Option<(u32, Vec<u32>)>) -> View {
+        let (mut view, covered) = match parent {
+            Some((p, mut ancestors)) => {
+                let view = self.tasks[p as usize].output.clone().unwrap_or_else(|| self.base.clone());
+                ancestors.push(p); // after its ancestors: still ascending
+                (view, ancestors)
+            }
+            None => (self.base.clone(), Vec::new()),
+        };
+        let mut covered = covered.into_iter().peekable();
+        for a in self.workflow.graph.ancestors(position) {
+            while covered.next_if(|&c| c < a).is_some() {}
+            if covered.next_if_eq(&a).is_some() {
+                continue;
+            }
+            if let Some(delta) = &self.tasks[a as usize].delta {
+                view.add(i64::from(a), delta);
+            }
+        }
+        view
+    }
+
+    /// Keeps `view` as what the successors of the task at `position` inherit.
+    fn pass_on(&mut self, position: u32, view: View) {
+        let users = self.workflow.graph.successors(position).len() as u32;
+        let task = &mut self.tasks[position as usize];
+        if users > 0 {
+            task.output = Some(view);
+            task.output_users = users;
+        }
     }
 
     /// Records the writes of the completed task at `position`.
-    pub fn complete(&mut self, position: u32, delta: Map) {
-        let graph = &self.workflow.graph;
-        let users =
-            graph.successors(position).iter().filter(|&&s| graph.dependencies(s).len() == 1).count() as u32;
+    pub fn complete(&mut self, position: u32, delta: Arc<Map>) {
         let task = &mut self.tasks[position as usize];
         let input = task.input.take();
-        if users > 0 {
-            let base = input.unwrap_or_else(|| self.input.clone());
-            let task = &mut self.tasks[position as usize];
-            task.output_context = Some(Arc::new(context::merged(&base, &delta)));
-            task.output_users = users;
-        }
-        let task = &mut self.tasks[position as usize];
-        task.delta = Some(Arc::new(delta));
+        task.delta = Some(delta.clone());
         task.status = TaskStatus::Completed;
+        if let Some(mut view) = input {
+            view.add(i64::from(position), &delta);
+            self.pass_on(position, view);
+        }
+    }
+
+    /// Records that the task at `position` did not run (skipped or `upstream_failed`)
+    /// although its input was computed: its successors inherit that input.
+    pub fn pass_through(&mut self, position: u32, input: View) {
+        self.pass_on(position, input);
     }
 }
 
@@ -164,7 +206,7 @@ impl RunState {
 pub struct RuleFacts<'a> {
     pub run: &'a RunState,
     pub position: u32,
-    pub context: &'a Map,
+    pub context: &'a View,
 }
 
 impl Facts for RuleFacts<'_> {
@@ -185,8 +227,8 @@ impl Facts for RuleFacts<'_> {
         self.run.tasks[p as usize].status.upstream()
     }
 
-    fn context(&self) -> &Map {
-        self.context
+    fn context_value(&self, key: &str) -> Option<&serde_json::Value> {
+        self.context.get(key)
     }
 
     fn cause_of(&self, task: &str) -> Option<&str> {

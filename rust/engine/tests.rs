@@ -6,13 +6,13 @@ use std::sync::Arc;
 use serde_json::{json, Value};
 
 use super::{Done, Engine, EngineConfig, Executor, Job, Outcome, Reads, Workers};
-use crate::context::Map;
+use crate::context::{Map, View};
 use crate::graph::TaskSpec;
 use crate::registry::{self, TaskBody, TaskDef, WorkflowDef};
 use crate::store::sqlite::library as sqlite_library;
 use crate::store::{RunFilter, SqliteConfig, SqliteStore};
 
-type Func = dyn Fn(&Map) -> Result<Map, String> + Send + Sync;
+type Func = dyn Fn(&View) -> Result<Map, String> + Send + Sync;
 
 struct RustBody(Arc<Func>);
 
@@ -37,7 +37,7 @@ impl Executor for RustExecutor {
 fn define(
     id: &str,
     deps: &[&str],
-    f: impl Fn(&Map) -> Result<Map, String> + Send + Sync + 'static,
+    f: impl Fn(&View) -> Result<Map, String> + Send + Sync + 'static,
 ) -> TaskSpec {
     define_with(id, deps, json!({}), f)
 }
@@ -46,7 +46,7 @@ fn define_with(
     id: &str,
     deps: &[&str],
     policy: Value,
-    f: impl Fn(&Map) -> Result<Map, String> + Send + Sync + 'static,
+    f: impl Fn(&View) -> Result<Map, String> + Send + Sync + 'static,
 ) -> TaskSpec {
     registry::register_task(TaskDef {
         id: id.into(),
@@ -72,7 +72,7 @@ fn obj(v: Value) -> Map {
     v.as_object().cloned().unwrap()
 }
 
-fn add_one(key: &'static str) -> impl Fn(&Map) -> Result<Map, String> + Send + Sync {
+fn add_one(key: &'static str) -> impl Fn(&View) -> Result<Map, String> + Send + Sync {
     move |ctx| Ok(obj(json!({ key: ctx.get("x").and_then(Value::as_i64).unwrap_or(0) + 1 })))
 }
 

@@ -14,6 +14,28 @@ pub fn map_to_py<'py>(py: Python<'py>, map: &Map) -> PyResult<Bound<'py, PyAny>>
     pythonize::pythonize(py, map).map_err(|e| PyTypeError::new_err(e.to_string()))
 }
 
+/// A run's final context as a new dict: its input, then every completed task's writes in
+/// merge order. No merged copy is built, and each task's output is dropped once
+/// converted, so the memory it held serves the Python values (the peak is about one
+/// context, not three).
+fn context_to_py<'py>(py: Python<'py>, run: &mut RunRecord) -> PyResult<Bound<'py, PyDict>> {
+    let dict = PyDict::new(py);
+    for (key, value) in std::mem::take(&mut run.input) {
+        dict.set_item(key, value_to_py(py, &value)?)?;
+    }
+    for task in run.tasks.iter_mut().filter(|t| t.status == "completed") {
+        for (key, value) in task.output.take().unwrap_or_default() {
+            dict.set_item(key, value_to_py(py, &value)?)?;
+        }
+    }
+    Ok(dict)
+}
+
+/// A JSON value as a new Python object.
+pub fn value_to_py<'py>(py: Python<'py>, value: &Value) -> PyResult<Bound<'py, PyAny>> {
+    pythonize::pythonize(py, value).map_err(|e| PyTypeError::new_err(e.to_string()))
+}
+
 /// One Python value as JSON, strictly: dict (str keys), list, tuple, str, int, finite
 /// float, bool and None, as `json.dumps` accepts them, plus numpy scalars as the Python
 /// numbers they hold. Sets, bytes, NaN, objects and the like are refused (rather than
@@ -244,7 +266,7 @@ pub fn summary_to_py<'py>(py: Python<'py>, run: &RunSummary) -> PyResult<Bound<'
 /// Each task's dict and each attempt's dict have exactly the fields of the Python
 /// `TaskResult` and `Attempt` (times still in microseconds, `duration` None), so the
 /// Python layer converts the times in place and adopts the dict as the instance's.
-pub fn run_to_py<'py>(py: Python<'py>, run: &RunRecord) -> PyResult<Bound<'py, PyAny>> {
+pub fn run_to_py<'py>(py: Python<'py>, mut run: RunRecord) -> PyResult<Bound<'py, PyAny>> {
     let tasks = PyList::empty(py);
     for t in &run.tasks {
         let history = PyList::empty(py);
@@ -297,7 +319,7 @@ pub fn run_to_py<'py>(py: Python<'py>, run: &RunRecord) -> PyResult<Bound<'py, P
     view.set_item(intern!(py, "created_at"), run.created_at)?;
     view.set_item(intern!(py, "started_at"), run.started_at)?;
     view.set_item(intern!(py, "finished_at"), run.finished_at)?;
-    view.set_item(intern!(py, "context"), map_to_py(py, &run.context())?)?;
+    view.set_item(intern!(py, "context"), context_to_py(py, &mut run)?)?;
     view.set_item(intern!(py, "owner"), &run.owner)?;
     view.set_item(intern!(py, "idempotency_key"), &run.idempotency_key)?;
     view.set_item(intern!(py, "events"), events)?;

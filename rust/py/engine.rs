@@ -177,7 +177,7 @@ impl PyEngine {
     fn get_run(&self, py: Python<'_>, run_id: String) -> PyResult<Option<Py<PyAny>>> {
         // Read on this thread with the GIL released: no hop to another thread.
         let run = wait(py, self.engine()?.get_run(&run_id, Reads::Inline), None)?.expect("no timeout");
-        run.map(|r| run_to_py(py, &r).map(Bound::unbind)).transpose()
+        run.map(|r| run_to_py(py, r).map(Bound::unbind)).transpose()
     }
 
     /// Stops claiming runs and starting attempts; returns once no attempt runs.
@@ -224,7 +224,7 @@ impl PyEngine {
         let engine = self.engine()?.clone();
         awaitable(py, async move {
             let run = engine.get_run(&run_id, Reads::Offloaded).await?;
-            Python::attach(|py| run.map(|r| run_to_py(py, &r).map(Bound::unbind)).transpose())
+            Python::attach(|py| run.map(|r| run_to_py(py, r).map(Bound::unbind)).transpose())
         })
     }
 

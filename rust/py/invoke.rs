@@ -11,8 +11,9 @@ use futures::future::BoxFuture;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyTuple};
 
-use super::convert::{key_from_py, map_to_py, value_from_py};
-use crate::context::Map;
+use super::convert::{key_from_py, value_from_py};
+use super::view::{view_to_py, ContextView};
+use crate::context::{Map, View};
 use crate::engine::workers::ThreadWrapper;
 use crate::engine::{Done, Executor, HookCall, HookKind, Interrupt, Job, Outcome, RetryHint, Workers};
 use crate::registry::TaskBody;
@@ -233,7 +234,7 @@ impl PythonExecutor {
 
     fn run_sync(&self, py: Python<'_>, job: &Job) -> Outcome {
         let body = body_of(&job.body).expect("checked by execute");
-        let data = match map_to_py(py, &job.input) {
+        let data = match Py::new(py, ContextView { view: job.input.clone() }) {
             Ok(d) => d,
             Err(e) => {
                 return Outcome::failed(format!("task '{}': cannot build its context: {e}", job.task_id))
@@ -249,7 +250,7 @@ impl PythonExecutor {
     /// Err gives back `done` with the failure when the coroutine could not be scheduled.
     fn schedule_async(&self, py: Python<'_>, job: Job, done: Done) -> Result<(), (Outcome, Done)> {
         let body = body_of(&job.body).expect("checked by execute");
-        let data = match map_to_py(py, &job.input) {
+        let data = match Py::new(py, ContextView { view: job.input.clone() }) {
             Ok(data) => data,
             Err(e) => {
                 let outcome =
@@ -300,15 +301,16 @@ impl PythonExecutor {
         let error = hook.error.as_deref().unwrap_or("");
         let result = (|| -> PyResult<()> {
             let args = match hook.kind {
-                HookKind::Success => {
-                    PyTuple::new(py, [task_id.into_pyobject(py)?.into_any(), map_to_py(py, &hook.context)?])?
-                }
+                HookKind::Success => PyTuple::new(
+                    py,
+                    [task_id.into_pyobject(py)?.into_any(), view_to_py(py, &hook.context)?.into_any()],
+                )?,
                 HookKind::Failure => PyTuple::new(
                     py,
                     [
                         task_id.into_pyobject(py)?.into_any(),
                         error.into_pyobject(py)?.into_any(),
-                        map_to_py(py, &hook.context)?,
+                        view_to_py(py, &hook.context)?.into_any(),
                     ],
                 )?,
                 HookKind::Retry => PyTuple::new(
@@ -335,7 +337,7 @@ impl PythonExecutor {
 #[pyclass(frozen, module = "cloacina._native")]
 pub struct Completion {
     task_id: Arc<str>,
-    input: Arc<Map>,
+    input: View,
     retry_on: Option<Py<PyAny>>,
     done: Mutex<Option<Done>>,
 }
@@ -378,14 +380,16 @@ impl Drop for Completion {
 
 /// Turns `(writes, touched)` into the task's delta. `writes` are keys the task assigned;
 /// `touched` are keys whose mutable values it read, kept only if they changed.
-fn delta_from_py(task_id: &str, input: &Map, result: &Bound<'_, PyAny>) -> Outcome {
+fn delta_from_py(task_id: &str, input: &View, result: &Bound<'_, PyAny>) -> Outcome {
     let pair = match result.cast::<PyTuple>() {
         Ok(t) if t.len() == 2 => t.clone(),
         _ => {
             return Outcome::failed(format!("internal error: task '{task_id}' returned an unexpected shape"))
         }
     };
-    let mut delta = Map::new();
+    // Sized once: a delta lives as long as its run, and most hold one or two keys.
+    let size = pair.iter().map(|d| d.len().unwrap_or(0)).sum();
+    let mut delta = Map::with_capacity(size);
     for (i, dict) in pair.iter().enumerate() {
         let Ok(dict) = dict.cast::<PyDict>().cloned() else {
             return Outcome::failed(format!("internal error: task '{task_id}' returned an unexpected shape"));

@@ -7,3 +7,4 @@ pub mod invoke;
 pub mod logging;
 pub mod registry;
 pub mod runtime;
+pub mod view;
