@@ -65,8 +65,9 @@ def fill(path: Path, runs: int, mb: float) -> None:
             )
             conn.execute(
                 "INSERT INTO run_tasks (run_id, task_id, position, dependencies, status, "
-                "attempts, started_at, finished_at, output) SELECT ?, task_id, position, "
-                "dependencies, status, attempts, started_at, finished_at, output "
+                "attempts, started_at, finished_at, output_inline, output_id) SELECT ?, task_id, "
+                "position, dependencies, status, attempts, started_at, finished_at, output_inline, "
+                "output_id "
                 "FROM run_tasks WHERE run_id = ?",
                 (new_id, first.run_id),
             )

@@ -70,8 +70,10 @@ def check_all_rows(rows, workflow: str, count: int) -> None:
     n_of = {r["run_id"]: loads(r["input"])["n"] for r in runs}
 
     tasks = rows(
-        "SELECT t.run_id, t.task_id, t.status, t.attempts, t.output FROM run_tasks t "
-        "JOIN runs r ON r.run_id = t.run_id WHERE r.workflow = ?",
+        "SELECT t.run_id, t.task_id, t.status, t.attempts, o.output FROM run_tasks t "
+        "JOIN runs r ON r.run_id = t.run_id "
+        "LEFT JOIN task_outputs o ON o.run_id = t.run_id AND o.task_id = t.task_id "
+        "WHERE r.workflow = ?",
         workflow,
     )
     assert len(tasks) == 5 * count

@@ -238,7 +238,7 @@ def test_returning_none_keeps_writes(runner, rows):
     assert result.context == {"written": [1, 2]}
     outputs = {
         r["task_id"]: loads(r["output"])
-        for r in rows("SELECT task_id, output FROM run_tasks WHERE run_id = ?", result.run_id)
+        for r in rows("SELECT task_id, output FROM task_outputs WHERE run_id = ?", result.run_id)
     }
     assert outputs == {"writer": {"written": [1, 2]}, "silent": {}}
 
@@ -257,7 +257,7 @@ def test_returned_dict_is_merged_with_writes(runner, rows):
     result = runner.run(Workflow("dict_return_wf", [merger, reader]), {})
     assert result.context["reader_saw"] == [1, {"deep": [1]}, "returned"]
     [row] = rows(
-        "SELECT output FROM run_tasks WHERE run_id = ? AND task_id = 'merger'", result.run_id
+        "SELECT output FROM task_outputs WHERE run_id = ? AND task_id = 'merger'", result.run_id
     )
     assert loads(row["output"]) == {"written": 1, "both": "returned", "returned": {"deep": [1]}}
 
@@ -281,7 +281,7 @@ def test_other_return_values_are_stored_under_the_task_id(runner, rows, value):
     assert result.context == {"produce": value, "consumed": value}
     assert type(result.context["produce"]) is type(value)
     [row] = rows(
-        "SELECT output FROM run_tasks WHERE run_id = ? AND task_id = 'produce'", result.run_id
+        "SELECT output FROM task_outputs WHERE run_id = ? AND task_id = 'produce'", result.run_id
     )
     assert loads(row["output"]) == {"produce": value}
 
@@ -310,7 +310,9 @@ def test_output_column_holds_only_each_tasks_delta(runner, rows):
     assert result.context == {"start": 100, **{f"k{i}": 101 + i for i in range(20)}}
 
     db_rows = rows(
-        "SELECT task_id, position, output FROM run_tasks WHERE run_id = ? ORDER BY position",
+        "SELECT t.task_id, t.position, o.output FROM run_tasks t "
+        "LEFT JOIN task_outputs o ON o.run_id = t.run_id AND o.task_id = t.task_id "
+        "WHERE t.run_id = ? ORDER BY t.position",
         result.run_id,
     )
     assert len(db_rows) == 20
@@ -359,7 +361,8 @@ def test_in_place_change_of_a_read_container_is_a_write(runner, rows):
     assert result.context["count"] == 4
     assert result.context["mode"] == "fast"
     outputs = {
-        r["task_id"]: json.loads(r["output"]) for r in rows("SELECT task_id, output FROM run_tasks")
+        r["task_id"]: json.loads(r["output"])
+        for r in rows("SELECT task_id, output FROM task_outputs")
     }
     assert outputs["appender"] == {"items": [1, 2, 3, 4], "config": {"mode": "fast"}}
     assert outputs["reader_only"] == {"count": 4, "mode": "fast"}

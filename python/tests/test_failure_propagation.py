@@ -313,7 +313,9 @@ def test_skip_raised_by_a_task(runner, is_async, rows):
     assert result.tasks["when_skipped"].status == RAN
     assert result.status == "completed"
     [row] = rows(
-        "SELECT status, reason, output FROM run_tasks WHERE run_id = ? AND task_id = 'maybe'",
+        "SELECT t.status, t.reason, o.output FROM run_tasks t "
+        "LEFT JOIN task_outputs o ON o.run_id = t.run_id AND o.task_id = t.task_id "
+        "WHERE t.run_id = ? AND t.task_id = 'maybe'",
         result.run_id,
     )
     assert row == {"status": SKIPPED, "reason": "no new data today", "output": None}

@@ -116,7 +116,12 @@ def test_failure_rows(runner, rows):
     assert run["finished_at"] is not None
 
     tasks = {
-        r["task_id"]: r for r in rows("SELECT * FROM run_tasks WHERE run_id = ?", result.run_id)
+        r["task_id"]: r
+        for r in rows(
+            "SELECT t.*, o.output FROM run_tasks t LEFT JOIN task_outputs o "
+            "ON o.run_id = t.run_id AND o.task_id = t.task_id WHERE t.run_id = ?",
+            result.run_id,
+        )
     }
     assert tasks["exploder"]["status"] == "failed"
     assert tasks["exploder"]["output"] is None
@@ -235,7 +240,9 @@ def test_non_json_value_fails_the_task_naming_task_and_key(runner, rows, body, k
     assert result.context == {"before": 1}
 
     [row] = rows(
-        "SELECT status, output FROM run_tasks WHERE run_id = ? AND task_id = 'unserializable'",
+        "SELECT t.status, o.output FROM run_tasks t "
+        "LEFT JOIN task_outputs o ON o.run_id = t.run_id AND o.task_id = t.task_id "
+        "WHERE t.run_id = ? AND t.task_id = 'unserializable'",
         result.run_id,
     )
     assert row == {"status": "failed", "output": None}

@@ -261,6 +261,6 @@ def test_returning_its_own_context_keeps_the_writes(runner, rows):
     assert result.context == {"i": 0, "x": 1, "y": 2}
     outputs = {
         r["task_id"]: r["output"]
-        for r in rows("SELECT task_id, output FROM run_tasks WHERE run_id = ?", result.run_id)
+        for r in rows("SELECT task_id, output FROM task_outputs WHERE run_id = ?", result.run_id)
     }
     assert outputs == {"returns_ctx": '{"x":1}', "returns_ctx_async": '{"y":2}'}

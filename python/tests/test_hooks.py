@@ -225,7 +225,10 @@ def test_hooks_run_after_the_transition_is_committed(runner, rows):
 
     def task_row(task_id):
         return rows(
-            "SELECT status, attempts, output, error FROM run_tasks WHERE task_id = ?", task_id
+            "SELECT t.status, t.attempts, o.output, t.error FROM run_tasks t "
+            "LEFT JOIN task_outputs o ON o.run_id = t.run_id AND o.task_id = t.task_id "
+            "WHERE t.task_id = ?",
+            task_id,
         )
 
     def attempt_rows(task_id):

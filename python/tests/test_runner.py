@@ -116,7 +116,10 @@ def test_linear_chain_rows(runner, rows):
     assert [r["position"] for r in task_rows] == [0, 1, 2]
     deps = {r["task_id"]: sorted(loads(r["dependencies"])) for r in task_rows}
     assert deps == {"extract": [], "sum_rows": ["extract"], "load": ["sum_rows"]}
-    outputs = {r["task_id"]: loads(r["output"]) for r in task_rows}
+    outputs = {
+        r["task_id"]: loads(r["output"])
+        for r in rows("SELECT task_id, output FROM task_outputs WHERE run_id = ?", result.run_id)
+    }
     assert outputs == {
         "extract": {"rows": [1, 2, 3]},
         "sum_rows": {"total": 6},

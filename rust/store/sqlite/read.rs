@@ -210,9 +210,11 @@ pub(crate) fn cancel_requests(conn: &mut Connection, owner: &str) -> Result<Vec<
 fn load_tasks(conn: &Connection, run: &mut RunRecord) -> Result<()> {
     {
         let mut query = conn.prepare_cached(
-            "SELECT task_id, position, status, attempts, started_at, finished_at, output, error, \
-             traceback, reason, ready_at, hook_errors, dependencies FROM run_tasks \
-             WHERE run_id = ?1",
+            "SELECT t.task_id, t.position, t.status, t.attempts, t.started_at, t.finished_at, \
+             CASE WHEN t.status = 'completed' THEN COALESCE(t.output_inline, o.output, '{}') END, t.error, \
+             t.traceback, t.reason, t.ready_at, t.hook_errors, t.dependencies \
+             FROM run_tasks AS t LEFT JOIN outputs AS o ON o.id = t.output_id \
+             WHERE t.run_id = ?1",
         )?;
         let rows = query.query_map(params![run.run_id], task_from_row)?;
         for row in rows {

@@ -22,6 +22,12 @@ use super::tx::CachedTx;
 use crate::errors::Result;
 use crate::store::{batch_runs, Committed, Op, Writer};
 
+/// Outputs up to this many bytes (of JSON) stay in their task's row; larger ones are
+/// appended to `outputs` (migration 7). In the row, an output costs no second page per
+/// commit; past a few hundred bytes, the row's growth (page splits, then overflow pages
+/// in this WITHOUT ROWID table) costs more than the appended row does.
+const INLINE_OUTPUT_MAX: usize = 256;
+
 /// How the write connection is opened.
 pub(crate) struct WriterConfig {
     pub path: PathBuf,
@@ -185,6 +191,11 @@ impl Writer for WriteConnection {
             .collect::<rusqlite::Result<_>>()?;
         if !ids.is_empty() {
             let list = serde_json::to_string(&ids)?;
+            tx.prepare_cached(
+                "DELETE FROM outputs WHERE id IN (SELECT output_id FROM run_tasks \
+                 WHERE run_id IN (SELECT value FROM json_each(?1)) AND output_id IS NOT NULL)",
+            )?
+            .execute(params![list])?;
             for table in ["run_events", "earlier_attempts", "run_tasks", "runs"] {
                 tx.prepare_cached(&format!(
                     "DELETE FROM {table} WHERE run_id IN (SELECT value FROM json_each(?1))"
@@ -284,8 +295,14 @@ fn apply(conn: &Connection, op: &Op) -> Result<Option<String>> {
             )?
             .execute(params![&**run_id, &**task_id])?;
             conn.prepare_cached(
+                "DELETE FROM outputs WHERE id = \
+                 (SELECT output_id FROM run_tasks WHERE run_id = ?1 AND task_id = ?2)",
+            )?
+            .execute(params![&**run_id, &**task_id])?;
+            conn.prepare_cached(
                 "UPDATE run_tasks SET status = 'pending', reason = NULL, error = NULL, traceback = NULL, \
-                 output = NULL, finished_at = NULL, ready_at = NULL WHERE run_id = ?1 AND task_id = ?2",
+                 output_inline = NULL, output_id = NULL, finished_at = NULL, ready_at = NULL \
+                 WHERE run_id = ?1 AND task_id = ?2",
             )?
             .execute(params![&**run_id, &**task_id])?;
         }
@@ -314,12 +331,23 @@ fn apply(conn: &Connection, op: &Op) -> Result<Option<String>> {
             .execute(params![attempt, &**owner, at, &**run_id, &**task_id])?;
         }
         Op::FinishTask { run_id, task_id, owner, status, at, output, error, traceback, reason } => {
-            // The row is the attempt's record too (see `earlier_attempts`).
+            // A small output stays in the row, a large one is appended to `outputs`
+            // (migration 7). The row is the attempt's record too (see `earlier_attempts`).
+            let (inline, output_id) = match output.as_deref() {
+                Some(text) if text.len() > INLINE_OUTPUT_MAX => {
+                    conn.prepare_cached("INSERT INTO outputs (output) VALUES (?1)")?
+                        .execute(params![text])?;
+                    (None, Some(conn.last_insert_rowid()))
+                }
+                small => (small, None),
+            };
             conn.prepare_cached(
-                "UPDATE run_tasks SET status = ?1, output = ?2, error = ?3, traceback = ?4, finished_at = ?5, \
-                 owner = ?6, reason = ?7 WHERE run_id = ?8 AND task_id = ?9",
+                "UPDATE run_tasks SET status = ?1, output_inline = ?2, output_id = ?3, error = ?4, \
+                 traceback = ?5, finished_at = ?6, owner = ?7, reason = ?8 WHERE run_id = ?9 AND task_id = ?10",
             )?
-            .execute(params![status, output, error, traceback, at, &**owner, reason, &**run_id, &**task_id])?;
+            .execute(params![
+                status, inline, output_id, error, traceback, at, &**owner, reason, &**run_id, &**task_id
+            ])?;
         }
         Op::RetryTask { run_id, task_id, attempt, owner, started_at, at, ready_at, error, traceback } => {
             conn.prepare_cached(
