@@ -1,14 +1,21 @@
 """Context at scale: what a task costs as the context it could see grows.
 
-    python bench/context_scale.py [--quick]
+    python bench/context_scale.py [--quick] [--reps N]
 
 Workloads (trivial bodies, one SQLite file each, release build recommended):
 
 - chains of 1,000 and 4,000 tasks where every task adds one key to the context: no
-  value (no writes), a 100-byte value, a 1 KB value;
+  value (no writes), a 100-byte value, a 1 KB value. Time per task is the whole
+  ``runner.run`` (submit, every task, the final context) over the chain's length, the
+  median of ``--reps`` runs, each on a fresh file;
 - a fan-in: 4,000 parents each writing 1 KB into one join;
-- a task that reads one key of a 10,000-key context, next to one that reads one key of
-  a 10-key context.
+- reading one key: a chain of 200 tasks, each reading one key of the run's input, with an
+  input of 10 keys and one of 10,000 keys. Time per task is the span from the first
+  task's start to the last one's end over 200: what a task pays, without submitting and
+  returning the input (which costs what the input holds, once per run);
+- memory: the 4,000-task 1 KB chain in a fresh process; the growth of its peak resident
+  memory (VmHWM) over what it had after a warm-up run, next to the size of the outputs
+  the run stored.
 
 Targets (issue "Context at scale"): a 4,000-task chain writing 1 KB per task costs at
 most 1.5x per task what the chain without writes costs; reading one key of a 10,000-key
@@ -19,19 +26,16 @@ chain under 2x the size of its stored outputs.
 from __future__ import annotations
 
 import argparse
-import os
+import json
+import sqlite3
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
 
 from cloacina import Runner, Workflow, task
-
-
-def rss_mb() -> float:
-    """Resident memory of this process, in MB."""
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 1e6
 
 
 def chain(name: str, length: int, value_bytes: int | None) -> Workflow:
@@ -69,31 +73,95 @@ def fan_in(name: str, parents: int, value_bytes: int) -> Workflow:
     return Workflow(name, [join])
 
 
-def reader(name: str, keys: int) -> Workflow:
-    """A task that reads one key of a context of ``keys`` keys (given as the input)."""
+def readers(name: str, length: int) -> Workflow:
+    """A chain of ``length`` tasks, task i reading key k{i % 10} of the input."""
+    tasks = []
+    previous = None
+    for i in range(length):
 
-    @task(id=f"{name}_read")
-    def read_one(ctx):
-        return {"got": len(ctx["k0"])}
+        def body(ctx, i=i):
+            assert ctx[f"k{i % 10}"] == "v" * 10
 
-    return Workflow(name, [read_one])
+        t = task(id=f"{name}_{i}", dependencies=[previous] if previous else [])(body)
+        tasks.append(t)
+        previous = t
+    return Workflow(name, tasks)
 
 
-def timed(runner: Runner, wf: Workflow, context: dict | None = None, reps: int = 1) -> float:
-    """Median seconds of ``reps`` runs."""
-    times = []
-    for _ in range(reps):
+def run_once(tmp: str, file: str, wf: Workflow, context: dict | None = None):
+    """One run on a fresh file: (seconds, result)."""
+    with Runner(f"sqlite:///{tmp}/{file}.db") as runner:
         started = time.perf_counter()
         result = runner.run(wf, context or {})
-        times.append(time.perf_counter() - started)
-        assert result.status == "completed", result.error
-    return statistics.median(times)
+        seconds = time.perf_counter() - started
+    assert result.status == "completed", result.error
+    Path(f"{tmp}/{file}.db").unlink()
+    return seconds, result
+
+
+def task_span(result) -> float:
+    """Seconds from the first task's start to the last task's end."""
+    starts = [t.started_at for t in result.tasks.values()]
+    ends = [t.finished_at for t in result.tasks.values()]
+    return (max(ends) - min(starts)).total_seconds()
+
+
+def peak_kb() -> int:
+    """This process's peak resident memory (VmHWM), in KB."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+    raise RuntimeError("no VmHWM in /proc/self/status")
+
+
+def reset_peak() -> None:
+    """Sets VmHWM back to the current resident memory (Linux: write 5 to clear_refs)."""
+    Path("/proc/self/clear_refs").write_text("5")
+
+
+def memory_probe(length: int, value_bytes: int | None) -> None:
+    """In a fresh process: the peak memory a ``length``-task chain adds while it runs
+    (waiting on its summary only) and once its result (context, tasks) is read, as JSON."""
+    with tempfile.TemporaryDirectory(dir=Path(__file__).parent) as tmp:
+        wf = chain("mem", length, value_bytes)
+        with Runner(f"sqlite:///{tmp}/mem.db") as runner:
+            runner.run(chain("warm", 50, value_bytes), {})  # libraries, caches, threads
+            reset_peak()
+            before = peak_kb()
+            handle = runner.start(wf, {})
+            while runner.list_runs(wf)[0].status != "completed":
+                time.sleep(0.005)
+            running_kb = peak_kb() - before
+            result = runner.get_run(handle.run_id)
+            result_kb = peak_kb() - before
+            assert result.status == "completed", result.error
+            del result
+        with sqlite3.connect(f"{tmp}/mem.db") as conn:
+            [(stored,)] = conn.execute(
+                "SELECT coalesce(sum(length(output)), 0) FROM task_outputs "
+                "WHERE task_id LIKE 'mem\\_%' ESCAPE '\\'"
+            ).fetchall()
+    print(
+        json.dumps(
+            {
+                "running_mb": running_kb / 1000,
+                "result_mb": result_kb / 1000,
+                "stored_mb": stored / 1e6,
+            }
+        )
+    )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="chains of 250 and 1,000 only")
+    parser.add_argument("--reps", type=int, default=3, help="runs per chain (median)")
+    parser.add_argument("--memory-probe", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--probe-bytes", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.memory_probe:
+        memory_probe(args.memory_probe, args.probe_bytes)
+        return
     lengths = (250, 1000) if args.quick else (1000, 4000)
     rows: list[tuple[str, str]] = []
     with tempfile.TemporaryDirectory(dir=Path(__file__).parent) as tmp:
@@ -101,32 +169,54 @@ def main() -> None:
         for length in lengths:
             for label, size in (("none", None), ("100 B", 100), ("1 KB", 1000)):
                 wf = chain(f"c{length}_{label.replace(' ', '')}", length, size)
-                with Runner(f"sqlite:///{tmp}/c{length}_{size}.db") as runner:
-                    before = rss_mb()
-                    seconds = timed(runner, wf)
-                    growth = rss_mb() - before
-                ms = seconds * 1000 / length
+                times = [run_once(tmp, "chain", wf)[0] for _ in range(args.reps)]
+                ms = statistics.median(times) * 1000 / length
                 per_task[(length, label)] = ms
-                rows.append(
-                    (f"chain of {length}, {label} per key", f"{ms:.3f} ms/task, +{growth:.0f} MB")
-                )
+                rows.append((f"chain of {length}, {label} per key", f"{ms:.3f} ms/task"))
         big = lengths[-1]
         ratio = per_task[(big, "1 KB")] / per_task[(big, "none")]
         rows.append((f"chain of {big}: 1 KB vs no writes", f"{ratio:.2f}x (target <= 1.5x)"))
+
         parents = 4000 if not args.quick else 1000
-        with Runner(f"sqlite:///{tmp}/fan.db") as runner:
-            seconds = timed(runner, fan_in(f"fan{parents}", parents, 1000))
+        wf = fan_in(f"fan{parents}", parents, 1000)
+        seconds = statistics.median(run_once(tmp, "fan", wf)[0] for _ in range(args.reps))
         rows.append(
             (f"fan-in of {parents} parents x 1 KB", f"{seconds * 1000 / (parents + 1):.3f} ms/task")
         )
-        with Runner(f"sqlite:///{tmp}/read.db") as runner:
-            small = timed(runner, reader("r10", 10), {f"k{i}": "v" * 10 for i in range(10)}, 21)
-            large = timed(
-                runner, reader("r10000", 10_000), {f"k{i}": "v" * 10 for i in range(10_000)}, 21
+
+        length = 200
+        spans = {}
+        for keys in (10, 10_000):
+            data = {f"k{i}": "v" * 10 for i in range(keys)}
+            wf = readers(f"read{keys}", length)
+            samples = [task_span(run_once(tmp, "read", wf, data)[1]) for _ in range(args.reps + 2)]
+            spans[keys] = statistics.median(samples) * 1000 / length
+        rows.append(("read 1 key of 10 keys", f"{spans[10]:.3f} ms/task"))
+        rows.append(("read 1 key of 10,000 keys", f"{spans[10_000]:.3f} ms/task"))
+        rows.append(
+            ("10,000 keys vs 10 keys", f"{spans[10_000] / spans[10]:.2f}x (target <= 1.1x)")
+        )
+
+    memory = {}
+    for size in (None, 1000):
+        extra = [] if size is None else ["--probe-bytes", str(size)]
+        probe = subprocess.run(
+            [sys.executable, __file__, "--memory-probe", str(big), *extra],
+            check=True,
+            capture_output=True,
+            text=True,
+        )
+        memory[size] = json.loads(probe.stdout)
+    stored = memory[1000]["stored_mb"]
+    for when, field in (("while it runs", "running_mb"), ("with its result read", "result_mb")):
+        grown, baseline = memory[1000][field], memory[None][field]
+        rows.append(
+            (
+                f"chain of {big} x 1 KB: peak memory growth {when}",
+                f"{grown:.1f} MB ({grown / stored:.2f}x its {stored:.1f} MB of stored outputs; "
+                f"{baseline:.1f} MB without writes; target < 2x)",
             )
-        rows.append(("read 1 key of 10 keys", f"{small * 1000:.3f} ms per run"))
-        rows.append(("read 1 key of 10,000 keys", f"{large * 1000:.3f} ms per run"))
-        rows.append(("10,000 keys vs 10 keys", f"{large / small:.2f}x (target <= 1.1x)"))
+        )
     print("| measure | result |")
     print("| --- | --- |")
     for measure, result in rows:
