@@ -435,6 +435,13 @@ def test_a_file_from_before_upstream_failed_is_upgraded_in_place(tmp_path: Path)
             "optional": SKIPPED,  # its rule chose not to run it
             "after_optional": SKIPPED,
         }
+        # Outputs written before migration 7 (in the task rows) still read back.
+        assert (before.context.get("ok"), before.context.get("late")) == (1, 1)
+        outputs = query(path, "SELECT task_id, output FROM task_outputs ORDER BY task_id")
+        assert outputs == [
+            {"task_id": "late_join", "output": '{"late":1}'},
+            {"task_id": "ok", "output": '{"ok":1}'},
+        ]
         # The attempts view still lists exactly the finished attempts.
         listed = query(path, "SELECT task_id, status FROM task_attempts ORDER BY task_id")
         assert listed == [
