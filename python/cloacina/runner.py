@@ -717,7 +717,18 @@ class Runner:
         import asyncio  # already loaded by whoever awaits this; not at `import cloacina`
 
         data = self._prepare(workflow, context)
-        run_id = await self._engine_or_raise().submit_async(workflow.name, data)
+        # Cancelling the caller while the run is being submitted must still cancel the
+        # run: the submission is shielded, and the run it creates is cancelled.
+        submitting = asyncio.ensure_future(
+            self._engine_or_raise().submit_async(workflow.name, data)
+        )
+        try:
+            run_id = await asyncio.shield(submitting)
+        except asyncio.CancelledError:
+            created = await asyncio.gather(submitting, return_exceptions=True)
+            if isinstance(created[0], str):
+                await self.cancel_async(created[0])
+            raise
         try:
             return await RunHandle(self, run_id)
         except asyncio.CancelledError:

@@ -418,6 +418,24 @@ async def test_cancelling_run_async_cancels_the_run(runner):
     assert cancelled.wait(5)
 
 
+@pytest.mark.asyncio
+async def test_cancelling_run_async_while_it_submits_still_cancels_the_run(runner):
+    """The caller is cancelled before the submission returned: the run it created must
+    not go on running unwatched."""
+    wf = long_async_workflow("cancel_submitting_wf", None)
+    job = asyncio.ensure_future(runner.run_async(wf, {}))
+    await asyncio.sleep(0)  # run_async has started submitting
+    job.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await job
+    [summary] = eventually(lambda: runner.list_runs(wf), lambda runs: len(runs) == 1)
+    result = eventually(
+        lambda: runner.get_run(summary.run_id),
+        lambda r: r.status in ("completed", "failed", "cancelled"),
+    )
+    assert result.status == "cancelled", result.status
+
+
 def test_cancel_a_run_still_waiting_for_a_slot(db_url):
     ran = []
     hog_cancelled = threading.Event()
