@@ -171,11 +171,18 @@ def to_mermaid(order: Sequence[str], deps: Mapping[str, Sequence[str]]) -> str:
 
 
 def to_ascii(
-    name: str, version: str, order: Sequence[str], deps: Mapping[str, Sequence[str]]
+    name: str,
+    version: str,
+    order: Sequence[str],
+    deps: Mapping[str, Sequence[str]],
+    marks: Mapping[str, str] | None = None,
 ) -> str:
-    """One task a line, in merge order, with what it depends on."""
+    """One task a line, in merge order, with what it depends on; ``marks`` (a run's task
+    statuses, say) are shown in a column before the task ids."""
     lines = [f"workflow '{name}' (version {version})"]
+    width = max((len(m) for m in marks.values()), default=0) if marks else 0
     for t in order:
         after = f"  <- {', '.join(deps.get(t, ()))}" if deps.get(t) else ""
-        lines.append(f"  {t}{after}")
+        mark = f"{marks.get(t, ''):<{width}}  " if marks else ""
+        lines.append(f"  {mark}{t}{after}")
     return "\n".join(lines)

@@ -375,6 +375,13 @@ def _emit_run(args: argparse.Namespace, result: RunResult, details: bool = False
     print(f"run {result.run_id} of workflow '{result.workflow}': {result.status}")
     if result.error:
         print(f"error: {result.error}")
+    if details:
+        from cloacina import _graph
+
+        tasks = result.tasks
+        deps = {tid: t.dependencies for tid, t in tasks.items()}
+        marks = {tid: t.status for tid, t in tasks.items()}
+        print(_graph.to_ascii(result.workflow, result.version, list(tasks), deps, marks))
     table = [
         [tid, t.status, str(t.attempts), (t.error or t.reason or "").splitlines()[0][:80]]
         if (t.error or t.reason)

@@ -81,6 +81,10 @@ def test_run_list_show_as_json(tmp_path, flow, make_db_url):
 
     shown = cli("runs", "show", rows[0]["run_id"], cwd=tmp_path, db=db)
     assert "cli_check" in shown.stdout and "raise Fail" in shown.stdout
+    # The DAG, each task with its status, in merge order.
+    dag = shown.stdout.splitlines()
+    assert "  completed  cli_load" in dag
+    assert "  failed     cli_check  <- cli_load" in dag
 
     table = cli("runs", "list", "--status", "completed", cwd=tmp_path, db=db)
     assert run["run_id"] in table.stdout and rows[0]["run_id"] not in table.stdout
