@@ -54,14 +54,23 @@ class Context:
     __slots__ = ("_data", "_explain", "_keys", "_new", "_task_id", "_touched", "_view", "_written")
 
     def __init__(self, data: Mapping[str, Any] | None = None) -> None:
-        self._data: dict[str, Any] = dict(data) if data is not None else {}
-        self._view: _View | None = None
+        self._start(dict(data) if data is not None else {}, None, None, None)
+
+    def _start(
+        self,
+        data: dict[str, Any],
+        view: _View | None,
+        task_id: str | None,
+        explain: Callable[[str], str | None] | None,
+    ) -> None:
+        self._data: dict[str, Any] = data
+        self._view: _View | None = view
         self._keys: list[str] | None = None
         self._new: dict[str, None] = {}
         self._written: dict[str, None] = {}
         self._touched: set[str] = set()
-        self._task_id: str | None = None
-        self._explain: Callable[[str], str | None] | None = None
+        self._task_id: str | None = task_id
+        self._explain: Callable[[str], str | None] | None = explain
 
     @classmethod
     def _wrap(
@@ -76,17 +85,9 @@ class Context:
         that wrote ``key`` (or returns None)."""
         ctx = cls.__new__(cls)
         if isinstance(data, dict):
-            ctx._data = data
-            ctx._view = None
+            ctx._start(data, None, task_id, explain)
         else:
-            ctx._data = {}
-            ctx._view = data
-        ctx._keys = None
-        ctx._new = {}
-        ctx._written = {}
-        ctx._touched = set()
-        ctx._task_id = task_id
-        ctx._explain = explain
+            ctx._start({}, data, task_id, explain)
         return ctx
 
     def _read(self, key: str, value: Any) -> Any:

@@ -648,7 +648,7 @@ impl Scheduler {
             reason: Some(reason),
             at: Some(now),
         });
-        run.pass_through(position, input);
+        run.pass_on(position, input);
         run.unfinished -= 1;
         false
     }

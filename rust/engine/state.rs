@@ -132,9 +132,12 @@ impl RunState {
             _ => {
                 let parent = deps
                     .iter()
-                    .filter(|&&d| self.tasks[d as usize].output.is_some())
-                    .map(|&d| (d, graph.ancestors(d)))
-                    .max_by_key(|(_, ancestors)| ancestors.len());
+                    .filter_map(|&d| Some((self.tasks[d as usize].output.clone()?, d, graph.ancestors(d))))
+                    .max_by_key(|(_, _, ancestors)| ancestors.len())
+                    .map(|(view, d, mut covered)| {
+                        covered.push(d); // after its ancestors: still ascending
+                        (view, covered)
+                    });
                 self.rebuild(position, parent)
             }
         };
@@ -148,18 +151,11 @@ impl RunState {
         view
     }
 
-    /// The input of the task at `position`, from the output view of `parent` (with the
-    /// parent's ancestors, ascending) when given, else from the run's input; the writes
-    /// of every other ancestor are added.
-    fn rebuild(&self, position: u32, parent: Option<(u32, Vec<u32>)>) -> View {
-        let (mut view, covered) = match parent {
-            Some((p, mut ancestors)) => {
-                let view = self.tasks[p as usize].output.clone().unwrap_or_else(|| self.base.clone());
-                ancestors.push(p); // after its ancestors: still ascending
-                (view, ancestors)
-            }
-            None => (self.base.clone(), Vec::new()),
-        };
+    /// The input of the task at `position`: `start` (a parent's output view, with the
+    /// positions it covers, ascending) or else the run's input, plus the writes of every
+    /// ancestor not covered.
+    fn rebuild(&self, position: u32, start: Option<(View, Vec<u32>)>) -> View {
+        let (mut view, covered) = start.unwrap_or_else(|| (self.base.clone(), Vec::new()));
         let mut covered = covered.into_iter().peekable();
         for a in self.workflow.graph.ancestors(position) {
             while covered.next_if(|&c| c < a).is_some() {}
@@ -173,8 +169,10 @@ impl RunState {
         view
     }
 
-    /// Keeps `view` as what the successors of the task at `position` inherit.
-    fn pass_on(&mut self, position: u32, view: View) {
+    /// Keeps `view` as what the successors of the task at `position` inherit: its input
+    /// plus its writes, or only its input when it did not run (skipped or
+    /// `upstream_failed`).
+    pub fn pass_on(&mut self, position: u32, view: View) {
         let users = self.workflow.graph.successors(position).len() as u32;
         let task = &mut self.tasks[position as usize];
         if users > 0 {
@@ -193,12 +191,6 @@ impl RunState {
             view.add(i64::from(position), &delta);
             self.pass_on(position, view);
         }
-    }
-
-    /// Records that the task at `position` did not run (skipped or `upstream_failed`)
-    /// although its input was computed: its successors inherit that input.
-    pub fn pass_through(&mut self, position: u32, input: View) {
-        self.pass_on(position, input);
     }
 }
 

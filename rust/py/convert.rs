@@ -20,11 +20,8 @@ pub fn map_to_py<'py>(py: Python<'py>, map: &Map) -> PyResult<Bound<'py, PyAny>>
 /// context, not three).
 fn context_to_py<'py>(py: Python<'py>, run: &mut RunRecord) -> PyResult<Bound<'py, PyDict>> {
     let dict = PyDict::new(py);
-    for (key, value) in std::mem::take(&mut run.input) {
-        dict.set_item(key, value_to_py(py, &value)?)?;
-    }
-    for task in run.tasks.iter_mut().filter(|t| t.status == "completed") {
-        for (key, value) in task.output.take().unwrap_or_default() {
+    for part in run.take_context_parts() {
+        for (key, value) in part {
             dict.set_item(key, value_to_py(py, &value)?)?;
         }
     }

@@ -1,7 +1,6 @@
 //! `ContextView`: a task's context as the engine holds it, handed to Python without
 //! copying. A value becomes a Python object only when the task reads it.
 
-use pyo3::exceptions::PyKeyError;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList, PyString};
 
@@ -15,6 +14,14 @@ pub struct ContextView {
     pub view: View,
 }
 
+/// `f` of `key` as a str; None for a key that is not a `str` (never in a context).
+fn with_str<T>(key: &Bound<'_, PyAny>, f: impl FnOnce(&str) -> T) -> PyResult<Option<T>> {
+    match key.cast::<PyString>() {
+        Ok(key) => Ok(Some(f(key.to_str()?))),
+        Err(_) => Ok(None),
+    }
+}
+
 #[pymethods]
 impl ContextView {
     /// The value of `key` (a new Python object), or `default` when it is absent.
@@ -25,32 +32,14 @@ impl ContextView {
         key: &Bound<'py, PyAny>,
         default: Option<Bound<'py, PyAny>>,
     ) -> PyResult<Bound<'py, PyAny>> {
-        let found = match key.cast::<PyString>() {
-            Ok(key) => self.view.get(key.to_str()?),
-            Err(_) => None,
-        };
-        match found {
+        match with_str(key, |k| self.view.get(k))?.flatten() {
             Some(value) => value_to_py(py, value),
             None => Ok(default.unwrap_or_else(|| py.None().into_bound(py))),
         }
     }
 
-    fn __getitem__<'py>(&self, py: Python<'py>, key: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
-        let found = match key.cast::<PyString>() {
-            Ok(k) => self.view.get(k.to_str()?),
-            Err(_) => None,
-        };
-        match found {
-            Some(value) => value_to_py(py, value),
-            None => Err(PyKeyError::new_err(key.clone().unbind())),
-        }
-    }
-
     fn __contains__(&self, key: &Bound<'_, PyAny>) -> PyResult<bool> {
-        match key.cast::<PyString>() {
-            Ok(key) => Ok(self.view.contains_key(key.to_str()?)),
-            Err(_) => Ok(false),
-        }
+        Ok(with_str(key, |k| self.view.contains_key(k))?.unwrap_or(false))
     }
 
     fn __len__(&self) -> usize {
@@ -60,11 +49,6 @@ impl ContextView {
     /// The keys, in order (a new list).
     fn keys<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
         PyList::new(py, self.view.keys())
-    }
-
-    /// The whole context as a new dict.
-    fn to_dict<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
-        view_to_py(py, &self.view)
     }
 }
 

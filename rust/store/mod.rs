@@ -337,12 +337,22 @@ impl RunRecord {
         }
     }
 
-    /// The run's context: its input plus the writes of every completed task, in order.
+    /// Takes out of the record the maps whose merge (later writes winning) is the run's
+    /// context, in merge order: its input, then each completed task's writes.
+    pub fn take_context_parts(&mut self) -> impl Iterator<Item = Map> + '_ {
+        let input = std::mem::take(&mut self.input);
+        let outputs =
+            self.tasks.iter_mut().filter(|t| t.status == "completed").filter_map(|t| t.output.take());
+        std::iter::once(input).chain(outputs)
+    }
+
+    /// The run's context as one map (merged from a copy of the record's parts).
     pub fn context(&self) -> Map {
-        context::fold(
-            &self.input,
-            self.tasks.iter().filter(|t| t.status == "completed").filter_map(|t| t.output.as_ref()),
-        )
+        let mut merged = Map::new();
+        for part in self.clone().take_context_parts() {
+            context::apply(&mut merged, &part);
+        }
+        merged
     }
 }
 
