@@ -927,38 +927,25 @@ def build(results: dict[str, Any]) -> tuple[list[list[str]], dict[str, Any], lis
                 "",
             ]
         )
-    eng = results.get("engines")
-    if eng:
-        one, two = eng["engines_1"], eng["engines_2"]
-        summary["engines"] = {
+    # Scaling from one process to two: engines driving runs, workers serving the queue.
+    for name, one_key, two_key, label in (
+        ("engines", "engines_1", "engines_2", "runs: 1 engine -> 2 engines"),
+        ("queue", "workers_1", "workers_2", "queued: 1 worker -> 2 workers"),
+    ):
+        scaling = results.get(name)
+        if not scaling:
+            continue
+        one, two = scaling[one_key], scaling[two_key]
+        summary[name] = {
             "one_tasks_per_s": one["tasks_per_s"] if one["valid"] else None,
             "two_tasks_per_s": two["tasks_per_s"] if two["valid"] else None,
-            "ratio": eng["ratio"],
+            "ratio": scaling["ratio"],
         }
         rows.append(
             [
-                f"W4 x{eng['runs']} runs: 1 engine -> 2 engines, tasks/s",
+                f"W4 x{scaling['runs']} {label}, tasks/s",
                 f"{cell(one, 'tasks_per_s', '{:.0f}')} -> {cell(two, 'tasks_per_s', '{:.0f}')}"
-                f" ({fmt(eng['ratio'], '.2f')}x)",
-                "",
-                "",
-                "",
-                "",
-            ]
-        )
-    q = results.get("queue")
-    if q:
-        one, two = q["workers_1"], q["workers_2"]
-        summary["queue"] = {
-            "one_tasks_per_s": one["tasks_per_s"] if one["valid"] else None,
-            "two_tasks_per_s": two["tasks_per_s"] if two["valid"] else None,
-            "ratio": q["ratio"],
-        }
-        rows.append(
-            [
-                f"W4 x{q['runs']} queued: 1 worker -> 2 workers, tasks/s",
-                f"{cell(one, 'tasks_per_s', '{:.0f}')} -> {cell(two, 'tasks_per_s', '{:.0f}')}"
-                f" ({fmt(q['ratio'], '.2f')}x)",
+                f" ({fmt(scaling['ratio'], '.2f')}x)",
                 "",
                 "",
                 "",
