@@ -124,7 +124,7 @@ def reset_peak() -> None:
 
 def memory_probe(length: int, value_bytes: int | None) -> None:
     """In a fresh process: the peak memory a ``length``-task chain adds while it runs
-    (waiting on its summary only) and once its result (context, tasks) is read, as JSON."""
+    (polling its status only: one row) and once its result (context, tasks) is read, as JSON."""
     with tempfile.TemporaryDirectory(dir=Path(__file__).parent) as tmp:
         wf = chain("mem", length, value_bytes)
         with Runner(f"sqlite:///{tmp}/mem.db") as runner:
@@ -132,7 +132,7 @@ def memory_probe(length: int, value_bytes: int | None) -> None:
             reset_peak()
             before = peak_kb()
             handle = runner.start(wf, {})
-            while runner.list_runs(wf)[0].status != "completed":
+            while handle.status() != "completed":
                 time.sleep(0.005)
             running_kb = peak_kb() - before
             result = runner.get_run(handle.run_id)

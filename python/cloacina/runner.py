@@ -352,11 +352,11 @@ class RunHandle:
         self.run_id = run_id
 
     def status(self) -> str:
-        """The run's status now, from the database."""
-        result = self._runner.get_run(self.run_id)
-        if result is None:
+        """The run's status now, from the database (one row: cheap to poll)."""
+        status = self._runner._engine_or_raise().run_status(self.run_id)
+        if status is None:
             raise CloacinaError(f"no run with id '{self.run_id}'")
-        return result.status
+        return status
 
     def cancel(self) -> bool:
         """Cancels the run (see :meth:`Runner.cancel`)."""

@@ -255,6 +255,18 @@ def test_start_returns_at_once_and_wait_returns_the_result(runner):
     assert handle.status() == "completed"
 
 
+def test_handle_status_of_a_purged_run_names_the_run(runner):
+    release = threading.Event()
+    handle = runner.start(blocking_workflow(threading.Event(), release), {})
+    handle.cancel()
+    release.set()
+    assert handle.wait(timeout=60).status == "cancelled"
+    assert handle.status() == "cancelled"
+    assert runner.purge(older_than=timedelta(0)) == 1
+    with pytest.raises(CloacinaError, match=handle.run_id):
+        handle.status()
+
+
 def test_wait_with_timeout_raises_timeout_error(runner):
     started, release = threading.Event(), threading.Event()
     handle = runner.start(blocking_workflow(started, release), {})

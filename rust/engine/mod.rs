@@ -359,8 +359,13 @@ impl Engine {
 
     /// Whether run `run_id` is final now, as stored (false if unknown).
     pub async fn is_final(&self, run_id: &str, reads: Reads) -> Result<bool> {
-        let status = self.shared.store.run_status(run_id, reads).await?;
+        let status = self.run_status(run_id, reads).await?;
         Ok(status.is_some_and(|s| is_final_run_status(&s)))
+    }
+
+    /// Run `run_id`'s status as stored (one row read: no tasks, no contexts), if it exists.
+    pub async fn run_status(&self, run_id: &str, reads: Reads) -> Result<Option<String>> {
+        self.shared.store.run_status(run_id, reads).await
     }
 
     /// Run `run_id` as stored, if it exists.

@@ -180,6 +180,11 @@ impl PyEngine {
         run.map(|r| run_to_py(py, r).map(Bound::unbind)).transpose()
     }
 
+    /// Run `run_id`'s status as stored, or None; reads one row, not the run's tasks.
+    fn run_status(&self, py: Python<'_>, run_id: String) -> PyResult<Option<String>> {
+        Ok(wait(py, self.engine()?.run_status(&run_id, Reads::Inline), None)?.expect("no timeout"))
+    }
+
     /// Stops claiming runs and starting attempts; returns once no attempt runs.
     fn drain(&self, py: Python<'_>) -> PyResult<()> {
         let engine = self.engine()?.clone();
