@@ -3,24 +3,30 @@ them, look at a database. ``cloacina --help`` and ``--version`` load no engine; 
 subcommand imports what it needs when it runs. ``import cloacina`` never imports this.
 
 Output: tables for people; ``-o json`` (one document) or ``-o jsonl`` (one line per item)
-for scripts, JSON only on stdout. The database is ``--db URL``, else
-``$CLOACINA_DATABASE_URL``, else ``sqlite:///cloacina.db``; passwords are masked wherever
-a URL is shown.
+for scripts, JSON only on stdout (what the workflow's own code prints goes to stderr
+then). The database is ``--db URL``, else ``$CLOACINA_DATABASE_URL``, else
+``database_url`` under ``[tool.cloacina]`` in the nearest ``pyproject.toml``, else an
+error naming the three: no command invents a database. Passwords are masked wherever a
+URL is shown.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from cloacina import Runner, RunResult, Workflow
 
 EXIT_OK, EXIT_FAILED_RUN, EXIT_ERROR = 0, 1, 2
+
+# Where results go: stdout, even while stdout is sent to stderr (under -o json|jsonl).
+_out: IO[str] = sys.stdout
 
 
 def _version() -> str:
@@ -43,7 +49,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--db",
         metavar="URL",
-        help="the database (default: $CLOACINA_DATABASE_URL, else sqlite:///cloacina.db)",
+        help="the database (default: $CLOACINA_DATABASE_URL, else database_url under "
+        "[tool.cloacina] in the nearest pyproject.toml)",
     )
     parser.add_argument(
         "--schema",
@@ -78,7 +85,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     run.add_argument("target", help="module:attr or path/to/file.py:attr naming a Workflow")
     run.add_argument("--ctx", default=None, help="the input: a JSON object, or @file.json")
-    run.add_argument("--no-wait", action="store_true", help="start the run and return")
+    run.add_argument(
+        "--no-wait",
+        action="store_true",
+        help="queue the run and return: a worker (cloacina worker TARGET) runs it",
+    )
 
     worker = commands.add_parser(
         "worker",
@@ -114,17 +125,17 @@ def _parser() -> argparse.ArgumentParser:
     )
     cancel.add_argument("run_id")
     resume = runs_commands.add_parser(
-        "resume", parents=[common], help="resume a run; TARGET defines its workflow in this process"
+        "resume",
+        parents=[common],
+        help="resume a failed, cancelled or interrupted run here, until it ends; TARGET "
+        "defines its workflow (its tasks' code) in this process",
     )
     resume.add_argument("run_id")
     resume.add_argument("target", help="module, module:attr or path/to/file.py[:attr]")
-    resume.add_argument("--no-wait", action="store_true")
 
     db = commands.add_parser("db", parents=[common], help="the database: info, migrate, purge")
     db_commands = db.add_subparsers(dest="db_command", metavar="ACTION", required=True)
-    db_commands.add_parser(
-        "info", parents=[common], help="where it is, its schema version, its runs by status"
-    )
+    db_commands.add_parser("info", parents=[common], help="where it is and its runs by status")
     db_commands.add_parser(
         "migrate", parents=[common], help="create the database or bring its schema up to date"
     )
@@ -142,18 +153,29 @@ def _parser() -> argparse.ArgumentParser:
         "graph", parents=[common], help="a workflow's tasks and dependencies"
     )
     graph.add_argument("target", help="module:attr or path/to/file.py:attr naming a Workflow")
-    graph.add_argument("--format", choices=("ascii", "svg", "dot", "mermaid"), default="ascii")
+    graph.add_argument(
+        "--format",
+        choices=("ascii", "svg", "dot", "mermaid"),
+        default="ascii",
+        help="the drawing (with -o json|jsonl: the tasks and their dependencies as JSON)",
+    )
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Runs the command line; returns the exit code (0, 1 for a failed run, 2 for an
     error such as a bad argument or an unreadable database)."""
+    global _out
     args = _parser().parse_args(argv)
     from cloacina.errors import CloacinaError
 
+    _out = sys.stdout
+    # Under -o json|jsonl, what the workflow's code prints (at import, in its tasks) must
+    # not mix with the JSON: it goes to stderr.
+    quiet = contextlib.redirect_stdout(sys.stderr) if args.output != "table" else None
     try:
-        return _dispatch(args)
+        with quiet or contextlib.nullcontext():
+            return _dispatch(args)
     except (CloacinaError, ImportError, ValueError, TypeError, OSError) as exc:
         print(f"cloacina: error: {_scrub(str(exc), args.db)}", file=sys.stderr)
         return EXIT_ERROR
@@ -181,9 +203,13 @@ def _scrub(message: str, url: str | None) -> str:
 def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "graph":
         return _graph(args)
+    args.db = database_url(args.db)
     if args.command == "worker":
         return _worker(args)
-    with _runner(args) as runner:
+    # `run --no-wait` only queues the run: a runner that ran it here would be closed,
+    # its attempts cut short, as soon as this command returns.
+    submit_only = args.command == "run" and args.no_wait
+    with _runner(args, **({"max_concurrency": 0} if submit_only else {})) as runner:
         if args.command == "run":
             return _run(args, runner)
         if args.command == "db":
@@ -203,6 +229,61 @@ def _runner(args: argparse.Namespace, **options: Any) -> Runner:
     from cloacina import Runner
 
     return Runner(args.db, schema=args.schema, **options)
+
+
+def database_url(given: str | None, start: str | None = None) -> str:
+    """The database: ``given`` (``--db``), else ``$CLOACINA_DATABASE_URL``, else
+    ``database_url`` under ``[tool.cloacina]`` in the nearest ``pyproject.toml`` from
+    ``start`` (the current directory) up, a relative SQLite path there taken from that
+    file's directory; else a ``CloacinaError`` naming the three."""
+    if given:
+        return given
+    if os.environ.get("CLOACINA_DATABASE_URL"):
+        return os.environ["CLOACINA_DATABASE_URL"]
+    from cloacina.errors import CloacinaError
+
+    directory = os.path.abspath(start or os.getcwd())
+    while True:
+        candidate = os.path.join(directory, "pyproject.toml")
+        if os.path.isfile(candidate):
+            url = _pyproject_url(candidate)
+            if url is not None:
+                return url
+            break  # the nearest pyproject.toml decides, as for other tools' settings
+        parent = os.path.dirname(directory)
+        if parent == directory:
+            break
+        directory = parent
+    raise CloacinaError(
+        "no database given: pass --db URL, set $CLOACINA_DATABASE_URL, or set database_url "
+        "under [tool.cloacina] in pyproject.toml (for example 'sqlite:///cloacina.db')"
+    )
+
+
+def _pyproject_url(path: str) -> str | None:
+    """``[tool.cloacina] database_url`` of the pyproject.toml at ``path``, if set."""
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10
+        try:
+            import tomli as tomllib  # type: ignore[no-redef,import-not-found,unused-ignore]
+        except ModuleNotFoundError:
+            return None
+    with open(path, "rb") as f:
+        try:
+            settings = tomllib.load(f).get("tool", {}).get("cloacina", {})
+        except tomllib.TOMLDecodeError as exc:
+            raise ValueError(f"{path}: {exc}") from None
+    url = settings.get("database_url")
+    if url is None:
+        return None
+    if not isinstance(url, str):
+        raise ValueError(f"{path}: [tool.cloacina] database_url must be a string")
+    prefix = "sqlite:///"
+    rest = url[len(prefix) :]
+    if url.startswith(prefix) and rest and not rest.startswith("/") and rest != ":memory:":
+        url = prefix + os.path.join(os.path.dirname(path), rest)
+    return url
 
 
 def _worker(args: argparse.Namespace) -> int:
@@ -279,6 +360,8 @@ def _run(args: argparse.Namespace, runner: Runner) -> int:
     handle = runner.start(wf, _input(args.ctx))
     if args.no_wait:
         _emit(args, {"run_id": handle.run_id, "status": handle.status()})
+        if args.output == "table":
+            print(f"a worker runs it: cloacina worker {args.target}", file=sys.stderr)
         return EXIT_OK
     try:
         result = handle.wait()
@@ -292,10 +375,11 @@ def _run(args: argparse.Namespace, runner: Runner) -> int:
 def _resume(args: argparse.Namespace, runner: Runner) -> int:
     load_target(args.target)
     handle = runner.resume(args.run_id)
-    if args.no_wait:
-        _emit(args, {"run_id": handle.run_id, "status": handle.status()})
-        return EXIT_OK
-    result = handle.wait()
+    try:
+        result = handle.wait()
+    except KeyboardInterrupt:
+        runner.cancel(handle.run_id)
+        raise
     _emit_run(args, result)
     return EXIT_OK if result.status == "completed" else EXIT_FAILED_RUN
 
@@ -424,6 +508,13 @@ def _age(text: str) -> float:
 
 def _graph(args: argparse.Namespace) -> int:
     wf = _workflow(args.target)
+    if args.output != "table":
+        tasks = [{"id": t.id, "dependencies": list(t.dependencies)} for t in wf.tasks]
+        if args.output == "jsonl":
+            _emit(args, tasks)
+        else:
+            _emit(args, {"workflow": wf.name, "version": wf.version, "tasks": tasks})
+        return EXIT_OK
     drawings = {"dot": wf.to_dot, "mermaid": wf.to_mermaid, "svg": wf.to_svg, "ascii": wf.to_ascii}
     print(drawings[args.format]())
     return EXIT_OK
@@ -433,9 +524,10 @@ def _emit(args: argparse.Namespace, value: Any) -> None:
     """JSON (or JSON lines) on stdout for ``-o json|jsonl``; otherwise a readable form."""
     if args.output == "jsonl" and isinstance(value, list):
         for item in value:
-            print(json.dumps(item, default=str))
+            print(json.dumps(item, default=str), file=_out)
     elif args.output in ("json", "jsonl"):
-        print(json.dumps(value, default=str, indent=None if args.output == "jsonl" else 2))
+        indent = None if args.output == "jsonl" else 2
+        print(json.dumps(value, default=str, indent=indent), file=_out)
     elif isinstance(value, dict):
         for key, item in value.items():
             print(f"{key}: {item}")

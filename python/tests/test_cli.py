@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -205,3 +206,122 @@ def test_help_version_and_the_plugin_load_no_engine(arg):
         check=True,
     )
     assert out.stdout.strip().splitlines()[-1] == "LIGHT", out.stdout
+
+
+MARKED = textwrap.dedent(
+    """
+    import os
+    from cloacina import Workflow, task
+
+    print("flow imported")                        # user output: never on stdout with -o json
+
+    @task(id="marked")
+    def marked(ctx):
+        print("task body ran")
+        with open(ctx["marker"], "a") as f:
+            f.write(f"{os.getpid()}\\n")
+
+    wf = Workflow("marked_flow", [marked])
+    """
+)
+
+
+def test_no_wait_queues_the_run_and_a_worker_runs_it_once(tmp_path, db_url):
+    flow = tmp_path / "marked.py"
+    flow.write_text(MARKED)
+    marker = tmp_path / "marker.txt"
+    ctx = json.dumps({"marker": str(marker)})
+    queued = cli(
+        "-o", "json", "run", f"{flow}:wf", "--ctx", ctx, "--no-wait", cwd=tmp_path, db=db_url
+    )
+    document = json.loads(queued.stdout)  # stdout is the JSON alone: the print went to stderr
+    assert document["status"] == "queued"
+    assert "flow imported" in queued.stderr
+    assert not marker.exists(), "--no-wait must not start the task in the CLI process"
+
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "cloacina", "worker", str(flow)],
+        cwd=tmp_path,
+        env={**os.environ, "CLOACINA_DATABASE_URL": db_url},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            shown = json.loads(cli("-o", "json", "runs", "show", document["run_id"],
+                                   cwd=tmp_path, db=db_url).stdout)  # fmt: skip
+            if shown["status"] == "completed" or time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
+    finally:
+        worker.terminate()
+        worker.wait(timeout=60)
+    assert shown["status"] == "completed"
+    assert shown["tasks"]["marked"]["attempts"] == 1
+    assert marker.read_text().split() == [str(worker.pid)]
+
+
+def cli_without_database(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    """`cloacina ARGS` with no --db and no $CLOACINA_DATABASE_URL."""
+    env = {k: v for k, v in os.environ.items() if k != "CLOACINA_DATABASE_URL"}
+    return subprocess.run(
+        [sys.executable, "-m", "cloacina", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_without_a_database_commands_fail_naming_where_to_give_one(tmp_path, flow):
+    for args in (["runs", "list"], ["db", "info"], ["run", f"{flow}:wf"]):
+        proc = cli_without_database(*args, cwd=tmp_path)
+        assert proc.returncode == 2, (args, proc.stderr)
+        for hint in ("--db", "$CLOACINA_DATABASE_URL", "[tool.cloacina]"):
+            assert hint in proc.stderr, (args, proc.stderr)
+    assert not list(tmp_path.glob("*.db")), "no command may invent a database file"
+    # The graph reads no database: it needs none.
+    assert cli_without_database("graph", f"{flow}:wf", cwd=tmp_path).returncode == 0
+
+
+def test_the_database_can_come_from_pyproject_toml(tmp_path, flow):
+    (tmp_path / "pyproject.toml").write_text(
+        '[project]\nname = "x"\n\n[tool.cloacina]\ndatabase_url = "sqlite:///runs/cli.db"\n'
+    )
+    (tmp_path / "runs").mkdir()
+    below = tmp_path / "src" / "deeper"
+    below.mkdir(parents=True)
+    ran = cli_without_database("-o", "json", "run", f"{flow}:wf", cwd=below)
+    assert ran.returncode == 0, ran.stderr
+    assert json.loads(ran.stdout)["status"] == "completed"
+    # A relative SQLite path is taken from the pyproject.toml's directory.
+    assert (tmp_path / "runs" / "cli.db").exists()
+    listed = cli_without_database("-o", "json", "runs", "list", cwd=tmp_path)
+    assert [r["workflow"] for r in json.loads(listed.stdout)] == ["cli_flow"]
+
+
+def test_graph_as_json(tmp_path, flow):
+    db = f"sqlite:///{tmp_path / 'g.db'}"
+    document = json.loads(cli("-o", "json", "graph", f"{flow}:wf", cwd=tmp_path, db=db).stdout)
+    assert document["workflow"] == "cli_flow" and document["version"]
+    assert document["tasks"] == [
+        {"id": "cli_load", "dependencies": []},
+        {"id": "cli_check", "dependencies": ["cli_load"]},
+    ]
+    lines = cli("-o", "jsonl", "graph", f"{flow}:wf", cwd=tmp_path, db=db).stdout.splitlines()
+    assert [json.loads(line)["id"] for line in lines] == ["cli_load", "cli_check"]
+    assert not (tmp_path / "g.db").exists()
+
+
+def test_json_output_keeps_the_workflows_prints_off_stdout(tmp_path, db_url):
+    flow = tmp_path / "marked.py"
+    flow.write_text(MARKED)
+    ctx = json.dumps({"marker": str(tmp_path / "m.txt")})
+    ran = cli("-o", "json", "run", f"{flow}:wf", "--ctx", ctx, cwd=tmp_path, db=db_url)
+    assert json.loads(ran.stdout)["status"] == "completed"
+    assert "flow imported" in ran.stderr and "task body ran" in ran.stderr
+    table = cli("run", f"{flow}:wf", "--ctx", ctx, cwd=tmp_path, db=db_url)
+    assert "flow imported" in table.stdout and "task body ran" in table.stdout
