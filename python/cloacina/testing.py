@@ -236,15 +236,21 @@ def run_task(
     ``context`` plus the writes of ``upstream`` tasks (``{task_id: writes}``, merged in
     the order given). An async body runs on a new event loop (in a test that already
     has one, use :func:`run_task_async`). Exceptions are captured, as the engine
-    records them, in the result."""
+    records them, in the result. An async body called where an event loop is running
+    raises ``TypeError``: await :func:`run_task_async` there."""
+    import asyncio
     import inspect
 
+    if inspect.iscoroutinefunction(task.fn) and _loop_running():
+        raise TypeError(_use_async(task))
     given, ctx, started = _start(task, context, upstream)
     try:
         returned = task.fn(ctx)
         if inspect.isawaitable(returned):
-            import asyncio
-
+            if _loop_running():
+                if inspect.iscoroutine(returned):
+                    returned.close()
+                raise TypeError(_use_async(task))
             returned = asyncio.run(_await(returned))
     except Exception as exc:
         return _finish(task, ctx, given, None, exc, attempt, started)
@@ -271,6 +277,23 @@ async def run_task_async(
     return _finish(task, ctx, given, returned, None, attempt, started)
 
 
+def _loop_running() -> bool:
+    import asyncio
+
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
+
+
+def _use_async(task: Task) -> str:
+    return (
+        f"task '{task.id}' is async and an event loop is running here: "
+        f"use 'await run_task_async(...)'"
+    )
+
+
 async def _await(awaitable: Any) -> Any:
     return await awaitable
 
@@ -292,6 +315,8 @@ def run_workflow(
             original = defined_task(task_id)
             options = original.options
             Task(fake, id=task_id, dependencies=original.dependencies, **options)
-        listed = Workflow(workflow.name, workflow.tasks, workflow.description)
+        listed = Workflow(
+            workflow.name, workflow.tasks, workflow.description, timeout=workflow.timeout
+        )
         with Runner("sqlite::memory:") as runner:
             return runner.run(listed, context)

@@ -7,6 +7,7 @@ import pytest
 
 USER_SUITE = """
 import asyncio
+import time
 import pytest
 from cloacina import Fail, Skip, Workflow, task
 from cloacina.testing import run_task, run_task_async, run_workflow
@@ -93,6 +94,32 @@ async def test_run_task_async_on_the_tests_loop(cloacina_registry):
     assert run.output == {"loop": "same"}
 
 
+@pytest.mark.asyncio
+async def test_run_task_on_an_async_body_inside_a_loop_says_to_use_run_task_async(
+    cloacina_registry,
+):
+    @task(id="async_in_loop")
+    async def async_in_loop(ctx):
+        return {"x": 1}
+
+    with pytest.raises(TypeError, match=r"async_in_loop.*run_task_async"):
+        run_task(async_in_loop)
+    # Outside a loop, run_task runs it on a loop of its own.
+    run = await asyncio.to_thread(run_task, async_in_loop)
+    assert run.status == "completed" and run.output == {"x": 1}
+
+
+def test_run_workflow_keeps_the_workflows_timeout(cloacina_registry):
+    @task(id="slow_step")
+    def slow_step(ctx):
+        time.sleep(2)
+
+    wf = Workflow("slow_flow", [slow_step], timeout=0.3)
+    result = run_workflow(wf, {}, replace={"slow_step": lambda ctx: time.sleep(2)})
+    assert result.status == "failed"
+    assert "timed out" in (result.error or "")
+
+
 def test_run_workflow_with_a_fake(cloacina_registry):
     @task(id="fetch")
     def fetch(ctx):
@@ -138,7 +165,7 @@ def test_forgets_to_wait(cloacina_runner):
 def test_a_users_suite_with_the_plugin(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(test_user=USER_SUITE)
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-q")
-    result.assert_outcomes(passed=8)
+    result.assert_outcomes(passed=10)
 
 
 PG_SUITE = """
