@@ -118,6 +118,24 @@ class NotebookDisplay:
     def finish(self, result: Any) -> None:
         if self.handle is not None:
             self.handle.update(result)
+            # The cell's own result (`runner.run(wf)` as its last line) is this run:
+            # shown once in full is enough.
+            object.__setattr__(result, "_shown_in_cell", _cell_number())
+
+
+def _cell_number() -> int | None:
+    """The number of the notebook cell running now, if IPython is loaded (never imported
+    here)."""
+    ipython = sys.modules.get("IPython")
+    shell = ipython.get_ipython() if ipython is not None else None
+    return None if shell is None else int(shell.execution_count)
+
+
+def shown_in_this_cell(result: Any) -> bool:
+    """Whether live progress already left ``result``'s full display in the cell running
+    now."""
+    shown = getattr(result, "_shown_in_cell", None)
+    return shown is not None and shown == _cell_number()
 
 
 def _seconds(result: Any) -> float:

@@ -203,9 +203,12 @@ class RunResult:
 
     def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, str]:
         """A notebook shows a status header, the DAG coloured by task status, the tasks'
-        table (errors with their tracebacks folded) and a timeline of the attempts."""
-        from cloacina import _display
+        table (errors with their tracebacks folded) and a timeline of the attempts; only
+        the short text where live progress already left that display in the same cell."""
+        from cloacina import _display, _progress
 
+        if _progress.shown_in_this_cell(self):
+            return {"text/plain": repr(self)}
         return {"text/html": _display.run_html(self), "text/plain": repr(self)}
 
     @property

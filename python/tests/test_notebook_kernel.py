@@ -410,5 +410,16 @@ result = runner.run(Workflow("nb_progress", [slow_a, slow_b]))
     assert "completed" in updates[-1]["data"]["text/plain"]
     # No terminal line in a notebook, and no progress when asked for none.
     assert "tasks done" not in cell.stderr
+    # A cell ending in the run itself shows it once in full: the progress display ends
+    # as the run's display, the cell's result is its short text.
+    last = kernel.run("runner.run(Workflow('nb_progress', [slow_a, slow_b]))\n").ok()
+    final = [o for o in last.outputs if o["output_type"] == "update_display_data"][-1]
+    assert "<svg" in final["data"]["text/html"]
+    (own,) = [o for o in last.outputs if o["output_type"] == "execute_result"]
+    assert set(own["data"]) == {"text/plain"} and "RunResult(" in own["data"]["text/plain"]
+    # In the next cell, the same result shows in full again.
+    again = kernel.run("_").ok()
+    (full,) = [o for o in again.outputs if o["output_type"] == "execute_result"]
+    assert "<svg" in full["data"]["text/html"]
     quiet = kernel.run("runner.run(Workflow('nb_progress', [slow_a, slow_b]), progress=False)\n")
     assert not [o for o in quiet.ok().outputs if o["output_type"] != "execute_result"]
