@@ -69,8 +69,8 @@ def rust(session: nox.Session) -> None:
 def lint(session: nox.Session) -> None:
     """ruff on the Python code; rustfmt and clippy (warnings are errors) on the Rust code."""
     session.install("ruff")
-    session.run("ruff", "check", "python", "bench", "examples", "noxfile.py")
-    session.run("ruff", "format", "--check", "python", "bench", "examples", "noxfile.py")
+    session.run("ruff", "check", "python", "bench", "examples", "docs", "noxfile.py")
+    session.run("ruff", "format", "--check", "python", "bench", "examples", "docs", "noxfile.py")
     session.run("cargo", "fmt", "--check", external=True)
     session.run(
         "cargo", "clippy", "--locked", "--all-targets", "--", "-D", "warnings", external=True
