@@ -11,8 +11,12 @@ light or dark theme; status colours are mid-tones readable on both.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping, Sequence
 from html import escape
+
+_ARROW = "@arrow@"
+"""Stands for the arrowhead's id while a drawing is built."""
 
 MAX_ROWS = 12
 """Most tasks drawn in one column; the rest are summed up in one box."""
@@ -129,18 +133,22 @@ def to_svg(
             mid = (sx + ex) / 2
             edges.append(
                 f'<path d="M{sx},{sy} C{mid},{sy} {mid},{ey} {ex - 4},{ey}" fill="none" '
-                f'stroke="currentColor" stroke-opacity="0.5" marker-end="url(#cloacina-arrow)"/>'
+                f'stroke="currentColor" stroke-opacity="0.5" marker-end="url(#{_ARROW})"/>'
             )
     width = PAD * 2 + max(len(cols), 1) * NODE_W + max(len(cols) - 1, 0) * GAP_X
     height = max(height, PAD + NODE_H + GAP_Y) + PAD
     label = escape(title) if title else "workflow"
+    body = "".join(edges) + "".join(boxes)
+    # The arrowhead's id is unique to this drawing (and deterministic): a page showing
+    # several drawings must not have two elements with one id.
+    arrow = "cloacina-arrow-" + hashlib.sha1(body.encode(), usedforsecurity=False).hexdigest()[:12]
     return (
         f'<svg xmlns="http://www.w3.org/2000/svg" width="{width:g}" height="{height:g}" '
         f'viewBox="0 0 {width:g} {height:g}" role="img" aria-label="{label}" '
         'style="color: inherit; max-width: 100%">'
-        '<defs><marker id="cloacina-arrow" viewBox="0 0 8 8" refX="7" refY="4" markerWidth="7" '
+        f'<defs><marker id="{arrow}" viewBox="0 0 8 8" refX="7" refY="4" markerWidth="7" '
         'markerHeight="7" orient="auto"><path d="M0,0 L8,4 L0,8 z" fill="currentColor" '
-        'fill-opacity="0.6"/></marker></defs>' + "".join(edges) + "".join(boxes) + "</svg>"
+        'fill-opacity="0.6"/></marker></defs>' + body.replace(_ARROW, arrow) + "</svg>"
     )
 
 

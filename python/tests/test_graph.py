@@ -51,6 +51,20 @@ def test_svg_is_valid_deterministic_and_follows_the_theme():
     assert wf._repr_mimebundle_()["text/plain"] == repr(wf)
 
 
+def test_each_drawing_names_its_own_arrowhead():
+    # Several drawings on one page (a workflow, a run's DAG) must not share an id.
+    first = _graph.to_svg(["a", "b"], {"b": ["a"]})
+    second = _graph.to_svg(["a", "b", "c"], {"b": ["a"], "c": ["b"]})
+    ids = []
+    for svg in (first, second):
+        root = ET.fromstring(svg)
+        (marker,) = root.iter(f"{SVG}marker")
+        ends = {p.get("marker-end") for p in root.iter(f"{SVG}path") if p.get("marker-end")}
+        assert ends == {f"url(#{marker.get('id')})"}
+        ids.append(marker.get("id"))
+    assert ids[0] != ids[1]
+
+
 def test_a_wide_column_collapses_into_a_box():
     deps = {"root": []} | {f"t{i}": ["root"] for i in range(300)}
     order = list(deps)
