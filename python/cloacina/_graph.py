@@ -21,6 +21,10 @@ _ARROW = "@arrow@"
 MAX_ROWS = 12
 """Most tasks drawn in one column; the rest are summed up in one box."""
 
+MAX_COLUMNS = 15
+"""Most columns (depths) drawn: past that, the first and last seven are drawn and the
+tasks between them are summed up in one box."""
+
 NODE_W, NODE_H, GAP_X, GAP_Y, PAD = 150, 28, 50, 12, 8
 
 STATUS_COLOURS = {
@@ -74,17 +78,27 @@ def to_svg(
     status: Mapping[str, str] | None = None,
     title: str = "",
 ) -> str:
-    """The DAG as an SVG document (boxes coloured by ``status`` when given)."""
+    """The DAG as an SVG document (boxes coloured by ``status`` when given). A column of
+    more than ``MAX_ROWS`` tasks ends in a "+N more" box, and a DAG deeper than
+    ``MAX_COLUMNS`` shows its first and last columns around one box for the rest."""
     cols = columns(order, deps)
+    gap: int | None = None  # the column standing for the columns not drawn
+    if len(cols) > MAX_COLUMNS:
+        keep = (MAX_COLUMNS - 1) // 2
+        gap = keep
+        cols = [*cols[:keep], [t for col in cols[keep:-keep] for t in col], *cols[-keep:]]
     where: dict[str, tuple[float, float]] = {}
     boxes: list[str] = []
     height = 0.0
-    tallest = max((min(len(col), MAX_ROWS) for col in cols), default=1)
+    tallest = max(
+        (1 if c == gap else min(len(col), MAX_ROWS) for c, col in enumerate(cols)), default=1
+    )
     for c, col in enumerate(cols):
-        shown = col if len(col) <= MAX_ROWS else col[: MAX_ROWS - 1]
+        shown = [] if c == gap else col if len(col) <= MAX_ROWS else col[: MAX_ROWS - 1]
+        rows = 1 if c == gap else min(len(col), MAX_ROWS)
         x = PAD + c * (NODE_W + GAP_X)
         # Each column centred on the tallest one.
-        top = PAD + (tallest - min(len(col), MAX_ROWS)) * (NODE_H + GAP_Y) / 2
+        top = PAD + (tallest - rows) * (NODE_H + GAP_Y) / 2
         for r, task in enumerate(shown):
             y = top + r * (NODE_H + GAP_Y)
             where[task] = (x, y)
@@ -107,8 +121,9 @@ def to_svg(
                 key = (status or {}).get(task, "")
                 counts[key] = counts.get(key, 0) + 1
             detail = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()) if s)
+            names = ", ".join(hidden[:20]) + (f", … ({len(hidden)} in all)" if hidden[20:] else "")
             boxes.append(
-                f'<g><title>{escape(", ".join(hidden))}</title><rect x="{x}" y="{y}" '
+                f'<g><title>{escape(names)}</title><rect x="{x}" y="{y}" '
                 f'width="{NODE_W}" height="{NODE_H}" rx="6" fill="none" stroke="currentColor" '
                 f'stroke-dasharray="4 3" stroke-opacity="0.6"/><text x="{x + NODE_W / 2}" '
                 f'y="{y + NODE_H / 2 + 4}" text-anchor="middle" font-family="sans-serif" '
@@ -118,7 +133,7 @@ def to_svg(
                 where[task] = (x, y)
             if detail:
                 boxes[-1] = boxes[-1].replace("</title>", f" ({escape(detail)})</title>", 1)
-        height = max(height, PAD + min(len(col), MAX_ROWS) * (NODE_H + GAP_Y))
+        height = max(height, PAD + rows * (NODE_H + GAP_Y))
     edges: list[str] = []
     seen: set[tuple[tuple[float, float], tuple[float, float]]] = set()
     for task in order:
@@ -126,8 +141,8 @@ def to_svg(
             if d not in where or task not in where:
                 continue
             (x1, y1), (x2, y2) = where[d], where[task]
-            if ((x1, y1), (x2, y2)) in seen:
-                continue  # edges into or out of a "+N more" box are drawn once
+            if ((x1, y1), (x2, y2)) in seen or (x1, y1) == (x2, y2):
+                continue  # edges into or out of a "+N more" box once; none within it
             seen.add(((x1, y1), (x2, y2)))
             sx, sy, ex, ey = x1 + NODE_W, y1 + NODE_H / 2, x2, y2 + NODE_H / 2
             mid = (sx + ex) / 2

@@ -77,6 +77,24 @@ def test_a_wide_column_collapses_into_a_box():
     assert len(svg) < 20_000
 
 
+def test_a_deep_dag_shows_its_first_and_last_columns_around_one_box():
+    order = [f"s{i}" for i in range(300)]
+    deps = {f"s{i}": [f"s{i - 1}"] for i in range(1, 300)} | {"s0": []}
+    status = {t: "completed" for t in order} | {"s150": "failed"}
+    svg = _graph.to_svg(order, deps, status=status)
+    root = ET.fromstring(svg)
+    keep = (_graph.MAX_COLUMNS - 1) // 2
+    labels = [t.text for t in root.iter(f"{SVG}text")]
+    hidden = 300 - 2 * keep
+    assert labels == [*order[:keep], f"+{hidden} more", *order[-keep:]]
+    assert float(root.get("width")) < (_graph.MAX_COLUMNS + 1) * (_graph.NODE_W + _graph.GAP_X)
+    # One edge between each pair of neighbouring boxes, the box included; none inside it.
+    edges = [p for p in root.iter(f"{SVG}path") if p.get("marker-end")]
+    assert len(edges) == len(labels) - 1
+    assert f"{hidden - 1} completed, 1 failed" in svg  # the box's tooltip counts what it hides
+    assert len(svg) < 20_000
+
+
 def test_status_colours_the_boxes():
     svg = _graph.to_svg(["a", "b"], {"b": ["a"]}, status={"a": "completed", "b": "failed"})
     assert _graph.STATUS_COLOURS["completed"] in svg
