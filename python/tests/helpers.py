@@ -180,3 +180,25 @@ def busy_thread():
     finally:
         stop.set()
         thread.join()
+
+
+def cli(*args: str, cwd: Path, db: str | None, check: bool = True) -> subprocess.CompletedProcess:
+    """Runs ``python -m cloacina ARGS`` in ``cwd`` with $CLOACINA_DATABASE_URL set to
+    ``db`` (unset for None); with ``check``, fails the test unless it exits 0."""
+    import os
+
+    env = {k: v for k, v in os.environ.items() if k != "CLOACINA_DATABASE_URL"}
+    if db is not None:
+        env["CLOACINA_DATABASE_URL"] = db
+    proc = subprocess.run(
+        [sys.executable, "-m", "cloacina", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    if check:
+        assert proc.returncode == 0, proc.stderr
+    return proc

@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
+from helpers import cli
 
 FLOW = textwrap.dedent(
     """
@@ -36,23 +37,6 @@ def flow(tmp_path: Path) -> Path:
     path = tmp_path / "flow.py"
     path.write_text(FLOW)
     return path
-
-
-def cli(*args: str, cwd: Path, db: str, check: bool = True) -> subprocess.CompletedProcess:
-    """Runs `cloacina ARGS` with $CLOACINA_DATABASE_URL set to the URL `db`."""
-    env = {**os.environ, "CLOACINA_DATABASE_URL": db}
-    proc = subprocess.run(
-        [sys.executable, "-m", "cloacina", *args],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    if check:
-        assert proc.returncode == 0, proc.stderr
-    return proc
 
 
 def test_run_list_show_as_json(tmp_path, flow, make_db_url):
@@ -262,29 +246,15 @@ def test_no_wait_queues_the_run_and_a_worker_runs_it_once(tmp_path, db_url):
     assert marker.read_text().split() == [str(worker.pid)]
 
 
-def cli_without_database(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    """`cloacina ARGS` with no --db and no $CLOACINA_DATABASE_URL."""
-    env = {k: v for k, v in os.environ.items() if k != "CLOACINA_DATABASE_URL"}
-    return subprocess.run(
-        [sys.executable, "-m", "cloacina", *args],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-
-
 def test_without_a_database_commands_fail_naming_where_to_give_one(tmp_path, flow):
     for args in (["runs", "list"], ["db", "info"], ["run", f"{flow}:wf"]):
-        proc = cli_without_database(*args, cwd=tmp_path)
+        proc = cli(*args, cwd=tmp_path, db=None, check=False)
         assert proc.returncode == 2, (args, proc.stderr)
         for hint in ("--db", "$CLOACINA_DATABASE_URL", "[tool.cloacina]"):
             assert hint in proc.stderr, (args, proc.stderr)
     assert not list(tmp_path.glob("*.db")), "no command may invent a database file"
     # The graph reads no database: it needs none.
-    assert cli_without_database("graph", f"{flow}:wf", cwd=tmp_path).returncode == 0
+    assert cli("graph", f"{flow}:wf", cwd=tmp_path, db=None, check=False).returncode == 0
 
 
 def test_the_database_can_come_from_pyproject_toml(tmp_path, flow):
@@ -294,12 +264,12 @@ def test_the_database_can_come_from_pyproject_toml(tmp_path, flow):
     (tmp_path / "runs").mkdir()
     below = tmp_path / "src" / "deeper"
     below.mkdir(parents=True)
-    ran = cli_without_database("-o", "json", "run", f"{flow}:wf", cwd=below)
+    ran = cli("-o", "json", "run", f"{flow}:wf", cwd=below, db=None, check=False)
     assert ran.returncode == 0, ran.stderr
     assert json.loads(ran.stdout)["status"] == "completed"
     # A relative SQLite path is taken from the pyproject.toml's directory.
     assert (tmp_path / "runs" / "cli.db").exists()
-    listed = cli_without_database("-o", "json", "runs", "list", cwd=tmp_path)
+    listed = cli("-o", "json", "runs", "list", cwd=tmp_path, db=None, check=False)
     assert [r["workflow"] for r in json.loads(listed.stdout)] == ["cli_flow"]
 
 

@@ -5,13 +5,13 @@ Real subprocesses (``python -m cloacina``) on a real database, as in test_cli.py
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import textwrap
 from pathlib import Path
 
 import pytest
+from helpers import cli
 
 FLOWS = textwrap.dedent(
     """
@@ -36,23 +36,6 @@ FLOWS = textwrap.dedent(
         flow = flow
     """
 )
-
-
-def cli(*args: str, cwd: Path, db: str, check: bool = True) -> subprocess.CompletedProcess:
-    """Runs `python -m cloacina ARGS` in `cwd` with $CLOACINA_DATABASE_URL set to `db`."""
-    env = {**os.environ, "CLOACINA_DATABASE_URL": db}
-    proc = subprocess.run(
-        [sys.executable, "-m", "cloacina", *args],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    if check:
-        assert proc.returncode == 0, proc.stderr
-    return proc
 
 
 @pytest.fixture
