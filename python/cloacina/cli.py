@@ -160,11 +160,13 @@ def _parser() -> argparse.ArgumentParser:
     resume = runs_commands.add_parser(
         "resume",
         parents=[common],
-        help="resume a failed, cancelled or interrupted run here, until it ends; TARGET "
-        "defines its workflow (its tasks' code) in this process",
+        help="resume a failed or cancelled run: with TARGET (which defines its workflow's "
+        "tasks), here until it ends; without, queued for a worker serving its workflow",
     )
     resume.add_argument("run_id")
-    resume.add_argument("target", help="module, module:attr or path/to/file.py[:attr]")
+    resume.add_argument(
+        "target", nargs="?", default=None, help="module, module:attr or path/to/file.py[:attr]"
+    )
 
     db = commands.add_parser("db", parents=[common], help="the database: info, migrate, purge")
     db_commands = db.add_subparsers(dest="db_command", metavar="ACTION", required=True)
@@ -241,7 +243,9 @@ def _dispatch(args: argparse.Namespace) -> int:
         return _worker(args)
     # `run --no-wait` only queues the run: a runner that ran it here would be closed,
     # its attempts cut short, as soon as this command returns.
-    submit_only = args.command == "run" and args.no_wait
+    submit_only = (args.command == "run" and args.no_wait) or (
+        args.command == "runs" and args.runs_command == "resume" and args.target is None
+    )
     with _runner(args, **({"max_concurrency": 0} if submit_only else {})) as runner:
         if args.command == "run":
             return _run(args, runner)
@@ -406,6 +410,13 @@ def _run(args: argparse.Namespace, runner: Runner) -> int:
 
 
 def _resume(args: argparse.Namespace, runner: Runner) -> int:
+    if args.target is None:  # a runner that only submits: the run is queued for a worker
+        handle = runner.resume(args.run_id)
+        _emit(args, {"run_id": handle.run_id, "status": handle.status()})
+        if args.output == "table":
+            hint = "a worker serving its workflow resumes it: cloacina worker TARGET"
+            print(hint, file=sys.stderr)
+        return EXIT_OK
     load_target(args.target)
     handle = runner.resume(args.run_id)
     try:

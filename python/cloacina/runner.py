@@ -610,7 +610,9 @@ class Runner:
         An interrupted run (its process died) continues; a failed or cancelled run runs
         its failed, ``upstream_failed`` and cancelled tasks again and decides its skipped
         tasks' rules again, keeping every completed task's output as it was. The run's
-        history keeps both passes.
+        history keeps both passes. A runner that only submits runs (``max_concurrency=0``)
+        queues a failed or cancelled run instead, for a runner serving its workflow
+        (:meth:`serve`, ``cloacina worker``) to resume.
         """
         self._engine_or_raise().resume(run_id)
         return RunHandle(self, run_id)

@@ -113,6 +113,22 @@ def test_resume_after_fixing_the_task(tmp_path, flow, db_url):
     assert json.loads(resumed.stdout)["status"] == "completed"
 
 
+def test_resume_without_a_target_queues_the_run_for_a_worker(tmp_path, flow, db_url):
+    ran = cli("-o", "json", "run", f"{flow}:wf", "--ctx", '{"fail": true}', cwd=tmp_path,
+              db=db_url, check=False)  # fmt: skip
+    assert ran.returncode == 1
+    run_id = json.loads(ran.stdout)["run_id"]
+    flow.write_text(FLOW.replace('if ctx.get("fail"):', "if False:"))
+    queued = cli("-o", "json", "runs", "resume", run_id, cwd=tmp_path, db=db_url)
+    assert json.loads(queued.stdout) == {"run_id": run_id, "status": "queued"}
+    shown, _ = served_until_completed(flow, run_id, tmp_path, db_url)
+    assert shown["status"] == "completed"
+    assert shown["tasks"]["cli_load"]["attempts"] == 1
+    assert shown["tasks"]["cli_check"]["attempts"] == 2
+    again = cli("runs", "resume", run_id, cwd=tmp_path, db=db_url, check=False)
+    assert again.returncode == 2 and "already completed" in again.stderr
+
+
 def test_graph_formats(tmp_path, flow):
     db = f"sqlite:///{tmp_path / 'g.db'}"  # the graph reads no database
     dot = cli("graph", f"{flow}:wf", "--format", "dot", cwd=tmp_path, db=db).stdout
@@ -192,6 +208,30 @@ def test_help_version_and_the_plugin_load_no_engine(arg):
     assert out.stdout.strip().splitlines()[-1] == "LIGHT", out.stdout
 
 
+def served_until_completed(
+    flow: Path, run_id: str, cwd: Path, db: str
+) -> tuple[dict, subprocess.Popen]:
+    """Runs `cloacina worker FLOW` until run `run_id` is completed (60 s at most), then
+    stops it; returns the run as `runs show -o json` gives it, and the worker."""
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "cloacina", "worker", str(flow)],
+        cwd=cwd,
+        env={**os.environ, "CLOACINA_DATABASE_URL": db},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            shown = json.loads(cli("-o", "json", "runs", "show", run_id, cwd=cwd, db=db).stdout)
+            if shown["status"] == "completed" or time.monotonic() > deadline:
+                return shown, worker
+            time.sleep(0.1)
+    finally:
+        worker.terminate()
+        worker.wait(timeout=60)
+
+
 MARKED = textwrap.dedent(
     """
     import os
@@ -223,24 +263,7 @@ def test_no_wait_queues_the_run_and_a_worker_runs_it_once(tmp_path, db_url):
     assert "flow imported" in queued.stderr
     assert not marker.exists(), "--no-wait must not start the task in the CLI process"
 
-    worker = subprocess.Popen(
-        [sys.executable, "-m", "cloacina", "worker", str(flow)],
-        cwd=tmp_path,
-        env={**os.environ, "CLOACINA_DATABASE_URL": db_url},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            shown = json.loads(cli("-o", "json", "runs", "show", document["run_id"],
-                                   cwd=tmp_path, db=db_url).stdout)  # fmt: skip
-            if shown["status"] == "completed" or time.monotonic() > deadline:
-                break
-            time.sleep(0.1)
-    finally:
-        worker.terminate()
-        worker.wait(timeout=60)
+    shown, worker = served_until_completed(flow, document["run_id"], tmp_path, db_url)
     assert shown["status"] == "completed"
     assert shown["tasks"]["marked"]["attempts"] == 1
     assert marker.read_text().split() == [str(worker.pid)]

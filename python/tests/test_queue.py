@@ -51,6 +51,49 @@ def test_a_submit_only_runner_queues_and_a_runner_defining_the_workflow_claims(d
             assert client.run(wf, {"x": 2}).context["b"] == 2
 
 
+def test_a_submit_only_runner_queues_a_failed_run_to_be_resumed_by_a_worker(db_url, rows):
+    calls: list[str] = []
+    broken = {"yes": True}
+
+    @task(id="requeue_a")
+    def a(ctx: Context) -> None:
+        calls.append("a")
+        ctx["a"] = 1
+
+    @task(id="requeue_b", dependencies=[a])
+    def b(ctx: Context) -> None:
+        calls.append("b")
+        if broken["yes"]:
+            raise ValueError("not yet")
+        ctx["b"] = ctx["a"] + 1
+
+    wf = Workflow("requeue_wf", [a, b])
+    with Runner(db_url, max_concurrency=0) as client:
+        with Runner(db_url, max_concurrency=2):
+            failed = client.run(wf)
+        assert failed.status == "failed" and calls == ["a", "b"]
+        broken["yes"] = False
+        handle = client.resume(failed.run_id)  # nobody serves: it waits, queued
+        assert handle.status() == "queued"
+        assert client.get_run(failed.run_id).error is None
+        time.sleep(0.2)
+        assert calls == ["a", "b"]
+        with Runner(db_url, max_concurrency=2):
+            result = handle.wait(timeout=30)
+        assert result.status == "completed", result.error
+        assert result.context == {"a": 1, "b": 2}
+        assert calls == ["a", "b", "b"]  # the completed task kept its output
+        assert result.tasks["requeue_a"].attempts == 1
+        assert result.tasks["requeue_b"].attempts == 2
+        kinds = [e["kind"] for e in result.events]
+        assert kinds[-2:] == ["resume_requested", "resumed"]
+        # Only a failed or cancelled run is queued again.
+        with pytest.raises(CloacinaError, match="already completed"):
+            client.resume(failed.run_id)
+        with pytest.raises(CloacinaError, match="no run with id 'nope'"):
+            client.resume("nope")
+
+
 def test_a_queued_run_is_cancelled_at_once(db_url, rows):
     wf = _workflow("cancel_queued_wf")
     with Runner(db_url, max_concurrency=0) as client:
@@ -110,12 +153,10 @@ def test_a_worker_claims_no_more_runs_than_its_max_concurrency(db_url):
             assert worker.list_runs(status="queued") == []
 
 
-def test_a_submit_only_runner_cannot_serve_or_resume(db_url):
+def test_a_submit_only_runner_cannot_serve(db_url):
     with Runner(db_url, max_concurrency=0) as client:
         with pytest.raises(CloacinaError, match="only submits runs"):
             client.serve()
-        with pytest.raises(CloacinaError, match="only submits runs"):
-            client.resume("00000000-0000-0000-0000-000000000000")
 
 
 def test_serve_claims_until_the_runner_is_closed(db_url):

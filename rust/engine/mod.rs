@@ -405,9 +405,7 @@ impl Engine {
     /// the current definitions, keeping every completed task's output.
     pub async fn resume(&self, run_id: &str) -> Result<()> {
         if self.shared.max_runs == 0 {
-            return Err(Error::Task(format!(
-                "cannot resume run {run_id} with a runner that only submits runs (max_concurrency=0)"
-            )));
+            return self.queue_resume(run_id).await;
         }
         if lock(&self.shared.watches).contains_key(run_id) {
             return Err(Error::Task(format!("run {run_id} is already running in this runner")));
@@ -441,6 +439,23 @@ impl Engine {
         let cmd = Command::Adopt { record: Box::new(record), mode, reply: Some(reply) };
         self.commands.send(cmd).map_err(|_| closed())?;
         rx.await.map_err(|_| closed())?
+    }
+
+    /// Queues the failed or cancelled run `run_id` for an engine serving its workflow to
+    /// claim and resume (what `resume` does on an engine that only submits runs).
+    async fn queue_resume(&self, run_id: &str) -> Result<()> {
+        let (id, at) = (run_id.to_owned(), crate::store::now_micros());
+        if write(&self.commands, move |w| w.request_resume(&id, at)).await? {
+            return Ok(());
+        }
+        Err(Error::Task(match self.run_status(run_id, Reads::Offloaded).await?.as_deref() {
+            None => format!("no run with id '{run_id}'"),
+            Some("completed") => format!("run {run_id} already completed"),
+            Some(status) => format!(
+                "run {run_id} is {status}: only a failed or cancelled run is queued to be resumed \
+                 (an interrupted one is taken over by a runner serving its workflow)"
+            ),
+        }))
     }
 
     /// Stops claiming queued runs and starting attempts, and returns once no attempt
@@ -637,8 +652,11 @@ async fn claim_queued(shared: &Shared, commands: &mpsc::UnboundedSender<Command>
         for run_id in claimed {
             let Some(mut record) = shared.store.run(&run_id, Reads::Offloaded).await? else { continue };
             record.owner = None; // read after the claim: a queued run had no owner
+                                 // A run queued by `request_resume` is resumed; any other was never started.
+            let resume = record.events.last().is_some_and(|(_, kind, _)| kind == "resume_requested");
+            let mode = if resume { AdoptMode::Resume } else { AdoptMode::Claim };
             let (reply, rx) = oneshot::channel();
-            let cmd = Command::Adopt { record: Box::new(record), mode: AdoptMode::Claim, reply: Some(reply) };
+            let cmd = Command::Adopt { record: Box::new(record), mode, reply: Some(reply) };
             commands.send(cmd).map_err(|_| closed())?;
             match rx.await.map_err(|_| closed())? {
                 Ok(()) => taken.push(run_id),

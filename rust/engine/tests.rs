@@ -285,3 +285,49 @@ async fn chain_cost() {
     println!("chain: {:.1} us/task", t.elapsed().as_micros() as f64 / 2000.0);
     engine.close().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_submit_only_engine_queues_a_failed_run_and_the_next_engine_resumes_it() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    static BROKEN: AtomicBool = AtomicBool::new(true);
+    let dir = tempfile::tempdir().unwrap();
+    let first = engine(&dir).await;
+    let specs = vec![
+        define("rq_a", &[], add_one("x")),
+        define("rq_b", &["rq_a"], |ctx| {
+            if BROKEN.load(Ordering::SeqCst) {
+                return Err("not yet".into());
+            }
+            Ok(obj(json!({ "y": ctx.get("x").and_then(Value::as_i64).unwrap_or(0) * 2 })))
+        }),
+    ];
+    let wf = registry::register_workflow("rq_chain", None, &ids(&specs), None).unwrap();
+    let failed = run(&first, &wf, json!({"x": 1})).await;
+    assert_eq!(failed.status, "failed");
+    first.close().await;
+
+    BROKEN.store(false, Ordering::SeqCst);
+    let store = Arc::new(SqliteStore::open(&SqliteConfig::new(Some(dir.path().join("t.db")))).await.unwrap());
+    let submitter = Engine::start(
+        store,
+        Arc::new(RustExecutor(Workers::new("test-worker", None))),
+        EngineConfig { max_concurrency: 0, ..Default::default() },
+    )
+    .unwrap();
+    submitter.resume(&failed.run_id).await.unwrap();
+    let queued = submitter.get_run(&failed.run_id, Reads::Offloaded).await.unwrap().unwrap();
+    assert_eq!((queued.status.as_str(), queued.error.as_deref()), ("queued", None));
+    assert!(submitter.resume(&failed.run_id).await.is_err(), "a queued run is not queued twice");
+
+    let second = engine(&dir).await; // claims the queued run as it starts, and resumes it
+    second.wait(&failed.run_id, Reads::Offloaded).await.unwrap();
+    let resumed = second.get_run(&failed.run_id, Reads::Offloaded).await.unwrap().unwrap();
+    assert_eq!(resumed.status, "completed");
+    assert_eq!(resumed.context().get("y"), Some(&json!(4)));
+    let attempts: Vec<u32> = resumed.tasks.iter().map(|t| t.attempts).collect();
+    assert_eq!(attempts, vec![1, 2], "the completed task kept its output");
+    let kinds: Vec<&str> = resumed.events.iter().map(|(_, kind, _)| kind.as_str()).collect();
+    assert!(kinds.ends_with(&["resume_requested", "resumed"]), "{kinds:?}");
+    submitter.close().await;
+    second.close().await;
+}

@@ -109,6 +109,12 @@ pub trait Writer: Send + 'static {
     /// the run is unknown or final.
     fn request_cancel(&mut self, run_id: &str, at: i64) -> Result<bool>;
 
+    /// Queues the failed or cancelled run `run_id` for an engine serving its workflow to
+    /// resume: status `queued`, no owner, no error, and a `resume_requested` event, which
+    /// tells the engine that claims it to resume it. False when the run is unknown or not
+    /// failed or cancelled.
+    fn request_resume(&mut self, run_id: &str, at: i64) -> Result<bool>;
+
     /// Deletes up to `limit` runs that finished before `before` (microseconds), oldest
     /// first, with every row of theirs; returns how many.
     fn purge(&mut self, before: i64, limit: usize) -> Result<usize>;

@@ -366,6 +366,27 @@ impl Writer for PgWriter {
         }
         Ok(changed > 0)
     }
+
+    fn request_resume(&mut self, run_id: &str, at: i64) -> Result<bool> {
+        let queued: i64 = retrying!(self, |conn, _fresh| async {
+            sqlx::query_scalar(
+                "WITH q AS (UPDATE runs SET status = 'queued', owner = NULL, lease_expires_at = NULL, \
+                   error = NULL, finished_at = NULL, cancel_requested_at = NULL \
+                   WHERE run_id = $2 AND status IN ('failed', 'cancelled') RETURNING run_id), \
+                 e AS (INSERT INTO run_events (run_id, at, kind, detail) \
+                   SELECT run_id, $1, 'resume_requested', '{}' FROM q) \
+                 SELECT count(*) FROM q",
+            )
+            .bind(at)
+            .bind(run_id)
+            .fetch_one(&mut *conn)
+            .await
+        })?;
+        if queued > 0 {
+            self.listener.announce(Wake { queued: true, ..Wake::default() });
+        }
+        Ok(queued > 0)
+    }
 }
 
 /// The batch as `cloacina_commit` reads it: a JSON array of ops, each an object whose

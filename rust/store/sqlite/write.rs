@@ -180,6 +180,23 @@ impl Writer for WriteConnection {
         Ok(queued + done > 0)
     }
 
+    fn request_resume(&mut self, run_id: &str, at: i64) -> Result<bool> {
+        let tx = CachedTx::immediate(&self.conn)?;
+        let queued = tx
+            .prepare_cached(
+                "UPDATE runs SET status = 'queued', owner = NULL, lease_expires_at = NULL,                  error = NULL, finished_at = NULL, cancel_requested_at = NULL                  WHERE run_id = ?1 AND status IN ('failed', 'cancelled')",
+            )?
+            .execute(params![run_id])?;
+        if queued > 0 {
+            tx.prepare_cached(
+                "INSERT INTO run_events (run_id, at, kind, detail) VALUES (?1, ?2, 'resume_requested', '{}')",
+            )?
+            .execute(params![run_id, at])?;
+        }
+        tx.commit()?;
+        Ok(queued > 0)
+    }
+
     fn purge(&mut self, before: i64, limit: usize) -> Result<usize> {
         let tx = CachedTx::immediate(&self.conn)?;
         let ids: Vec<String> = tx
