@@ -170,7 +170,9 @@ def _parser() -> argparse.ArgumentParser:
 
     db = commands.add_parser("db", parents=[common], help="the database: info, migrate, purge")
     db_commands = db.add_subparsers(dest="db_command", metavar="ACTION", required=True)
-    db_commands.add_parser("info", parents=[common], help="where it is and its runs by status")
+    db_commands.add_parser(
+        "info", parents=[common], help="where it is, its schema version, its runs by status"
+    )
     db_commands.add_parser(
         "migrate", parents=[common], help="create the database or bring its schema up to date"
     )
@@ -525,6 +527,8 @@ def _emit_run(args: argparse.Namespace, result: RunResult, details: bool = False
 
 def _db(args: argparse.Namespace, runner: Runner) -> int:
     info: dict[str, Any] = {"url": runner.url}
+    if args.db_command in ("info", "migrate"):
+        info["schema_version"] = runner._engine_or_raise().schema_version()
     if args.db_command == "purge":
         info["purged"] = runner.purge(_age(args.older_than))
     elif args.db_command == "info":

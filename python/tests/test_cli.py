@@ -80,7 +80,7 @@ def test_run_list_show_as_json(tmp_path, flow, make_db_url):
     assert [r["run_id"] for r in json.loads(after.stdout)] == [r["run_id"] for r in rows]
 
 
-def test_context_from_a_file_no_wait_cancel_and_db_info(tmp_path, flow, db_url):
+def test_context_from_a_file_no_wait_cancel_and_db_info(tmp_path, flow, db_url, backend):
     db = db_url
     ctx = tmp_path / "ctx.json"
     ctx.write_text('{"n": 7}')
@@ -90,6 +90,12 @@ def test_context_from_a_file_no_wait_cancel_and_db_info(tmp_path, flow, db_url):
     run_id = json.loads(started.stdout)["run_id"]
     info = json.loads(cli("-o", "json", "db", "info", cwd=tmp_path, db=db).stdout)
     assert sum(info["runs"].values()) == 1
+    # The schema version is the backend's latest migration.
+    migrations = Path(__file__).parents[2] / "rust" / "store" / "migrations" / backend
+    latest = max(int(f.name.split("_")[0]) for f in migrations.glob("*.sql"))
+    assert info["schema_version"] == latest
+    migrated = json.loads(cli("-o", "json", "db", "migrate", cwd=tmp_path, db=db).stdout)
+    assert migrated["schema_version"] == latest and migrated["migrated"] is True
     cancelled = cli("-o", "json", "runs", "cancel", run_id, cwd=tmp_path, db=db, check=False)
     assert json.loads(cancelled.stdout)["run_id"] == run_id
 

@@ -363,6 +363,11 @@ impl Engine {
         Ok(status.is_some_and(|s| is_final_run_status(&s)))
     }
 
+    /// The database's schema version (its latest migration).
+    pub fn schema_version(&self) -> i64 {
+        self.shared.store.schema_version()
+    }
+
     /// Run `run_id`'s status as stored (one row read: no tasks, no contexts), if it exists.
     pub async fn run_status(&self, run_id: &str, reads: Reads) -> Result<Option<String>> {
         self.shared.store.run_status(run_id, reads).await

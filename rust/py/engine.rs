@@ -180,6 +180,11 @@ impl PyEngine {
         run.map(|r| run_to_py(py, r).map(Bound::unbind)).transpose()
     }
 
+    /// The database's schema version (its latest migration).
+    fn schema_version(&self) -> PyResult<i64> {
+        Ok(self.engine()?.schema_version())
+    }
+
     /// Run `run_id`'s status as stored, or None; reads one row, not the run's tasks.
     fn run_status(&self, py: Python<'_>, run_id: String) -> PyResult<Option<String>> {
         Ok(wait(py, self.engine()?.run_status(&run_id, Reads::Inline), None)?.expect("no timeout"))

@@ -35,6 +35,10 @@ pub trait Store: Send + Sync + 'static {
     /// The run holding idempotency key `key`, if any.
     fn run_by_key<'a>(&'a self, key: &'a str, reads: Reads) -> BoxFuture<'a, Result<Option<String>>>;
 
+    /// The database's schema version: its latest migration, which opening the store
+    /// applied or found applied.
+    fn schema_version(&self) -> i64;
+
     /// The status of run `run_id`, if it exists.
     fn run_status<'a>(&'a self, run_id: &'a str, reads: Reads) -> BoxFuture<'a, Result<Option<String>>>;
 

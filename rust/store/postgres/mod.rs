@@ -402,6 +402,10 @@ impl Store for PostgresStore {
         self.read(move || read::run_by_key(&self.pool, key)).boxed()
     }
 
+    fn schema_version(&self) -> i64 {
+        MIGRATOR.iter().map(|m| m.version).max().unwrap_or(0)
+    }
+
     fn run_status<'a>(&'a self, run_id: &'a str, _reads: Reads) -> BoxFuture<'a, Result<Option<String>>> {
         self.read(move || read::run_status(&self.pool, run_id)).boxed()
     }

@@ -188,6 +188,10 @@ impl Store for SqliteStore {
         self.read(reads, move |c| read::run_by_key(c, &key)).boxed()
     }
 
+    fn schema_version(&self) -> i64 {
+        MIGRATOR.iter().map(|m| m.version).max().unwrap_or(0)
+    }
+
     fn run_status<'a>(&'a self, run_id: &'a str, reads: Reads) -> BoxFuture<'a, Result<Option<String>>> {
         let run_id = run_id.to_owned();
         self.read(reads, move |c| read::run_status(c, &run_id)).boxed()
