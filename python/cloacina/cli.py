@@ -307,6 +307,11 @@ def _pyproject_url(path: str) -> str | None:
         try:
             import tomli as tomllib  # type: ignore[no-redef,import-not-found,unused-ignore]
         except ModuleNotFoundError:
+            with open(path, encoding="utf-8") as f:
+                if "[tool.cloacina]" in f.read():
+                    raise ValueError(
+                        f"{path}: reading [tool.cloacina] needs Python 3.11 or the tomli package"
+                    ) from None
             return None
     with open(path, "rb") as f:
         try:
