@@ -9,11 +9,6 @@ use serde_json::Value;
 use crate::context::{Map, MAX_DEPTH};
 use crate::store::{RunRecord, RunSummary};
 
-/// A JSON map as a new Python dict.
-pub fn map_to_py<'py>(py: Python<'py>, map: &Map) -> PyResult<Bound<'py, PyAny>> {
-    pythonize::pythonize(py, map).map_err(|e| PyTypeError::new_err(e.to_string()))
-}
-
 /// A run's final context as a new dict: its input, then every completed task's writes in
 /// merge order. No merged copy is built, and each task's output is dropped once
 /// converted, so the memory it held serves the Python values (the peak is about one

@@ -351,19 +351,27 @@ impl RunRecord {
     /// context, in merge order: its input, then each completed task's writes.
     pub fn take_context_parts(&mut self) -> impl Iterator<Item = Map> + '_ {
         let input = std::mem::take(&mut self.input);
-        let outputs =
-            self.tasks.iter_mut().filter(|t| t.status == "completed").filter_map(|t| t.output.take());
+        let outputs = self.tasks.iter_mut().filter(|t| in_context(t)).filter_map(|t| t.output.take());
         std::iter::once(input).chain(outputs)
     }
 
-    /// The run's context as one map (merged from a copy of the record's parts).
+    /// The run's context as one map: the same parts as `take_context_parts`, merged.
     pub fn context(&self) -> Map {
-        let mut merged = Map::new();
-        for part in self.clone().take_context_parts() {
-            context::apply(&mut merged, &part);
-        }
-        merged
+        context::fold(
+            &self.input,
+            self.tasks.iter().filter(|t| in_context(t)).filter_map(|t| t.output.as_ref()),
+        )
     }
+}
+
+/// Whether `task`'s writes are part of its run's context (only a completed task's are).
+fn in_context(task: &TaskRecord) -> bool {
+    task.status == "completed"
+}
+
+/// A store's schema version: the latest of its migrations.
+pub(crate) fn latest_migration(migrator: &sqlx::migrate::Migrator) -> i64 {
+    migrator.iter().map(|m| m.version).max().unwrap_or(0)
 }
 
 /// A run as `list_runs` shows it: its row and how many of its tasks are in each

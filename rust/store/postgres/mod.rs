@@ -371,7 +371,7 @@ async fn check_versions(conn: &mut PgConnection, target: &Target) -> Result<()> 
         .fetch_all(&mut *conn)
         .await
         .map_err(|e| target.error(&e))?;
-    let known = MIGRATOR.iter().map(|m| m.version).max().unwrap_or(0);
+    let known = crate::store::latest_migration(&MIGRATOR);
     if let Some(newer) = applied.iter().find(|v| **v > known) {
         return Err(refuse(format!(
             "it was written by a newer version of cloacina (schema version {newer}; this version knows \
@@ -403,7 +403,7 @@ impl Store for PostgresStore {
     }
 
     fn schema_version(&self) -> i64 {
-        MIGRATOR.iter().map(|m| m.version).max().unwrap_or(0)
+        crate::store::latest_migration(&MIGRATOR)
     }
 
     fn run_status<'a>(&'a self, run_id: &'a str, _reads: Reads) -> BoxFuture<'a, Result<Option<String>>> {

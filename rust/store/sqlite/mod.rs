@@ -189,7 +189,7 @@ impl Store for SqliteStore {
     }
 
     fn schema_version(&self) -> i64 {
-        MIGRATOR.iter().map(|m| m.version).max().unwrap_or(0)
+        crate::store::latest_migration(&MIGRATOR)
     }
 
     fn run_status<'a>(&'a self, run_id: &'a str, reads: Reads) -> BoxFuture<'a, Result<Option<String>>> {
@@ -361,7 +361,7 @@ async fn check_owner(conn: &mut SqliteConnection, path: &Path) -> Result<()> {
             .fetch_all(&mut *conn)
             .await
             .map_err(|e| refuse(e.to_string()))?;
-    let known = MIGRATOR.iter().map(|m| m.version).max().unwrap_or(0);
+    let known = crate::store::latest_migration(&MIGRATOR);
     for (version, checksum) in applied {
         match MIGRATOR.iter().find(|m| m.version == version) {
             None if version > known => {
