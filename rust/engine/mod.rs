@@ -656,9 +656,9 @@ async fn claim_queued(shared: &Shared, commands: &mpsc::UnboundedSender<Command>
         let full = claimed.len() < room;
         for run_id in claimed {
             let Some(mut record) = shared.store.run(&run_id, Reads::Offloaded).await? else { continue };
-            record.owner = None; // read after the claim: a queued run had no owner
-                                 // A run queued by `request_resume` is resumed; any other was never started.
+            // A run queued by `request_resume` is resumed; any other was never started.
             let resume = record.events.last().is_some_and(|(_, kind, _)| kind == "resume_requested");
+            record.owner = None; // read after the claim: a queued run had no owner
             let mode = if resume { AdoptMode::Resume } else { AdoptMode::Claim };
             let (reply, rx) = oneshot::channel();
             let cmd = Command::Adopt { record: Box::new(record), mode, reply: Some(reply) };

@@ -184,7 +184,9 @@ impl Writer for WriteConnection {
         let tx = CachedTx::immediate(&self.conn)?;
         let queued = tx
             .prepare_cached(
-                "UPDATE runs SET status = 'queued', owner = NULL, lease_expires_at = NULL,                  error = NULL, finished_at = NULL, cancel_requested_at = NULL                  WHERE run_id = ?1 AND status IN ('failed', 'cancelled')",
+                "UPDATE runs SET status = 'queued', owner = NULL, lease_expires_at = NULL, \
+                 error = NULL, finished_at = NULL, cancel_requested_at = NULL \
+                 WHERE run_id = ?1 AND status IN ('failed', 'cancelled')",
             )?
             .execute(params![run_id])?;
         if queued > 0 {
