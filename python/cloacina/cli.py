@@ -23,7 +23,7 @@ TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing
 if TYPE_CHECKING:
     from typing import IO, Any
 
-    from cloacina import Runner, RunResult, Workflow
+    from cloacina import RunHandle, Runner, RunResult, Workflow
 
 EXIT_OK, EXIT_FAILED_RUN, EXIT_ERROR = 0, 1, 2
 
@@ -403,29 +403,30 @@ def _run(args: argparse.Namespace, runner: Runner) -> int:
     wf = _workflow(args.target)
     handle = runner.start(wf, _input(args.ctx))
     if args.no_wait:
-        _emit(args, {"run_id": handle.run_id, "status": handle.status()})
-        if args.output == "table":
-            print(f"a worker runs it: cloacina worker {args.target}", file=sys.stderr)
-        return EXIT_OK
-    try:
-        result = handle.wait()
-    except KeyboardInterrupt:
-        runner.cancel(handle.run_id)
-        raise
-    _emit_run(args, result)
-    return EXIT_OK if result.status == "completed" else EXIT_FAILED_RUN
+        return _queued(args, handle, f"a worker runs it: cloacina worker {args.target}")
+    return _finished(args, runner, handle)
 
 
 def _resume(args: argparse.Namespace, runner: Runner) -> int:
     if args.target is None:  # a runner that only submits: the run is queued for a worker
         handle = runner.resume(args.run_id)
-        _emit(args, {"run_id": handle.run_id, "status": handle.status()})
-        if args.output == "table":
-            hint = "a worker serving its workflow resumes it: cloacina worker TARGET"
-            print(hint, file=sys.stderr)
-        return EXIT_OK
+        hint = "a worker serving its workflow resumes it: cloacina worker TARGET"
+        return _queued(args, handle, hint)
     load_target(args.target)
-    handle = runner.resume(args.run_id)
+    return _finished(args, runner, runner.resume(args.run_id))
+
+
+def _queued(args: argparse.Namespace, handle: RunHandle, hint: str) -> int:
+    """Reports a run left queued for a worker (``hint`` says which, on a terminal)."""
+    _emit(args, {"run_id": handle.run_id, "status": handle.status()})
+    if args.output == "table":
+        print(hint, file=sys.stderr)
+    return EXIT_OK
+
+
+def _finished(args: argparse.Namespace, runner: Runner, handle: RunHandle) -> int:
+    """Waits for the run driven here (Ctrl-C cancels it), reports it, and returns the
+    exit code: 1 when it did not complete."""
     try:
         result = handle.wait()
     except KeyboardInterrupt:
