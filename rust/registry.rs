@@ -45,6 +45,9 @@ pub struct WorkflowDef {
     pub graph: Graph,
     /// Longest a run may take, in seconds; its expiry cancels what is left.
     pub timeout: Option<f64>,
+    /// The context keys the tasks' trigger rules read: the scheduler reads them itself,
+    /// so their values are never evicted from memory.
+    pub rule_keys: Vec<Arc<str>>,
     /// The task definitions' generation the graph was resolved at.
     generation: u64,
 }
@@ -166,14 +169,27 @@ fn resolve(
             }
         }
     }
+    let rule_keys = rule_keys(&registry, &graph);
     Ok(WorkflowDef {
         name: name.to_string(),
         description,
         listed: listed.to_vec(),
         graph,
         timeout,
+        rule_keys,
         generation,
     })
+}
+
+/// The context keys the trigger rules of `graph`'s tasks read.
+fn rule_keys(registry: &Registry, graph: &Graph) -> Vec<Arc<str>> {
+    let mut keys = Vec::new();
+    for position in 0..graph.len() as u32 {
+        if let Some(def) = registry.tasks.get(graph.id(position)) {
+            def.policy.trigger.context_keys(&mut keys);
+        }
+    }
+    keys
 }
 
 /// The registered workflow `name` as its tasks are defined now: resolved again when a
@@ -218,6 +234,7 @@ pub fn unregistered_workflow(name: &str, graph: Graph, timeout: Option<f64>) -> 
         name: name.to_string(),
         description: None,
         listed: Vec::new(),
+        rule_keys: rule_keys(&read(), &graph),
         graph,
         timeout,
         generation: 0,

@@ -8,6 +8,8 @@
 //! without dependencies satisfies every dependency rule (Airflow runs a task without
 //! upstream whatever its rule).
 
+use std::sync::Arc;
+
 use serde_json::Value;
 
 use crate::errors::{Error, Result};
@@ -154,7 +156,7 @@ pub trait Facts {
     fn dependencies(&self) -> Vec<(&str, Upstream)>;
     fn status_of(&self, task: &str) -> Option<Upstream>;
     /// The value of `key` in the task's input context.
-    fn context_value(&self, key: &str) -> Option<&Value>;
+    fn context_value(&self, key: &str) -> Option<Value>;
     /// Why an `upstream_failed` task did not run (it names the task that failed).
     fn cause_of(&self, _task: &str) -> Option<&str> {
         None
@@ -269,7 +271,7 @@ impl Rule {
                 }
             }
             Rule::ContextValue { key, op, value } => {
-                if compare(facts.context_value(key), *op, value) {
+                if compare(facts.context_value(key).as_ref(), *op, value) {
                     Verdict::Run
                 } else {
                     false_rule()
@@ -356,6 +358,18 @@ impl Rule {
             Rule::AllDoneMinOneSuccess if n.skipped > 0 => skip(&first(&|s| s == Upstream::Skipped)),
             Rule::AllDoneMinOneSuccess if n.success == 0 => upstream_failed(),
             _ => Verdict::Run,
+        }
+    }
+
+    /// Adds the context keys the rule reads (its `context_value` parts) to `keys`.
+    pub fn context_keys(&self, keys: &mut Vec<Arc<str>>) {
+        match self {
+            Rule::ContextValue { key, .. } if !keys.iter().any(|k| **k == **key) => {
+                keys.push(Arc::from(key.as_str()));
+            }
+            Rule::AllOf(rs) | Rule::AnyOf(rs) => rs.iter().for_each(|r| r.context_keys(keys)),
+            Rule::Not(r) => r.context_keys(keys),
+            _ => {}
         }
     }
 
@@ -461,8 +475,8 @@ mod tests {
         fn status_of(&self, task: &str) -> Option<Upstream> {
             self.deps.iter().find(|(id, _)| *id == task).map(|(_, s)| *s)
         }
-        fn context_value(&self, key: &str) -> Option<&Value> {
-            self.ctx.get(key)
+        fn context_value(&self, key: &str) -> Option<Value> {
+            self.ctx.get(key).cloned()
         }
         fn cause_of(&self, task: &str) -> Option<&str> {
             (task == "uf").then_some("upstream task 'root' failed")

@@ -172,9 +172,11 @@ def interrupt_sync(token: str, why: str) -> bool:
 
 
 def call_hook(hook: Callable[..., Any], args: tuple[Any, ...]) -> None:
-    """Calls a hook with ``args``, wrapping a dict context in a Context; awaits it if it
-    is a coroutine function."""
-    args = tuple(Context(a) if isinstance(a, dict) else a for a in args)
+    """Calls a hook with ``args``, wrapping the engine's view of the context in a
+    Context; awaits it if it is a coroutine function."""
+    from cloacina._native import ContextView
+
+    args = tuple(Context._wrap(a) if isinstance(a, ContextView) else a for a in args)
     result = hook(*args)
     if inspect.isawaitable(result):
         import asyncio  # only async hooks need it: `import cloacina` stays light

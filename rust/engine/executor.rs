@@ -1,12 +1,84 @@
 //! How the engine hands a task to whatever runs its body, and what comes back.
 
-use std::sync::Arc;
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::Duration;
 
 use futures::future::BoxFuture;
 
-use crate::context::{Map, View};
+use crate::context::{Delta, Map, View};
+use crate::errors::{Error, Result};
 use crate::registry::TaskBody;
+use crate::store::{parse_map, Reads, Store};
+
+/// Most bytes (as stored) of read-back writes one engine keeps in memory again: a value
+/// many tasks read (a configuration the first task wrote) is read from the database
+/// once, not by each of them. Beyond it, what was read back first leaves memory again.
+pub const RECALLED_BYTES: usize = 32 << 20;
+
+/// The writes an engine read back from the database and keeps in memory again, in the
+/// order they were read back, within [`RECALLED_BYTES`].
+#[derive(Default)]
+pub struct Recalled {
+    kept: Mutex<Kept>,
+}
+
+/// Each delta kept (gone when its run ended) with its size, and the sizes' total.
+type Kept = (VecDeque<(Weak<Delta>, usize)>, usize);
+
+impl Recalled {
+    fn keep(&self, delta: &Arc<Delta>, values: Arc<Map>, bytes: usize) {
+        delta.readmit(values);
+        let mut kept = self.kept.lock().unwrap_or_else(PoisonError::into_inner);
+        let (queue, total) = &mut *kept;
+        queue.push_back((Arc::downgrade(delta), bytes));
+        *total += bytes;
+        while *total > RECALLED_BYTES {
+            let Some((oldest, size)) = queue.pop_front() else { break };
+            *total -= size;
+            if let Some(oldest) = oldest.upgrade() {
+                oldest.evict();
+            }
+        }
+    }
+}
+
+/// Reads back from the database the writes the engine evicted from memory (see
+/// [`Delta`]): what a task's body or hook reads of an older task's output.
+#[derive(Clone)]
+pub struct Recall {
+    store: Arc<dyn Store>,
+    run_id: Arc<str>,
+    recalled: Arc<Recalled>,
+}
+
+impl Recall {
+    /// Reads the outputs of run `run_id` from `store`, keeping what it read in
+    /// `recalled`.
+    pub fn new(store: Arc<dyn Store>, run_id: Arc<str>, recalled: Arc<Recalled>) -> Recall {
+        Recall { store, run_id, recalled }
+    }
+
+    /// The values of `delta`: from memory, or else read back from its writer's stored
+    /// output (`reads` says on which thread) and kept in memory for a while.
+    pub async fn values(&self, delta: &Arc<Delta>, reads: Reads) -> Result<Arc<Map>> {
+        if let Some(values) = delta.resident() {
+            return Ok(values);
+        }
+        let Some(writer) = delta.writer() else {
+            return Err(Error::Internal("the run's input left memory".into()));
+        };
+        let Some(text) = self.store.task_output(&self.run_id, writer, reads).await? else {
+            return Err(Error::Internal(format!(
+                "the output of task '{writer}' of run {} is not in the database",
+                self.run_id
+            )));
+        };
+        let values = Arc::new(parse_map(&text, || format!("the output of task '{writer}'"))?);
+        self.recalled.keep(delta, values.clone(), text.len());
+        Ok(values)
+    }
+}
 
 /// One attempt of one task, ready to run.
 pub struct Job {
@@ -18,6 +90,8 @@ pub struct Job {
     pub body: Arc<dyn TaskBody>,
     /// What the task sees: the run's input plus its ancestors' writes, in merge order.
     pub input: View,
+    /// Reads back what `input` holds only in the database.
+    pub recall: Recall,
 }
 
 /// What the body asked for when it failed.
@@ -126,6 +200,8 @@ pub struct HookCall {
     pub error: Option<String>,
     /// The task's context: its input, plus its writes on success.
     pub context: View,
+    /// Reads back what `context` holds only in the database.
+    pub recall: Recall,
     pub body: Arc<dyn TaskBody>,
 }
 

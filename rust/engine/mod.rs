@@ -20,7 +20,7 @@ pub mod workers;
 
 pub(crate) use scheduler::panic_message;
 
-pub use executor::{Done, Executor, HookCall, HookKind, Interrupt, Job, Outcome, RetryHint};
+pub use executor::{Done, Executor, HookCall, HookKind, Interrupt, Job, Outcome, Recall, RetryHint};
 pub use workers::Workers;
 
 pub use crate::store::Reads;
@@ -88,6 +88,8 @@ pub(crate) struct Shared {
     /// Held while claiming queued runs: two claims at once (the check at start and the
     /// background one) would each count the same room.
     pub claim_lock: tokio::sync::Mutex<()>,
+    /// Writes read back from the database and kept in memory again.
+    pub recalled: Arc<executor::Recalled>,
 }
 
 impl Shared {
@@ -229,6 +231,7 @@ impl Engine {
             max_runs: config.max_concurrency,
             claiming: std::sync::atomic::AtomicBool::new(config.max_concurrency > 0),
             claim_lock: tokio::sync::Mutex::new(()),
+            recalled: Default::default(),
         });
         let (tx, rx) = mpsc::unbounded_channel();
         let recover = config.recover;

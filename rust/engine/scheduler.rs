@@ -13,11 +13,11 @@ use std::time::Duration;
 use futures::FutureExt;
 use tokio::sync::{mpsc, oneshot, watch};
 
-use super::executor::{Done, HookCall, HookKind, Interrupt, RetryHint};
+use super::executor::{Done, HookCall, HookKind, Interrupt, Recall, RetryHint};
 use super::state::{RuleFacts, RunState, TaskStatus};
 use super::workers::{spin_until, SPIN};
 use super::{lock, AdoptMode, CancelReason, Command, EngineConfig, Executor, Job, Outcome, Shared};
-use crate::context::Map;
+use crate::context::{Delta, Map};
 use crate::duration::{micros_after, saturating};
 use crate::errors::{Error, Result};
 use crate::graph::{Graph, TaskSpec};
@@ -92,6 +92,9 @@ struct Effects {
     cancel_replies: Vec<(oneshot::Sender<bool>, bool)>,
     /// The lease this batch renews every run to, once committed.
     renewed_until: Option<i64>,
+    /// Writes whose values leave memory once this batch is committed (see
+    /// `RunState::retire`).
+    evict: Vec<Arc<Delta>>,
 }
 
 /// How long before its lease expires a run's ownership is checked at every commit.
@@ -429,7 +432,8 @@ impl Scheduler {
         }
         log::info!("run {run_id} of workflow '{}' started ({} tasks)", workflow.name, graph.len());
         let (done, watch) = watch::channel(false);
-        let mut run = RunState::new(run_id.clone(), workflow.clone(), input, done);
+        let recall = Recall::new(self.shared.store.clone(), run_id.clone(), self.shared.recalled.clone());
+        let mut run = RunState::new(run_id.clone(), workflow.clone(), input, done, recall);
         run.lease_until = micros_after(now, self.shared.lease);
         for (position, task) in run.tasks.iter().enumerate() {
             let deps: Vec<&str> = graph.dependencies(position as u32).iter().map(|&d| graph.id(d)).collect();
@@ -471,7 +475,7 @@ impl Scheduler {
         match outcome {
             Outcome::Completed(delta) => {
                 let output = serde_json::to_string(&delta).unwrap_or_else(|_| "{}".into());
-                let delta = Arc::new(delta);
+                let delta = Delta::new(Some(task_id.clone()), delta);
                 ops.push(Op::FinishTask {
                     run_id: run_id.clone(),
                     task_id: task_id.clone(),
@@ -493,6 +497,7 @@ impl Scheduler {
                         attempt,
                         error: None,
                         context: base.with(i64::from(position), &delta),
+                        recall: run.recall.clone(),
                         body: def.body.clone(),
                     });
                 }
@@ -549,6 +554,7 @@ impl Scheduler {
                             attempt,
                             error: Some(error),
                             context: input,
+                            recall: run.recall.clone(),
                             body: def.body.clone(),
                         });
                     }
@@ -574,6 +580,7 @@ impl Scheduler {
                         attempt,
                         error: Some(error.clone()),
                         context: input,
+                        recall: run.recall.clone(),
                         body: def.body.clone(),
                     });
                 }
@@ -602,6 +609,7 @@ impl Scheduler {
             }
         }
         run.unfinished -= 1;
+        run.retire(position, &mut effects.evict);
         Self::release_successors(run, position, now, ops, &mut self.queue, effects);
         if run.unfinished == 0 {
             Self::finalize(run, now, ops);
@@ -650,6 +658,7 @@ impl Scheduler {
         });
         run.pass_on(position, input);
         run.unfinished -= 1;
+        run.retire(position, &mut effects.evict);
         false
     }
 
@@ -837,6 +846,7 @@ impl Scheduler {
                 attempt,
                 body: def.body.clone(),
                 input,
+                recall: run.recall.clone(),
             };
             effects.jobs.push((job, position, now, def.policy.timeout));
         }
@@ -1008,7 +1018,8 @@ impl Scheduler {
         let timeout = current.as_ref().and_then(|w| w.timeout);
         let workflow = Arc::new(registry::unregistered_workflow(&record.workflow, graph, timeout));
         let (done, watch) = watch::channel(false);
-        let mut run = RunState::new(run_id.clone(), workflow.clone(), record.input.clone(), done);
+        let recall = Recall::new(self.shared.store.clone(), run_id.clone(), self.shared.recalled.clone());
+        let mut run = RunState::new(run_id.clone(), workflow.clone(), record.input.clone(), done, recall);
         run.lease_until = record.lease_expires_at.unwrap_or(0);
         let reopen = matches!(mode, AdoptMode::Resume);
         let mut interrupted = Vec::new();
@@ -1067,7 +1078,8 @@ impl Scheduler {
             task.attempts = t.attempts;
             task.status = match t.status.as_str() {
                 "completed" => {
-                    task.delta = Some(Arc::new(t.output.clone().unwrap_or_default()));
+                    task.delta =
+                        Some(Delta::new(Some(task.id.clone()), t.output.clone().unwrap_or_default()));
                     TaskStatus::Completed
                 }
                 _ if gone(&t.task_id) => {
@@ -1222,6 +1234,22 @@ impl Scheduler {
                 self.queue.push_back((run_id.clone(), position));
             }
         }
+        // Completed tasks no live task depends on directly: their writes stay in the
+        // database only.
+        for position in 0..graph.len() as u32 {
+            let left = graph
+                .successors(position)
+                .iter()
+                .filter(|&&s| run.tasks[s as usize].status.upstream().is_none())
+                .count() as u32;
+            let task = &mut run.tasks[position as usize];
+            task.successors_left = left;
+            if let Some(delta) =
+                task.delta.as_ref().filter(|d| left == 0 && !d.writes_any(&workflow.rule_keys))
+            {
+                effects.evict.push(delta.clone());
+            }
+        }
         for position in 0..graph.len() as u32 {
             let task = &run.tasks[position as usize];
             if task.status == TaskStatus::Pending && task.remaining == 0 {
@@ -1271,6 +1299,9 @@ impl Scheduler {
     /// After a commit: answer submitters, start attempts and timers, interrupt, wake
     /// waiters of final runs, call hooks.
     fn deliver(&mut self, effects: Effects) {
+        for delta in &effects.evict {
+            delta.evict();
+        }
         for (reply, run_id) in effects.accepted {
             let _ = reply.send(Ok(run_id));
         }

@@ -6,7 +6,8 @@ use std::sync::Arc;
 
 use tokio::sync::watch;
 
-use crate::context::{Map, View};
+use super::executor::Recall;
+use crate::context::{Delta, Map, View};
 use crate::registry::WorkflowDef;
 use crate::rules::{Facts, Upstream};
 
@@ -50,8 +51,11 @@ pub struct TaskState {
     /// The task's input, computed when it became ready (kept for retries and to
     /// build `output`).
     pub input: Option<View>,
-    /// The task's writes, once completed.
-    pub delta: Option<Arc<Map>>,
+    /// The task's writes, once completed (their values leave memory once no task
+    /// depending on it directly is left to run: see `RunState::retire`).
+    pub delta: Option<Arc<Delta>>,
+    /// Successors not final yet.
+    pub successors_left: u32,
     /// What the task's successors inherit from it (its input plus its writes), kept
     /// while some of them have yet to compute their input.
     pub output: Option<View>,
@@ -69,6 +73,8 @@ pub struct RunState {
     pub workflow: Arc<WorkflowDef>,
     /// The view of the run's input alone: what a root task sees.
     pub base: View,
+    /// Reads back the outputs evicted from memory.
+    pub recall: Recall,
     pub tasks: Vec<TaskState>,
     /// Tasks not final yet.
     pub unfinished: usize,
@@ -85,6 +91,7 @@ impl RunState {
         workflow: Arc<WorkflowDef>,
         input: Map,
         done: watch::Sender<bool>,
+        recall: Recall,
     ) -> RunState {
         let graph = &workflow.graph;
         let tasks = (0..graph.len() as u32)
@@ -98,6 +105,7 @@ impl RunState {
                     not_before: None,
                     input: None,
                     delta: None,
+                    successors_left: graph.successors(p).len() as u32,
                     output: None,
                     output_users: 0,
                     error: None,
@@ -109,7 +117,8 @@ impl RunState {
             run_id,
             unfinished: graph.len(),
             workflow,
-            base: View::of(&Arc::new(input)),
+            base: View::of(&Delta::new(None, input)),
+            recall,
             tasks,
             done,
             lease_until: 0,
@@ -182,7 +191,7 @@ impl RunState {
     }
 
     /// Records the writes of the completed task at `position`.
-    pub fn complete(&mut self, position: u32, delta: Arc<Map>) {
+    pub fn complete(&mut self, position: u32, delta: Arc<Delta>) {
         let task = &mut self.tasks[position as usize];
         let input = task.input.take();
         task.delta = Some(delta.clone());
@@ -190,6 +199,36 @@ impl RunState {
         if let Some(mut view) = input {
             view.add(i64::from(position), &delta);
             self.pass_on(position, view);
+        }
+    }
+}
+
+impl RunState {
+    /// The task at `position` became final. Adds to `evict` the writes that may leave
+    /// memory once the batch recording this is committed: each dependency's, once its
+    /// successors are all final, and the task's own if it has no successor. What a task
+    /// reads most (its parents' writes) stays in memory while it may run; the rest is
+    /// in the database, read back by what reads it. Writes holding a key a trigger rule
+    /// reads stay (the scheduler reads those itself).
+    pub fn retire(&mut self, position: u32, evict: &mut Vec<Arc<Delta>>) {
+        let graph = &self.workflow.graph;
+        let pinned = &self.workflow.rule_keys;
+        let mut leave = |task: &TaskState| {
+            if let Some(delta) = &task.delta {
+                if !delta.writes_any(pinned) {
+                    evict.push(delta.clone());
+                }
+            }
+        };
+        if graph.successors(position).is_empty() {
+            leave(&self.tasks[position as usize]);
+        }
+        for &d in graph.dependencies(position) {
+            let parent = &mut self.tasks[d as usize];
+            parent.successors_left = parent.successors_left.saturating_sub(1);
+            if parent.successors_left == 0 {
+                leave(parent);
+            }
         }
     }
 }
@@ -219,8 +258,9 @@ impl Facts for RuleFacts<'_> {
         self.run.tasks[p as usize].status.upstream()
     }
 
-    fn context_value(&self, key: &str) -> Option<&serde_json::Value> {
-        self.context.get(key)
+    fn context_value(&self, key: &str) -> Option<serde_json::Value> {
+        // Resident: writes holding a key a rule reads are never evicted (`retire`).
+        self.context.get_resident(key)
     }
 
     fn cause_of(&self, task: &str) -> Option<&str> {

@@ -5,14 +5,37 @@ use std::sync::Arc;
 
 use serde_json::{json, Value};
 
-use super::{Done, Engine, EngineConfig, Executor, Job, Outcome, Reads, Workers};
-use crate::context::{Map, View};
+use super::{Done, Engine, EngineConfig, Executor, Job, Outcome, Reads, Recall, Workers};
+use crate::context::{Found, Map, View};
 use crate::graph::TaskSpec;
 use crate::registry::{self, TaskBody, TaskDef, WorkflowDef};
 use crate::store::sqlite::library as sqlite_library;
 use crate::store::{RunFilter, SqliteConfig, SqliteStore};
 
-type Func = dyn Fn(&View) -> Result<Map, String> + Send + Sync;
+type Func = dyn Fn(&Input) -> Result<Map, String> + Send + Sync;
+
+/// What a Rust test task sees: its input, values evicted from memory read back.
+struct Input {
+    view: View,
+    recall: Recall,
+}
+
+impl Input {
+    fn get(&self, key: &str) -> Option<Value> {
+        match self.view.find(key)? {
+            Found::Resident(map) => map.get(key).cloned(),
+            Found::Stored(delta) => {
+                let map = futures::executor::block_on(self.recall.values(&delta, Reads::Inline)).unwrap();
+                map.get(key).cloned()
+            }
+        }
+    }
+
+    /// Whether `key`'s value is only in the database now.
+    fn evicted(&self, key: &str) -> bool {
+        matches!(self.view.find(key), Some(Found::Stored(_)))
+    }
+}
 
 struct RustBody(Arc<Func>);
 
@@ -27,7 +50,8 @@ struct RustExecutor(Workers);
 impl Executor for RustExecutor {
     fn execute(&self, job: Job, done: Done) {
         let body = job.body.as_any().downcast_ref::<RustBody>().expect("a Rust body").0.clone();
-        self.0.submit(Box::new(move || match body(&job.input) {
+        let input = Input { view: job.input, recall: job.recall };
+        self.0.submit(Box::new(move || match body(&input) {
             Ok(delta) => done.send(Outcome::Completed(delta)),
             Err(error) => done.send(Outcome::failed(error)),
         }));
@@ -37,7 +61,7 @@ impl Executor for RustExecutor {
 fn define(
     id: &str,
     deps: &[&str],
-    f: impl Fn(&View) -> Result<Map, String> + Send + Sync + 'static,
+    f: impl Fn(&Input) -> Result<Map, String> + Send + Sync + 'static,
 ) -> TaskSpec {
     define_with(id, deps, json!({}), f)
 }
@@ -46,7 +70,7 @@ fn define_with(
     id: &str,
     deps: &[&str],
     policy: Value,
-    f: impl Fn(&View) -> Result<Map, String> + Send + Sync + 'static,
+    f: impl Fn(&Input) -> Result<Map, String> + Send + Sync + 'static,
 ) -> TaskSpec {
     registry::register_task(TaskDef {
         id: id.into(),
@@ -72,8 +96,8 @@ fn obj(v: Value) -> Map {
     v.as_object().cloned().unwrap()
 }
 
-fn add_one(key: &'static str) -> impl Fn(&View) -> Result<Map, String> + Send + Sync {
-    move |ctx| Ok(obj(json!({ key: ctx.get("x").and_then(Value::as_i64).unwrap_or(0) + 1 })))
+fn add_one(key: &'static str) -> impl Fn(&Input) -> Result<Map, String> + Send + Sync {
+    move |ctx| Ok(obj(json!({ key: ctx.get("x").as_ref().and_then(Value::as_i64).unwrap_or(0) + 1 })))
 }
 
 async fn engine(dir: &tempfile::TempDir) -> Engine {
@@ -91,6 +115,42 @@ async fn run(engine: &Engine, wf: &Arc<WorkflowDef>, input: Value) -> crate::sto
     let id = engine.submit(wf.clone(), obj(input), None, Reads::Offloaded).await.unwrap();
     engine.wait(&id, Reads::Offloaded).await.unwrap();
     engine.get_run(&id, Reads::Offloaded).await.unwrap().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_leave_memory_once_their_readers_ran_and_are_read_back_from_the_database() {
+    use std::sync::Mutex;
+    static SEEN: Mutex<Vec<(&str, bool, Option<i64>)>> = Mutex::new(Vec::new());
+    let dir = tempfile::tempdir().unwrap();
+    let engine = engine(&dir).await;
+    // ev_a writes "a"; ev_b (its only successor) reads it from memory; once ev_b is
+    // final, ev_a's writes leave memory: ev_c reads "a" back from the store, which keeps
+    // it in memory again for ev_d.
+    let probe = |id: &'static str, write: &'static str| {
+        move |ctx: &Input| {
+            let evicted = ctx.evicted("a");
+            let a = ctx.get("a").as_ref().and_then(Value::as_i64);
+            SEEN.lock().unwrap().push((id, evicted, a));
+            Ok(obj(json!({ write: 1 })))
+        }
+    };
+    let specs = vec![
+        define("ev_a", &[], |_| Ok(obj(json!({"a": 41, "pad": "x".repeat(100)})))),
+        define("ev_b", &["ev_a"], probe("ev_b", "b")),
+        define("ev_c", &["ev_b"], probe("ev_c", "c")),
+        define("ev_d", &["ev_c"], probe("ev_d", "d")),
+    ];
+    let wf = registry::register_workflow("ev_chain", None, &ids(&specs), None).unwrap();
+    let run = run(&engine, &wf, json!({})).await;
+    assert_eq!(run.status, "completed");
+    let seen = SEEN.lock().unwrap().clone();
+    assert_eq!(
+        seen,
+        vec![("ev_b", false, Some(41)), ("ev_c", true, Some(41)), ("ev_d", false, Some(41))],
+        "a child reads its parent's writes from memory; a later task reads them back, once"
+    );
+    assert_eq!(run.context().get("a"), Some(&json!(41)));
+    engine.close().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -298,7 +358,7 @@ async fn a_submit_only_engine_queues_a_failed_run_and_the_next_engine_resumes_it
             if BROKEN.load(Ordering::SeqCst) {
                 return Err("not yet".into());
             }
-            Ok(obj(json!({ "y": ctx.get("x").and_then(Value::as_i64).unwrap_or(0) * 2 })))
+            Ok(obj(json!({ "y": ctx.get("x").as_ref().and_then(Value::as_i64).unwrap_or(0) * 2 })))
         }),
     ];
     let wf = registry::register_workflow("rq_chain", None, &ids(&specs), None).unwrap();

@@ -12,8 +12,8 @@ use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyTuple};
 
 use super::convert::{key_from_py, value_from_py};
-use super::view::{view_to_py, ContextView};
-use crate::context::{Map, View};
+use super::view::ContextView;
+use crate::context::Map;
 use crate::engine::workers::ThreadWrapper;
 use crate::engine::{Done, Executor, HookCall, HookKind, Interrupt, Job, Outcome, RetryHint, Workers};
 use crate::registry::TaskBody;
@@ -234,14 +234,15 @@ impl PythonExecutor {
 
     fn run_sync(&self, py: Python<'_>, job: &Job) -> Outcome {
         let body = body_of(&job.body).expect("checked by execute");
-        let data = match Py::new(py, ContextView { view: job.input.clone() }) {
-            Ok(d) => d,
-            Err(e) => {
-                return Outcome::failed(format!("task '{}': cannot build its context: {e}", job.task_id))
-            }
-        };
-        match self.call_sync.bind(py).call1((body.func.bind(py), &*job.task_id, data, &*job.token)) {
-            Ok(result) => delta_from_py(&job.task_id, &job.input, &result),
+        let data =
+            match Py::new(py, ContextView::new(job.input.clone(), job.recall.clone(), job.task_id.clone())) {
+                Ok(d) => d,
+                Err(e) => {
+                    return Outcome::failed(format!("task '{}': cannot build its context: {e}", job.task_id))
+                }
+            };
+        match self.call_sync.bind(py).call1((body.func.bind(py), &*job.task_id, &data, &*job.token)) {
+            Ok(result) => delta_from_py(&job.task_id, data.get(), &result),
             Err(err) => failure_from_pyerr(py, &err, body.retry_on.as_ref()),
         }
     }
@@ -250,19 +251,20 @@ impl PythonExecutor {
     /// Err gives back `done` with the failure when the coroutine could not be scheduled.
     fn schedule_async(&self, py: Python<'_>, job: Job, done: Done) -> Result<(), (Outcome, Done)> {
         let body = body_of(&job.body).expect("checked by execute");
-        let data = match Py::new(py, ContextView { view: job.input.clone() }) {
-            Ok(data) => data,
-            Err(e) => {
-                let outcome =
-                    Outcome::failed(format!("task '{}': cannot build its context: {e}", job.task_id));
-                return Err((outcome, done));
-            }
-        };
+        let data =
+            match Py::new(py, ContextView::new(job.input.clone(), job.recall.clone(), job.task_id.clone())) {
+                Ok(data) => data,
+                Err(e) => {
+                    let outcome =
+                        Outcome::failed(format!("task '{}': cannot build its context: {e}", job.task_id));
+                    return Err((outcome, done));
+                }
+            };
         let completion = Py::new(
             py,
             Completion {
                 task_id: job.task_id.clone(),
-                input: job.input.clone(),
+                view: data.clone_ref(py),
                 retry_on: body.retry_on.as_ref().map(|r| r.clone_ref(py)),
                 done: Mutex::new(Some(done)),
             },
@@ -299,18 +301,22 @@ impl PythonExecutor {
         let Some(func) = func else { return Ok(()) };
         let task_id = &*hook.task_id;
         let error = hook.error.as_deref().unwrap_or("");
+        // The context as tasks get it: a value is converted (and read back from the
+        // database, if it left memory) only when the hook reads it.
+        let context = |py| {
+            Bound::new(py, ContextView::new(hook.context.clone(), hook.recall.clone(), hook.task_id.clone()))
+        };
         let result = (|| -> PyResult<()> {
             let args = match hook.kind {
-                HookKind::Success => PyTuple::new(
-                    py,
-                    [task_id.into_pyobject(py)?.into_any(), view_to_py(py, &hook.context)?.into_any()],
-                )?,
+                HookKind::Success => {
+                    PyTuple::new(py, [task_id.into_pyobject(py)?.into_any(), context(py)?.into_any()])?
+                }
                 HookKind::Failure => PyTuple::new(
                     py,
                     [
                         task_id.into_pyobject(py)?.into_any(),
                         error.into_pyobject(py)?.into_any(),
-                        view_to_py(py, &hook.context)?.into_any(),
+                        context(py)?.into_any(),
                     ],
                 )?,
                 HookKind::Retry => PyTuple::new(
@@ -337,7 +343,8 @@ impl PythonExecutor {
 #[pyclass(frozen, module = "cloacina._native")]
 pub struct Completion {
     task_id: Arc<str>,
-    input: View,
+    /// The attempt's context (where a value read and changed in place is compared).
+    view: Py<ContextView>,
     retry_on: Option<Py<PyAny>>,
     done: Mutex<Option<Done>>,
 }
@@ -346,7 +353,7 @@ pub struct Completion {
 impl Completion {
     /// The coroutine returned; `result` is `(writes, touched)` as from `call_sync`.
     fn ok(&self, result: &Bound<'_, PyAny>) {
-        let outcome = delta_from_py(&self.task_id, &self.input, result);
+        let outcome = delta_from_py(&self.task_id, self.view.get(), result);
         self.send(result.py(), outcome);
     }
 
@@ -380,7 +387,7 @@ impl Drop for Completion {
 
 /// Turns `(writes, touched)` into the task's delta. `writes` are keys the task assigned;
 /// `touched` are keys whose mutable values it read, kept only if they changed.
-fn delta_from_py(task_id: &str, input: &View, result: &Bound<'_, PyAny>) -> Outcome {
+fn delta_from_py(task_id: &str, input: &ContextView, result: &Bound<'_, PyAny>) -> Outcome {
     let pair = match result.cast::<PyTuple>() {
         Ok(t) if t.len() == 2 => t.clone(),
         _ => {
@@ -403,8 +410,16 @@ fn delta_from_py(task_id: &str, input: &View, result: &Bound<'_, PyAny>) -> Outc
                 Ok(v) => v,
                 Err(e) => return never(format!("task '{task_id}' wrote key '{key}': {e}")),
             };
-            if i == 1 && input.get(&key) == Some(&value) {
-                continue; // read but unchanged
+            if i == 1 {
+                // Read but unchanged? (What the task read was recalled already if it had
+                // left memory: this reads no database.)
+                let given = match input.lookup(result.py(), &key) {
+                    Ok(given) => given,
+                    Err(e) => return Outcome::failed(e.to_string()),
+                };
+                if given.as_ref().and_then(|m| m.get(&key)) == Some(&value) {
+                    continue;
+                }
             }
             delta.insert(key, value);
         }

@@ -42,6 +42,15 @@ pub trait Store: Send + Sync + 'static {
     /// The status of run `run_id`, if it exists.
     fn run_status<'a>(&'a self, run_id: &'a str, reads: Reads) -> BoxFuture<'a, Result<Option<String>>>;
 
+    /// The output (writes, a JSON object's text) of task `task_id` of run `run_id`, if
+    /// it completed: how a value evicted from memory is read back.
+    fn task_output<'a>(
+        &'a self,
+        run_id: &'a str,
+        task_id: &'a str,
+        reads: Reads,
+    ) -> BoxFuture<'a, Result<Option<String>>>;
+
     /// Run `run_id` with its tasks, their attempts and its events, if it exists (one
     /// snapshot).
     fn run<'a>(&'a self, run_id: &'a str, reads: Reads) -> BoxFuture<'a, Result<Option<RunRecord>>>;

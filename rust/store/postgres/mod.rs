@@ -410,6 +410,15 @@ impl Store for PostgresStore {
         self.read(move || read::run_status(&self.pool, run_id)).boxed()
     }
 
+    fn task_output<'a>(
+        &'a self,
+        run_id: &'a str,
+        task_id: &'a str,
+        _reads: Reads,
+    ) -> BoxFuture<'a, Result<Option<String>>> {
+        self.read(move || read::task_output(&self.pool, run_id, task_id)).boxed()
+    }
+
     fn run<'a>(&'a self, run_id: &'a str, _reads: Reads) -> BoxFuture<'a, Result<Option<RunRecord>>> {
         async move { self.read(move || read::run(&self.pool, run_id)).await? }.boxed()
     }

@@ -179,6 +179,15 @@ pub(super) async fn run_status(pool: &PgPool, run_id: &str) -> Sql<Option<String
     sqlx::query_scalar("SELECT status FROM runs WHERE run_id = $1").bind(run_id).fetch_optional(pool).await
 }
 
+/// The stored output (a JSON object's text) of completed task `task_id` of run `run_id`.
+pub(super) async fn task_output(pool: &PgPool, run_id: &str, task_id: &str) -> Sql<Option<String>> {
+    sqlx::query_scalar("SELECT output FROM task_outputs WHERE run_id = $1 AND task_id = $2")
+        .bind(run_id)
+        .bind(task_id)
+        .fetch_optional(pool)
+        .await
+}
+
 /// Runs another engine may take over: unfinished ones whose owner is gone (queued runs
 /// are claimed with `Writer::claim_queued`). An owner is gone when its lease expired on the database's clock, or
 /// when its liveness lock (a session advisory lock its write connection holds, see

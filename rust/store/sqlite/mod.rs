@@ -197,6 +197,16 @@ impl Store for SqliteStore {
         self.read(reads, move |c| read::run_status(c, &run_id)).boxed()
     }
 
+    fn task_output<'a>(
+        &'a self,
+        run_id: &'a str,
+        task_id: &'a str,
+        reads: Reads,
+    ) -> BoxFuture<'a, Result<Option<String>>> {
+        let (run_id, task_id) = (run_id.to_owned(), task_id.to_owned());
+        self.read(reads, move |c| read::task_output(c, &run_id, &task_id)).boxed()
+    }
+
     fn run<'a>(&'a self, run_id: &'a str, reads: Reads) -> BoxFuture<'a, Result<Option<RunRecord>>> {
         let run_id = run_id.to_owned();
         self.read(reads, move |c| read::run(c, &run_id)).boxed()

@@ -168,6 +168,14 @@ pub(crate) fn run_status(conn: &mut Connection, run_id: &str) -> Result<Option<S
         .optional()?)
 }
 
+/// The output of completed task `task_id` of run `run_id`.
+pub(crate) fn task_output(conn: &mut Connection, run_id: &str, task_id: &str) -> Result<Option<String>> {
+    Ok(conn
+        .prepare_cached("SELECT output FROM task_outputs WHERE run_id = ?1 AND task_id = ?2")?
+        .query_row(params![run_id, task_id], |row| row.get(0))
+        .optional()?)
+}
+
 /// Runs not final and not owned by `me`: candidates for recovery.
 pub(crate) fn orphan_candidates(conn: &mut Connection, me: &str) -> Result<Vec<OrphanCandidate>> {
     let mut query = conn.prepare_cached(
