@@ -164,3 +164,32 @@ def test_a_value_read_back_is_kept_for_the_next_readers(runner, backend, db_url)
     result = runner.run(Workflow("rk_wf", [d]), {})
     assert result.status == "completed", result.error
     assert (seen["c"], seen["d"]) == (100, 100), "read back by rk_c, then kept in memory"
+
+
+def test_a_resumed_run_reads_back_what_its_completed_tasks_wrote(runner, backend, db_url):
+    """Resuming starts with the writes no live task depends on directly in the database
+    only: a task re-run reads them back."""
+    attempts: list[object] = []
+
+    @task(id="rs_a")
+    def a(ctx):
+        ctx["a"] = {"deep": [1]}
+
+    @task(id="rs_b", dependencies=[a])
+    def b(ctx):
+        ctx["b"] = 2
+
+    @task(id="rs_c", dependencies=[b])
+    def c(ctx):
+        attempts.append(ctx["a"])
+        if len(attempts) == 1:
+            rewrite_output(backend, db_url, "rs_a", {"a": {"deep": [7]}})
+            raise RuntimeError("first pass fails")
+        ctx["sum"] = ctx["a"]["deep"][0] + ctx["b"]
+
+    first = runner.run(Workflow("rs_wf", [c]), {})
+    assert first.status == "failed"
+    second = runner.resume(first.run_id).wait()
+    assert second.status == "completed", second.error
+    assert attempts == [{"deep": [1]}, {"deep": [7]}], "the re-run read rs_a's stored output"
+    assert second.context["sum"] == 9
