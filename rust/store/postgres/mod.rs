@@ -246,6 +246,9 @@ impl PostgresStore {
             .min_connections(0)
             .acquire_timeout(target.connect_timeout)
             .idle_timeout(Some(Duration::from_secs(60)))
+            // No ping before each read (a round trip of its own): a connection that
+            // broke meanwhile fails its query, which `read` retries on a new one.
+            .test_before_acquire(false)
             .after_connect({
                 let schema = target.schema.clone();
                 move |conn, _| {
