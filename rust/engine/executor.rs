@@ -254,3 +254,33 @@ pub trait Executor: Send + Sync + 'static {
         true
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn delta(task: &str) -> Arc<Delta> {
+        let mut values = Map::new();
+        values.insert("k".into(), task.into());
+        let delta = Delta::new(Some(task.into()), values);
+        delta.evict();
+        delta
+    }
+
+    #[test]
+    fn writes_read_back_stay_in_memory_within_the_budget_the_oldest_leaving_first() {
+        let recalled = Recalled::default();
+        let (a, b, c) = (delta("a"), delta("b"), delta("c"));
+        let values = || Arc::new(Map::new());
+        recalled.keep(&a, values(), RECALLED_BYTES / 2);
+        recalled.keep(&b, values(), RECALLED_BYTES / 2);
+        assert!(a.resident().is_some() && b.resident().is_some(), "both fit the budget");
+        recalled.keep(&c, values(), 1);
+        assert!(a.resident().is_none(), "the first read back leaves once the budget is passed");
+        assert!(b.resident().is_some() && c.resident().is_some());
+        drop(b); // its run ended: its bytes still count until they leave the queue
+        let d = delta("d");
+        recalled.keep(&d, values(), RECALLED_BYTES);
+        assert!(c.resident().is_none() && d.resident().is_some());
+    }
+}
