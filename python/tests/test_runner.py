@@ -293,6 +293,26 @@ def test_wait_with_zero_timeout_on_a_finished_run_returns_it(runner):
     assert handle.wait(timeout=0).status == "completed"
 
 
+def test_zero_timeout_waits_that_stop_a_database_read_midway_are_clean(runner):
+    """A wait that gives up (here: a zero timeout) drops the store read it had begun; on
+    PostgreSQL that read holds a pooled connection, whose return to the pool needs the
+    runtime. It used to panic ("requires a Tokio context") when dropped outside it."""
+
+    @task(id="zero_wait")
+    def zero_wait(ctx):
+        ctx["x"] = 1
+
+    handle = runner.start(Workflow("zero_wait_wf", [zero_wait]), {})
+    assert handle.wait(timeout=60).status == "completed"
+    outcomes = set()
+    for _ in range(300):
+        try:
+            outcomes.add(handle.wait(timeout=0).status)
+        except TimeoutError:
+            outcomes.add("timeout")
+    assert outcomes <= {"completed", "timeout"}, outcomes
+
+
 def test_a_run_in_progress_is_visible(runner):
     started, release = threading.Event(), threading.Event()
     handle = runner.start(blocking_workflow(started, release), {})

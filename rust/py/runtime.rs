@@ -132,6 +132,10 @@ where
     F: Future<Output = Result<T>> + Send,
 {
     let runtime = runtime()?;
+    // Held until the future is dropped (declared before it, so dropped after it): a
+    // future dropped unfinished (a timeout, a signal) may release resources that need
+    // the runtime (a pooled database connection goes back to its pool on a task).
+    let _runtime_context = runtime.enter();
     let mut fut = pin!(fut);
     let unpark = Arc::new(Unpark { thread: std::thread::current(), woken: AtomicBool::new(false) });
     let waker = Waker::from(unpark.clone());
