@@ -1245,12 +1245,9 @@ impl Scheduler {
                 .iter()
                 .filter(|&&s| run.tasks[s as usize].status.upstream().is_none())
                 .count() as u32;
-            let task = &mut run.tasks[position as usize];
-            task.successors_left = left;
-            if let Some(delta) =
-                task.delta.as_ref().filter(|d| left == 0 && !d.writes_any(&workflow.rule_keys))
-            {
-                effects.evict.push(delta.clone());
+            run.tasks[position as usize].successors_left = left;
+            if left == 0 {
+                effects.evict.extend(run.evictable(position));
             }
         }
         for position in 0..graph.len() as u32 {

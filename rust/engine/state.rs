@@ -201,35 +201,31 @@ impl RunState {
             self.pass_on(position, view);
         }
     }
-}
 
-impl RunState {
     /// The task at `position` became final. Adds to `evict` the writes that may leave
     /// memory once the batch recording this is committed: each dependency's, once its
     /// successors are all final, and the task's own if it has no successor. What a task
     /// reads most (its parents' writes) stays in memory while it may run; the rest is
-    /// in the database, read back by what reads it. Writes holding a key a trigger rule
-    /// reads stay (the scheduler reads those itself).
+    /// in the database, read back by what reads it.
     pub fn retire(&mut self, position: u32, evict: &mut Vec<Arc<Delta>>) {
         let graph = &self.workflow.graph;
-        let pinned = &self.workflow.rule_keys;
-        let mut leave = |task: &TaskState| {
-            if let Some(delta) = &task.delta {
-                if !delta.writes_any(pinned) {
-                    evict.push(delta.clone());
-                }
-            }
-        };
         if graph.successors(position).is_empty() {
-            leave(&self.tasks[position as usize]);
+            evict.extend(self.evictable(position));
         }
         for &d in graph.dependencies(position) {
             let parent = &mut self.tasks[d as usize];
             parent.successors_left = parent.successors_left.saturating_sub(1);
             if parent.successors_left == 0 {
-                leave(parent);
+                evict.extend(self.evictable(d));
             }
         }
+    }
+
+    /// The writes of the task at `position`, if it has any and they may leave memory:
+    /// not those holding a key a trigger rule reads (the scheduler reads those itself).
+    pub fn evictable(&self, position: u32) -> Option<Arc<Delta>> {
+        let delta = self.tasks[position as usize].delta.as_ref()?;
+        (!delta.writes_any(&self.workflow.rule_keys)).then(|| delta.clone())
     }
 }
 

@@ -234,13 +234,12 @@ impl PythonExecutor {
 
     fn run_sync(&self, py: Python<'_>, job: &Job) -> Outcome {
         let body = body_of(&job.body).expect("checked by execute");
-        let data =
-            match Py::new(py, ContextView::new(job.input.clone(), job.recall.clone(), job.task_id.clone())) {
-                Ok(d) => d,
-                Err(e) => {
-                    return Outcome::failed(format!("task '{}': cannot build its context: {e}", job.task_id))
-                }
-            };
+        let data = match Py::new(py, ContextView::new(&job.input, &job.recall, &job.task_id)) {
+            Ok(d) => d,
+            Err(e) => {
+                return Outcome::failed(format!("task '{}': cannot build its context: {e}", job.task_id))
+            }
+        };
         match self.call_sync.bind(py).call1((body.func.bind(py), &*job.task_id, &data, &*job.token)) {
             Ok(result) => delta_from_py(&job.task_id, data.get(), &result),
             Err(err) => failure_from_pyerr(py, &err, body.retry_on.as_ref()),
@@ -251,15 +250,14 @@ impl PythonExecutor {
     /// Err gives back `done` with the failure when the coroutine could not be scheduled.
     fn schedule_async(&self, py: Python<'_>, job: Job, done: Done) -> Result<(), (Outcome, Done)> {
         let body = body_of(&job.body).expect("checked by execute");
-        let data =
-            match Py::new(py, ContextView::new(job.input.clone(), job.recall.clone(), job.task_id.clone())) {
-                Ok(data) => data,
-                Err(e) => {
-                    let outcome =
-                        Outcome::failed(format!("task '{}': cannot build its context: {e}", job.task_id));
-                    return Err((outcome, done));
-                }
-            };
+        let data = match Py::new(py, ContextView::new(&job.input, &job.recall, &job.task_id)) {
+            Ok(data) => data,
+            Err(e) => {
+                let outcome =
+                    Outcome::failed(format!("task '{}': cannot build its context: {e}", job.task_id));
+                return Err((outcome, done));
+            }
+        };
         let completion = Py::new(
             py,
             Completion {
@@ -303,9 +301,7 @@ impl PythonExecutor {
         let error = hook.error.as_deref().unwrap_or("");
         // The context as tasks get it: a value is converted (and read back from the
         // database, if it left memory) only when the hook reads it.
-        let context = |py| {
-            Bound::new(py, ContextView::new(hook.context.clone(), hook.recall.clone(), hook.task_id.clone()))
-        };
+        let context = |py| Bound::new(py, ContextView::new(&hook.context, &hook.recall, &hook.task_id));
         let result = (|| -> PyResult<()> {
             let args = match hook.kind {
                 HookKind::Success => {

@@ -29,8 +29,13 @@ pub struct ContextView {
 
 impl ContextView {
     /// Task `task_id`'s context `view`, reading evicted writes back through `recall`.
-    pub fn new(view: View, recall: Recall, task_id: Arc<str>) -> ContextView {
-        ContextView { view, recall, task_id, recalled: Mutex::new(HashMap::new()) }
+    pub fn new(view: &View, recall: &Recall, task_id: &Arc<str>) -> ContextView {
+        ContextView {
+            view: view.clone(),
+            recall: recall.clone(),
+            task_id: task_id.clone(),
+            recalled: Mutex::new(HashMap::new()),
+        }
     }
 
     /// The writes holding the value of `key` (the value is `map[key]`), read back from
@@ -70,10 +75,10 @@ impl ContextView {
     }
 }
 
-/// `f` of `key` as a str; None for a key that is not a `str` (never in a context).
-fn with_str<T>(key: &Bound<'_, PyAny>, f: impl FnOnce(&str) -> T) -> PyResult<Option<T>> {
+/// `key` as a str; None for a key that is not a `str` (never in a context).
+fn as_str<'a>(key: &'a Bound<'_, PyAny>) -> PyResult<Option<&'a str>> {
     match key.cast::<PyString>() {
-        Ok(key) => Ok(Some(f(key.to_str()?))),
+        Ok(key) => Ok(Some(key.to_str()?)),
         Err(_) => Ok(None),
     }
 }
@@ -88,10 +93,9 @@ impl ContextView {
         key: &Bound<'py, PyAny>,
         default: Option<Bound<'py, PyAny>>,
     ) -> PyResult<Bound<'py, PyAny>> {
-        let Ok(key) = key.cast::<PyString>() else {
+        let Some(key) = as_str(key)? else {
             return Ok(default.unwrap_or_else(|| py.None().into_bound(py)));
         };
-        let key = key.to_str()?;
         match self.lookup(py, key)?.as_ref().and_then(|map| map.get(key)) {
             Some(value) => value_to_py(py, value),
             None => Ok(default.unwrap_or_else(|| py.None().into_bound(py))),
@@ -99,7 +103,7 @@ impl ContextView {
     }
 
     fn __contains__(&self, key: &Bound<'_, PyAny>) -> PyResult<bool> {
-        Ok(with_str(key, |k| self.view.contains_key(k))?.unwrap_or(false))
+        Ok(as_str(key)?.is_some_and(|k| self.view.contains_key(k)))
     }
 
     fn __len__(&self) -> usize {
