@@ -92,6 +92,10 @@ pub struct Job {
     pub input: View,
     /// Reads back what `input` holds only in the database.
     pub recall: Recall,
+    /// Whether a task is likely to start as soon as this attempt ends (a successor
+    /// waiting for this task alone, after a commit short enough to wait for): the
+    /// thread that ran the attempt may stay awake for it (`Workers::expect_work`).
+    pub followed: bool,
 }
 
 /// What the body asked for when it failed.

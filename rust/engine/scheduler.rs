@@ -842,6 +842,11 @@ impl Scheduler {
                 at: now,
             });
             self.slots.insert((run_id.clone(), position, attempt));
+            let followed = self.last_commit < SPIN
+                && run.workflow.graph.successors(position).iter().any(|&s| {
+                    let successor = &run.tasks[s as usize];
+                    successor.status == TaskStatus::Pending && successor.remaining == 1
+                });
             let job = Job {
                 token: token(&run_id, &task_id, attempt),
                 run_id,
@@ -850,6 +855,7 @@ impl Scheduler {
                 body: def.body.clone(),
                 input,
                 recall: run.recall.clone(),
+                followed,
             };
             effects.jobs.push((job, position, now, def.policy.timeout));
         }

@@ -47,13 +47,24 @@ impl TaskBody for RustBody {
 
 struct RustExecutor(Workers);
 
+/// Every job started by a `RustExecutor`: (task, `Job.followed`).
+static FOLLOWED: std::sync::Mutex<Vec<(String, bool)>> = std::sync::Mutex::new(Vec::new());
+
 impl Executor for RustExecutor {
     fn execute(&self, job: Job, done: Done) {
         let body = job.body.as_any().downcast_ref::<RustBody>().expect("a Rust body").0.clone();
         let input = Input { view: job.input, recall: job.recall };
-        self.0.submit(Box::new(move || match body(&input) {
-            Ok(delta) => done.send(Outcome::Completed(delta)),
-            Err(error) => done.send(Outcome::failed(error)),
+        FOLLOWED.lock().unwrap().push((job.task_id.to_string(), job.followed));
+        let (workers, followed) = (self.0.clone(), job.followed);
+        self.0.submit(Box::new(move || {
+            let outcome = match body(&input) {
+                Ok(delta) => Outcome::Completed(delta),
+                Err(error) => Outcome::failed(error),
+            };
+            if followed {
+                workers.expect_work();
+            }
+            done.send(outcome);
         }));
     }
 }
@@ -151,6 +162,39 @@ async fn writes_leave_memory_once_their_readers_ran_and_are_read_back_from_the_d
     );
     assert_eq!(run.context().get("a"), Some(&json!(41)));
     engine.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_attempt_is_followed_when_a_successor_waits_for_it_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = engine(&dir).await;
+    let chain: Vec<TaskSpec> = (0..10)
+        .map(|i| {
+            let deps = if i == 0 { vec![] } else { vec![format!("fo_c{}", i - 1)] };
+            let deps: Vec<&str> = deps.iter().map(String::as_str).collect();
+            define(&format!("fo_c{i}"), &deps, add_one("x"))
+        })
+        .collect();
+    let wf = registry::register_workflow("fo_chain", None, &ids(&chain), None).unwrap();
+    assert_eq!(run(&engine, &wf, json!({})).await.status, "completed");
+    // Two parents started together: the join waits for both, so neither is followed.
+    let fan = vec![
+        define("fo_p1", &[], add_one("p1")),
+        define("fo_p2", &[], add_one("p2")),
+        define("fo_join", &["fo_p1", "fo_p2"], add_one("j")),
+    ];
+    let wf = registry::register_workflow("fo_fan", None, &ids(&fan), None).unwrap();
+    assert_eq!(run(&engine, &wf, json!({})).await.status, "completed");
+    engine.close().await;
+    let seen: Vec<(String, bool)> =
+        FOLLOWED.lock().unwrap().iter().filter(|(id, _)| id.starts_with("fo_")).cloned().collect();
+    let followed = |id: &str| seen.iter().find(|(t, _)| t == id).map(|(_, f)| *f).unwrap();
+    for id in ["fo_c9", "fo_p1", "fo_p2", "fo_join"] {
+        assert!(!followed(id), "{id}: no successor waits for it alone");
+    }
+    // Followed unless the last commit took longer than a spin (a very slow disk).
+    let chained = (0..9).filter(|i| followed(&format!("fo_c{i}"))).count();
+    assert!(chained >= 5, "only {chained} of 9 chain steps followed: {seen:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -118,6 +118,9 @@ impl Executor for Arc<PythonExecutor> {
                 }
             } else {
                 let outcome = Python::attach(|py| this.run_sync(py, &job));
+                if job.followed {
+                    this.workers.expect_work();
+                }
                 done.send(outcome);
             }
         }));
