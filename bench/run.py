@@ -4,7 +4,7 @@ SQLite commits, measured side by side in one invocation. See bench/README.md.
 
     python bench/run.py                  # everything, default sizes
     python bench/run.py --quick          # small sizes, a smoke test of the harness
-    python bench/run.py --scale          # also W1 x2000 and W2 x10000
+    python bench/run.py --scale          # also W1 x2000, W2 x10000, context_scale.py
     python bench/run.py --only dbos,raw  # a subset
 
 Each engine runs in its own subprocess (DBOS keeps process-global state; a crash or hang
@@ -653,6 +653,15 @@ def main() -> int:
         results["summary"]["scale"] = ssum
         print()
         print_table(["scale: ms/task small -> large", "cloacina", "cloacina(full)", "DBOS"], srows)
+        if "cloacina" in args.targets:
+            # The issue "Context at scale": what a task costs as the context it could
+            # see grows (its own harness, see bench/README.md).
+            print()
+            cmd = [sys.executable, str(Path(__file__).with_name("context_scale.py"))]
+            cmd += ["--quick"] if args.quick else ["--reps", str(args.reps)]
+            done = subprocess.run(cmd, check=False)
+            if done.returncode != 0:
+                results["problems"].append(f"context_scale.py exited with {done.returncode}")
 
     problems = problems_of(results, args)
     results["problems"] = problems
