@@ -249,6 +249,12 @@ impl Engine {
         Ok(Engine { shared, commands: tx })
     }
 
+    /// Whether the store answers within microseconds (an embedded database), so that a
+    /// caller expecting an answer may spin for it rather than sleep.
+    pub fn answers_quickly(&self) -> bool {
+        self.shared.store.commit_gather().is_none()
+    }
+
     /// The store's label (file path or ":memory:").
     pub fn store_label(&self) -> &str {
         self.shared.store.label()

@@ -10,7 +10,8 @@ use pyo3::types::PyList;
 
 use super::convert::{map_from_py, run_to_py, summary_to_py};
 use super::invoke::PythonExecutor;
-use super::runtime::{awaitable, wait};
+use super::runtime::{awaitable, wait, wait_spinning};
+use crate::engine::workers::SPIN;
 use crate::engine::{Engine, EngineConfig, Reads};
 use crate::errors::Error;
 use crate::registry;
@@ -22,6 +23,8 @@ pub struct PyEngine {
     engine: Arc<Engine>,
     /// The process that started the engine: in a forked child its threads do not exist.
     pid: u32,
+    /// How long a caller spins for an answer before it sleeps (see `wait_spinning`).
+    spin: Duration,
 }
 
 fn workflow_def(name: &str) -> PyResult<Arc<registry::WorkflowDef>> {
@@ -82,7 +85,8 @@ impl PyEngine {
             None,
         )?
         .expect("no timeout");
-        Ok(PyEngine { engine: Arc::new(engine), pid: std::process::id() })
+        let spin = if engine.answers_quickly() { SPIN } else { Duration::ZERO };
+        Ok(PyEngine { engine: Arc::new(engine), pid: std::process::id(), spin })
     }
 
     /// Starts a run of the registered workflow `workflow`; returns the run id (of the
@@ -98,20 +102,20 @@ impl PyEngine {
         let def = workflow_def(workflow)?;
         let input = map_from_py(input, "the run's input")?;
         let submit = self.engine()?.submit(def, input, idempotency_key, Reads::Inline);
-        Ok(wait(py, submit, None)?.expect("no timeout"))
+        Ok(self.block(py, submit, None)?.expect("no timeout"))
     }
 
     /// Continues an interrupted run, or re-executes a failed or cancelled one.
     fn resume(&self, py: Python<'_>, run_id: String) -> PyResult<()> {
         let engine = self.engine()?.clone();
-        wait(py, async move { engine.resume(&run_id).await }, None)?;
+        self.block(py, async move { engine.resume(&run_id).await }, None)?;
         Ok(())
     }
 
     /// Takes over runs whose owner is gone; returns their ids.
     fn recover(&self, py: Python<'_>) -> PyResult<Vec<String>> {
         let engine = self.engine()?.clone();
-        Ok(wait(py, async move { engine.recover_orphans().await }, None)?.expect("no timeout"))
+        Ok(self.block(py, async move { engine.recover_orphans().await }, None)?.expect("no timeout"))
     }
 
     /// Awaitable twin of `submit`.
@@ -136,14 +140,16 @@ impl PyEngine {
     fn wait(&self, py: Python<'_>, run_id: String, timeout: Option<f64>, lend: bool) -> PyResult<bool> {
         let timeout = timeout.map(|t| crate::duration::seconds("timeout", t)).transpose()?;
         let done = if lend {
-            wait(py, self.engine()?.wait_lending(&run_id, Reads::Inline), timeout)?
+            self.block(py, self.engine()?.wait_lending(&run_id, Reads::Inline), timeout)?
         } else {
-            wait(py, self.engine()?.wait(&run_id, Reads::Inline), timeout)?
+            self.block(py, self.engine()?.wait(&run_id, Reads::Inline), timeout)?
         };
         if done.is_none() {
             // Timed out (a zero timeout included): the run may have ended meanwhile, or
             // before a read over the network could answer. One last look decides.
-            return Ok(wait(py, self.engine()?.is_final(&run_id, Reads::Inline), None)?.expect("no timeout"));
+            return Ok(self
+                .block(py, self.engine()?.is_final(&run_id, Reads::Inline), None)?
+                .expect("no timeout"));
         }
         Ok(true)
     }
@@ -164,7 +170,7 @@ impl PyEngine {
     /// Cancels run `run_id` (here, or by asking its owner); False if unknown or final.
     fn cancel(&self, py: Python<'_>, run_id: String) -> PyResult<bool> {
         let engine = self.engine()?.clone();
-        Ok(wait(py, async move { engine.cancel(&run_id).await }, None)?.expect("no timeout"))
+        Ok(self.block(py, async move { engine.cancel(&run_id).await }, None)?.expect("no timeout"))
     }
 
     /// Awaitable twin of `cancel`.
@@ -176,7 +182,7 @@ impl PyEngine {
     /// Run `run_id` as a dict, or None.
     fn get_run(&self, py: Python<'_>, run_id: String) -> PyResult<Option<Py<PyAny>>> {
         // Read on this thread with the GIL released: no hop to another thread.
-        let run = wait(py, self.engine()?.get_run(&run_id, Reads::Inline), None)?.expect("no timeout");
+        let run = self.block(py, self.engine()?.get_run(&run_id, Reads::Inline), None)?.expect("no timeout");
         run.map(|r| run_to_py(py, r).map(Bound::unbind)).transpose()
     }
 
@@ -187,13 +193,13 @@ impl PyEngine {
 
     /// Run `run_id`'s status as stored, or None; reads one row, not the run's tasks.
     fn run_status(&self, py: Python<'_>, run_id: String) -> PyResult<Option<String>> {
-        Ok(wait(py, self.engine()?.run_status(&run_id, Reads::Inline), None)?.expect("no timeout"))
+        Ok(self.block(py, self.engine()?.run_status(&run_id, Reads::Inline), None)?.expect("no timeout"))
     }
 
     /// Stops claiming runs and starting attempts; returns once no attempt runs.
     fn drain(&self, py: Python<'_>) -> PyResult<()> {
         let engine = self.engine()?.clone();
-        wait(py, async move { engine.drain().await }, None)?;
+        self.block(py, async move { engine.drain().await }, None)?;
         Ok(())
     }
 
@@ -201,7 +207,7 @@ impl PyEngine {
     /// with all their rows; returns how many.
     fn purge(&self, py: Python<'_>, before: i64) -> PyResult<usize> {
         let engine = self.engine()?.clone();
-        Ok(wait(py, async move { engine.purge(before).await }, None)?.expect("no timeout"))
+        Ok(self.block(py, async move { engine.purge(before).await }, None)?.expect("no timeout"))
     }
 
     /// How many runs this engine drives now.
@@ -219,7 +225,7 @@ impl PyEngine {
         task_id: String,
         key: String,
     ) -> PyResult<Option<String>> {
-        let run = wait(py, self.engine()?.get_run(&run_id, Reads::Inline), None)?.expect("no timeout");
+        let run = self.block(py, self.engine()?.get_run(&run_id, Reads::Inline), None)?.expect("no timeout");
         Ok(run.and_then(|run| {
             run.tasks
                 .into_iter()
@@ -250,7 +256,8 @@ impl PyEngine {
     ) -> PyResult<Bound<'py, PyList>> {
         let engine = self.engine()?.clone();
         let filter = RunFilter { workflow, status, run_id, limit };
-        let runs = wait(py, async move { engine.list_runs(&filter, Reads::Inline).await }, None)?
+        let runs = self
+            .block(py, async move { engine.list_runs(&filter, Reads::Inline).await }, None)?
             .expect("no timeout");
         let items = runs.iter().map(|r| summary_to_py(py, r)).collect::<PyResult<Vec<_>>>()?;
         PyList::new(py, items)
@@ -279,6 +286,16 @@ impl PyEngine {
 
 impl PyEngine {
     /// The engine, unless this is a forked child of the process that started it.
+    /// Waits for `fut` without the GIL (`runtime::wait`), spinning as suits the store.
+    fn block<T: Send>(
+        &self,
+        py: Python<'_>,
+        fut: impl std::future::Future<Output = crate::errors::Result<T>> + Send,
+        timeout: Option<Duration>,
+    ) -> PyResult<Option<T>> {
+        wait_spinning(py, fut, timeout, self.spin)
+    }
+
     fn engine(&self) -> PyResult<&Arc<Engine>> {
         let pid = std::process::id();
         if pid != self.pid {

@@ -131,6 +131,22 @@ where
     T: Send,
     F: Future<Output = Result<T>> + Send,
 {
+    wait_spinning(py, fut, timeout, SPIN)
+}
+
+/// `wait`, spinning at most `spin` before the thread parks: none for an engine whose
+/// answers take a database round trip and a disk flush (PostgreSQL), which a spin of
+/// `SPIN` never sees arrive, and whose CPU time the server needs on a small machine.
+pub fn wait_spinning<T, F>(
+    py: Python<'_>,
+    fut: F,
+    timeout: Option<Duration>,
+    spin: Duration,
+) -> PyResult<Option<T>>
+where
+    T: Send,
+    F: Future<Output = Result<T>> + Send,
+{
     let runtime = runtime()?;
     // Held until the future is dropped (declared before it, so dropped after it): a
     // future dropped unfinished (a timeout, a signal) may release resources that need
@@ -159,12 +175,12 @@ where
                 }
                 // A wake-up sets `woken` and the thread's park token, so one that came
                 // during the poll ends the spin or the park below at once: none is lost.
-                if !spun {
+                if !spun && !spin.is_zero() {
                     spun = true;
                     // One caller spins at a time: many threads blocked in calls at once
                     // would otherwise take the cores the engine's own threads need.
                     if !CALLER_SPINNING.swap(true, Ordering::SeqCst) {
-                        let limit = slice_end.saturating_duration_since(Instant::now()).min(SPIN);
+                        let limit = slice_end.saturating_duration_since(Instant::now()).min(spin);
                         let woken = spin_until(limit, || unpark.woken.swap(false, Ordering::SeqCst));
                         CALLER_SPINNING.store(false, Ordering::SeqCst);
                         if woken {
