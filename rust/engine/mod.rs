@@ -90,6 +90,9 @@ pub(crate) struct Shared {
     pub claim_lock: tokio::sync::Mutex<()>,
     /// Writes read back from the database and kept in memory again.
     pub recalled: Arc<executor::Recalled>,
+    /// Whether attempts are running, as the scheduler's last batch left it (false once
+    /// closing): a run submitted now would wait behind the batch they report to.
+    pub busy: std::sync::atomic::AtomicBool,
 }
 
 impl Shared {
@@ -105,6 +108,16 @@ pub(crate) enum Command {
         input: Map,
         idempotency_key: Option<String>,
         reply: oneshot::Sender<Result<Arc<str>>>,
+    },
+    /// A new run of this engine, committed by its submitter beside the scheduler's
+    /// batches (`Store::insert_run`): drive it. Its waiters already hold `watch`.
+    Inserted {
+        run_id: Arc<str>,
+        workflow: Arc<WorkflowDef>,
+        input: Map,
+        at: i64,
+        done: watch::Sender<bool>,
+        watch: watch::Receiver<bool>,
     },
     /// Renew the leases of the runs this engine drives.
     Heartbeat,
@@ -232,6 +245,7 @@ impl Engine {
             claiming: std::sync::atomic::AtomicBool::new(config.max_concurrency > 0),
             claim_lock: tokio::sync::Mutex::new(()),
             recalled: Default::default(),
+            busy: std::sync::atomic::AtomicBool::new(false),
         });
         let (tx, rx) = mpsc::unbounded_channel();
         let recover = config.recover;
@@ -262,7 +276,9 @@ impl Engine {
 
     /// Starts a run of `workflow` with `input`; returns its id once it is committed.
     /// With an `idempotency_key`, a run already submitted with it (by any runner or
-    /// process on the store) is returned instead of starting another.
+    /// process on the store) is returned instead of starting another. The scheduler
+    /// commits the run with its next batch, unless attempts are running and the store
+    /// can insert beside the writer (`Store::insert_run`): then the caller commits it.
     pub async fn submit(
         &self,
         workflow: Arc<WorkflowDef>,
@@ -278,11 +294,58 @@ impl Engine {
                 return Ok(existing);
             }
         }
+        if self.shared.max_runs > 0 && self.shared.busy.load(std::sync::atomic::Ordering::Relaxed) {
+            let run_id: Arc<str> = uuid::Uuid::now_v7().to_string().into();
+            let at = crate::store::now_micros();
+            let lease_until = crate::duration::micros_after(at, self.shared.lease);
+            let owner = Some(self.shared.owner.clone());
+            let ops = scheduler::new_run_ops(
+                &workflow,
+                &run_id,
+                &input,
+                owner,
+                at,
+                lease_until,
+                idempotency_key.clone(),
+            )?;
+            let insert = self.shared.store.insert_run(&ops);
+            if let Some(insert) = insert {
+                let committed = insert.await?;
+                return self.inserted(committed, run_id, workflow, input, at);
+            }
+        }
         let (reply, rx) = oneshot::channel();
         self.commands
             .send(Command::Submit { workflow, input, idempotency_key, reply })
             .map_err(|_| closed())?;
         let run_id = rx.await.map_err(|_| self.shared.failure().unwrap_or_else(closed))??;
+        Ok(run_id.to_string())
+    }
+
+    /// After the submitter committed a new run itself (while attempts run, the
+    /// scheduler's batch in flight would make it wait one commit more): hands it to the
+    /// scheduler, which starts its first tasks in its next batch. The run's waiters wait
+    /// on the scheduler from now on, and a command about the run (cancel) reaches the
+    /// scheduler after it.
+    fn inserted(
+        &self,
+        committed: crate::store::Committed,
+        run_id: Arc<str>,
+        workflow: Arc<WorkflowDef>,
+        input: Map,
+        at: i64,
+    ) -> Result<String> {
+        if let Some((_, existing)) = committed.duplicates.into_iter().next() {
+            return Ok(existing);
+        }
+        log::debug!("run {run_id} was committed by its submitter, beside the scheduler's batches");
+        let (done, watch) = watch::channel(false);
+        lock(&self.shared.watches).insert(run_id.clone(), watch.clone());
+        let cmd = Command::Inserted { run_id: run_id.clone(), workflow, input, at, done, watch };
+        if self.commands.send(cmd).is_err() {
+            lock(&self.shared.watches).remove(&run_id);
+            return Err(self.shared.failure().unwrap_or_else(closed));
+        }
         Ok(run_id.to_string())
     }
 
@@ -397,6 +460,7 @@ impl Engine {
     /// the runs it drives, then closes the store. Runs still unfinished stay `running`
     /// in the database, for the next runner to continue. Idempotent.
     pub async fn close(&self) {
+        self.shared.busy.store(false, std::sync::atomic::Ordering::SeqCst);
         let (reply, rx) = oneshot::channel();
         if self.commands.send(Command::Shutdown { reply }).is_ok() {
             let _ = rx.await;
@@ -504,6 +568,7 @@ impl Engine {
 
     /// Asks the scheduler to stop without waiting (used when the handle is dropped).
     pub fn request_close(&self) {
+        self.shared.busy.store(false, std::sync::atomic::Ordering::SeqCst);
         lock(&LIVE_OWNERS).remove(&*self.shared.owner);
         let (reply, _rx) = oneshot::channel();
         let _ = self.commands.send(Command::Shutdown { reply });

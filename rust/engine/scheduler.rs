@@ -170,6 +170,10 @@ impl Scheduler {
                 }
             };
             ops.clear();
+            self.shared.busy.store(
+                !self.slots.is_empty() && self.closing.is_empty(),
+                std::sync::atomic::Ordering::Relaxed,
+            );
             if !committed.duplicates.is_empty() {
                 self.drop_duplicates(&committed.duplicates, &mut effects);
             }
@@ -299,6 +303,18 @@ impl Scheduler {
                     }
                 }
             }
+            Command::Inserted { run_id, workflow, input, at, done, watch } => {
+                if !self.closing.is_empty() {
+                    // Committed, and left `running` for the next runner, like every run
+                    // unfinished when the engine closes.
+                    lock(&self.shared.watches).remove(&run_id);
+                    return;
+                }
+                if let Some(writer) = self.writer.as_mut() {
+                    writer.track(&run_id);
+                }
+                self.begin(run_id, workflow, input, at, (done, watch), ops, effects);
+            }
             Command::Finished { run_id, position, attempt, started_at, outcome } => {
                 let held = self.slots.remove(&(run_id.clone(), position, attempt));
                 if self.is_current(&run_id, position, attempt) {
@@ -411,55 +427,46 @@ impl Scheduler {
     ) -> Result<Arc<str>> {
         let run_id: Arc<str> = uuid::Uuid::now_v7().to_string().into();
         let now = now_micros();
-        let graph = &workflow.graph;
-        ops.push(Op::InsertRun {
-            run_id: run_id.clone(),
-            workflow: workflow.name.as_str().into(),
-            version: graph.version().into(),
-            input: serde_json::to_string(&input).map_err(|e| Error::Internal(e.to_string()))?,
-            owner: (!self.queue_only).then(|| self.shared.owner.clone()),
-            at: now,
-            lease_until: micros_after(now, self.shared.lease),
-            idempotency_key,
-        });
+        let owner = (!self.queue_only).then(|| self.shared.owner.clone());
+        let lease_until = micros_after(now, self.shared.lease);
+        ops.extend(new_run_ops(&workflow, &run_id, &input, owner, now, lease_until, idempotency_key)?);
         if self.queue_only {
-            // Queued for an engine that defines the workflow to claim: every task
-            // pending, decided by whoever drives the run.
-            for position in 0..graph.len() as u32 {
-                let deps: Vec<&str> = graph.dependencies(position).iter().map(|&d| graph.id(d)).collect();
-                ops.push(Op::InsertTask {
-                    run_id: run_id.clone(),
-                    task_id: graph.id(position).into(),
-                    position,
-                    dependencies: serde_json::to_string(&deps).unwrap_or_else(|_| "[]".into()),
-                    status: "pending",
-                });
-            }
-            log::info!("run {run_id} of workflow '{}' queued ({} tasks)", workflow.name, graph.len());
+            log::info!(
+                "run {run_id} of workflow '{}' queued ({} tasks)",
+                workflow.name,
+                workflow.graph.len()
+            );
             return Ok(run_id);
         }
-        log::info!("run {run_id} of workflow '{}' started ({} tasks)", workflow.name, graph.len());
         let (done, watch) = watch::channel(false);
+        self.begin(run_id.clone(), workflow, input, now, (done, watch), ops, effects);
+        Ok(run_id)
+    }
+
+    /// Starts driving a new run whose rows are committed (or are in this batch): its
+    /// root tasks become ready, its timeout starts, its waiters can wait.
+    #[allow(clippy::too_many_arguments)]
+    fn begin(
+        &mut self,
+        run_id: Arc<str>,
+        workflow: Arc<WorkflowDef>,
+        input: Map,
+        now: i64,
+        (done, watch): (watch::Sender<bool>, watch::Receiver<bool>),
+        ops: &mut Vec<Op>,
+        effects: &mut Effects,
+    ) {
+        let graph = &workflow.graph;
+        log::info!("run {run_id} of workflow '{}' started ({} tasks)", workflow.name, graph.len());
         let recall = Recall::new(self.shared.store.clone(), run_id.clone(), self.shared.recalled.clone());
-        let mut run = RunState::new(run_id.clone(), workflow.clone(), input, done, recall);
+        let mut run = RunState::new(run_id, workflow.clone(), input, done, recall);
         run.lease_until = micros_after(now, self.shared.lease);
-        for (position, task) in run.tasks.iter().enumerate() {
-            let deps: Vec<&str> = graph.dependencies(position as u32).iter().map(|&d| graph.id(d)).collect();
-            ops.push(Op::InsertTask {
-                run_id: run_id.clone(),
-                task_id: task.id.clone(),
-                position: position as u32,
-                dependencies: serde_json::to_string(&deps).unwrap_or_else(|_| "[]".into()),
-                status: "pending",
-            });
-        }
         let roots: Vec<u32> = (0..graph.len() as u32).filter(|&p| graph.dependencies(p).is_empty()).collect();
         for position in roots {
             Self::settle(&mut run, position, now, ops, &mut self.queue, effects);
         }
         let timeout = workflow.timeout.map(|seconds| (seconds, seconds));
         self.install(run, watch, timeout, now, ops, effects);
-        Ok(run_id)
     }
 
     /// Applies an attempt's outcome: the task row, a retry or its successors, the run.
@@ -1411,6 +1418,42 @@ impl Scheduler {
 }
 
 /// The name of one attempt, for interrupts: `run_id/task_id/attempt`.
+/// The rows of a new run of `workflow`: the run (owned by `owner`, or queued without
+/// one) and each of its tasks, pending.
+pub(super) fn new_run_ops(
+    workflow: &WorkflowDef,
+    run_id: &Arc<str>,
+    input: &Map,
+    owner: Option<Arc<str>>,
+    at: i64,
+    lease_until: i64,
+    idempotency_key: Option<String>,
+) -> Result<Vec<Op>> {
+    let graph = &workflow.graph;
+    let mut ops = Vec::with_capacity(1 + graph.len());
+    ops.push(Op::InsertRun {
+        run_id: run_id.clone(),
+        workflow: workflow.name.as_str().into(),
+        version: graph.version().into(),
+        input: serde_json::to_string(input).map_err(|e| Error::Internal(e.to_string()))?,
+        owner,
+        at,
+        lease_until,
+        idempotency_key,
+    });
+    for position in 0..graph.len() as u32 {
+        let deps: Vec<&str> = graph.dependencies(position).iter().map(|&d| graph.id(d)).collect();
+        ops.push(Op::InsertTask {
+            run_id: run_id.clone(),
+            task_id: graph.id(position).into(),
+            position,
+            dependencies: serde_json::to_string(&deps).unwrap_or_else(|_| "[]".into()),
+            status: "pending",
+        });
+    }
+    Ok(ops)
+}
+
 fn token(run_id: &str, task_id: &str, attempt: u32) -> Arc<str> {
     format!("{run_id}/{task_id}/{attempt}").into()
 }

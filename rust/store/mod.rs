@@ -90,6 +90,14 @@ pub trait Store: Send + Sync + 'static {
         None
     }
 
+    /// Commits the rows of a new run (its `Op::InsertRun` and `Op::InsertTask`s, in
+    /// `ops`) on a connection of the store's own, beside the writer: for a submitter
+    /// that would otherwise wait behind the writer's batch in flight. None when the
+    /// store writes through its writer only (runs are then submitted in its batches).
+    fn insert_run<'a>(&'a self, _ops: &'a [Op]) -> Option<BoxFuture<'a, Result<Committed>>> {
+        None
+    }
+
     /// Closes the read side (before the writer closes).
     fn close_readers(&self);
 
@@ -104,6 +112,10 @@ pub trait Writer: Send + 'static {
     /// `verify` are applied only if `owner` still owns it (the others are reported
     /// `lost`); a new run whose idempotency key is taken is dropped with its rows.
     fn commit(&mut self, ops: &[Op], owner: &str, verify: &HashSet<Arc<str>>) -> Result<Committed>;
+
+    /// Drives from now on run `run_id`, which its submitter committed for this engine
+    /// through `Store::insert_run` (a writer that fences its runs starts fencing it).
+    fn track(&mut self, _run_id: &Arc<str>) {}
 
     /// Takes over run `run_id` if its owner is still `expected_owner` (compare and
     /// set); an interrupted run becomes `running` again.

@@ -24,7 +24,7 @@ use sqlx_postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
 
 use self::listen::Listener;
 use crate::errors::{Error, Result};
-use crate::store::{OrphanCandidate, Reads, RunFilter, RunRecord, RunSummary, Store, Writer};
+use crate::store::{Committed, Op, OrphanCandidate, Reads, RunFilter, RunRecord, RunSummary, Store, Writer};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("rust/store/migrations/postgres");
 
@@ -444,6 +444,10 @@ impl Store for PostgresStore {
 
     fn changes(&self) -> Option<Arc<tokio::sync::Notify>> {
         Some(self.listener.changes())
+    }
+
+    fn insert_run<'a>(&'a self, ops: &'a [Op]) -> Option<BoxFuture<'a, Result<Committed>>> {
+        Some(async move { self.read(|| write::insert_run(&self.pool, ops)).await? }.boxed())
     }
 
     fn commit_gather(&self) -> Option<Duration> {

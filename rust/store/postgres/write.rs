@@ -237,6 +237,14 @@ impl Writer for PgWriter {
         Ok(done)
     }
 
+    fn track(&mut self, run_id: &Arc<str>) {
+        self.epochs.entry(run_id.clone()).or_insert(0);
+        if self.conn.is_none() {
+            // The liveness lock may have been missing since the run was committed.
+            self.suspect.insert(run_id.clone());
+        }
+    }
+
     fn claim_run(
         &mut self,
         run_id: &str,
@@ -387,6 +395,85 @@ impl Writer for PgWriter {
         }
         Ok(queued > 0)
     }
+}
+
+/// Commits a new run owned by an engine (its `Op::InsertRun` and `Op::InsertTask`s, as
+/// `ops` holds them) on a connection of `pool`: one plain statement, cheaper on the
+/// server than `cloacina_commit`'s op-by-op loop, with nothing to fence. The outer error
+/// is the database's. Applied twice (an answer lost, the statement retried) it inserts
+/// once; a run whose idempotency key another run holds is reported in `duplicates`.
+pub(super) async fn insert_run(
+    pool: &sqlx_postgres::PgPool,
+    ops: &[Op],
+) -> std::result::Result<Result<Committed>, sqlx::Error> {
+    let Some(Op::InsertRun { run_id, workflow, version, input, owner, at, lease_until, idempotency_key }) =
+        ops.first()
+    else {
+        return Ok(Err(Error::Internal("insert_run: the ops do not start with a new run".into())));
+    };
+    let (mut task_ids, mut positions, mut dependencies, mut statuses) = (vec![], vec![], vec![], vec![]);
+    for op in &ops[1..] {
+        match op {
+            Op::InsertTask { run_id: of, task_id, position, dependencies: deps, status } if of == run_id => {
+                task_ids.push(&**task_id);
+                positions.push(*position as i32);
+                dependencies.push(deps.as_str());
+                statuses.push(*status);
+            }
+            other => {
+                return Ok(Err(Error::Internal(format!("insert_run: unexpected op {other:?}"))));
+            }
+        }
+    }
+    let inserted: Option<String> = sqlx::query_scalar(concat!(
+        "WITH r AS (INSERT INTO runs (run_id, workflow, version, status, input, owner, created_at, \
+           started_at, lease_expires_at, idempotency_key) \
+         VALUES ($1, $2, $3, CASE WHEN $5::text IS NULL THEN 'queued' ELSE 'running' END, $4, $5, $6, \
+           CASE WHEN $5::text IS NULL THEN NULL ELSE $6 END, \
+           CASE WHEN $5::text IS NULL THEN NULL ELSE ",
+        db_now!(),
+        " + $7 END, $8) \
+         ON CONFLICT DO NOTHING RETURNING run_id), \
+         t AS (INSERT INTO run_tasks (run_id, task_id, position, dependencies, status) \
+           SELECT r.run_id, x.task_id, x.position, x.dependencies, x.status \
+           FROM r, unnest($9::text[], $10::int[], $11::text[], $12::text[]) \
+             AS x(task_id, position, dependencies, status)) \
+         SELECT run_id FROM r"
+    ))
+    .bind(&**run_id)
+    .bind(&**workflow)
+    .bind(&**version)
+    .bind(input)
+    .bind(owner.as_deref())
+    .bind(at)
+    .bind(from_now(*lease_until))
+    .bind(idempotency_key.as_deref())
+    .bind(&task_ids)
+    .bind(&positions)
+    .bind(&dependencies)
+    .bind(&statuses)
+    .fetch_optional(pool)
+    .await?;
+    if inserted.is_some() {
+        return Ok(Ok(Committed::default()));
+    }
+    // Not inserted: this very run (a statement retried after its answer was lost), or
+    // another run holding the key (a statement of its own, whose snapshot sees it).
+    let existing: Option<String> = sqlx::query_scalar(
+        "SELECT run_id FROM runs WHERE run_id = $1 OR idempotency_key = $2 \
+         ORDER BY (run_id = $1) DESC LIMIT 1",
+    )
+    .bind(&**run_id)
+    .bind(idempotency_key.as_deref())
+    .fetch_optional(pool)
+    .await?;
+    Ok(Ok(match existing {
+        Some(existing) if existing != **run_id => {
+            Committed { duplicates: vec![(run_id.clone(), existing)], ..Committed::default() }
+        }
+        Some(_) => Committed::default(),
+        None => return Ok(Err(Error::Database(format!("run {run_id} was neither inserted nor found")))),
+    }))
 }
 
 /// The batch as `cloacina_commit` reads it: a JSON array of ops, each an object whose
