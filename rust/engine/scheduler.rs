@@ -15,7 +15,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use super::executor::{Done, HookCall, HookKind, Interrupt, Recall, RetryHint};
 use super::state::{RuleFacts, RunState, TaskStatus};
-use super::workers::{spin_until, SPIN};
+use super::workers::{spin_until, FOLLOW_SPIN, SPIN};
 use super::{lock, AdoptMode, CancelReason, Command, EngineConfig, Executor, Job, Outcome, Shared};
 use crate::context::{Delta, Map};
 use crate::duration::{micros_after, saturating};
@@ -854,7 +854,8 @@ impl Scheduler {
                 at: now,
             });
             self.slots.insert((run_id.clone(), position, attempt));
-            let followed = self.last_commit < SPIN
+            let quick = worth_following(self.last_commit, self.slots.len());
+            let followed = quick
                 && run.workflow.graph.successors(position).iter().any(|&s| {
                     let successor = &run.tasks[s as usize];
                     successor.status == TaskStatus::Pending && successor.remaining == 1
@@ -1418,6 +1419,16 @@ impl Scheduler {
 }
 
 /// The name of one attempt, for interrupts: `run_id/task_id/attempt`.
+/// Whether the worker that runs an attempt whose successor waits for it alone should
+/// stay awake for that successor (`Job.followed`), given how long the last commit took
+/// and how many attempts hold a slot: while commits end within a spin (SQLite), or,
+/// when they take longer (PostgreSQL: a round trip and a disk flush), while this is the
+/// only attempt running (a chain); with several, the core the worker would spin on
+/// belongs to them and to the server.
+pub(super) fn worth_following(last_commit: Duration, running: usize) -> bool {
+    last_commit < SPIN || (running == 1 && last_commit < FOLLOW_SPIN)
+}
+
 /// The rows of a new run of `workflow`: the run (owned by `owner`, or queued without
 /// one) and each of its tasks, pending.
 pub(super) fn new_run_ops(

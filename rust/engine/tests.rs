@@ -164,6 +164,23 @@ async fn writes_leave_memory_once_their_readers_ran_and_are_read_back_from_the_d
     engine.close().await;
 }
 
+#[test]
+fn a_chain_is_followed_through_slow_commits_but_concurrent_attempts_are_not() {
+    use super::scheduler::worth_following;
+    use std::time::Duration;
+    let (sqlite, postgres, slow) =
+        (Duration::from_micros(30), Duration::from_micros(300), Duration::from_millis(5));
+    // Commits shorter than a spin: whatever runs beside it.
+    assert!(worth_following(sqlite, 1));
+    assert!(worth_following(sqlite, 8));
+    // A PostgreSQL commit: a chain alone, yes; among other attempts, no.
+    assert!(worth_following(postgres, 1));
+    assert!(!worth_following(postgres, 2));
+    assert!(!worth_following(postgres, 8));
+    // Longer than the worker would wait: no.
+    assert!(!worth_following(slow, 1));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_attempt_is_followed_when_a_successor_waits_for_it_alone() {
     let dir = tempfile::tempdir().unwrap();

@@ -9,8 +9,8 @@
 //! coming (an attempt whose successor waits for it alone ends: the successor starts
 //! once the scheduler has committed the end), `expect_work` says so and the spinning
 //! worker waits for it longer: a SQLite commit of a task writing 1 KB outlasts the
-//! short spin, and the wake-up after it cost a chain of such tasks a third of its time.
-//! Threads are created when
+//! short spin, and the wake-up after it cost a chain of such tasks a third of its time
+//! (a PostgreSQL commit, for a chain, lasts longer still). Threads are created when
 //! every existing one is busy (a job may block for as long as its task runs) and exit
 //! after a while without work.
 
@@ -29,6 +29,11 @@ pub type ThreadWrapper = Arc<dyn Fn(&mut (dyn FnMut() + Send)) + Send + Sync>;
 /// The longest wait without sleeping: a scheduler waiting for its next message, a
 /// worker for a job it was told to expect.
 pub(crate) const SPIN: Duration = Duration::from_micros(200);
+
+/// How long an idle worker waits without sleeping for a job announced by `expect_work`:
+/// the time a commit takes, which on PostgreSQL (a round trip and a disk flush) is
+/// longer than `SPIN`.
+pub(crate) const FOLLOW_SPIN: Duration = Duration::from_millis(1);
 
 /// How long an idle worker spins when no job was announced.
 const SHORT_SPIN: Duration = Duration::from_micros(20);
@@ -118,8 +123,8 @@ impl Workers {
         }
     }
 
-    /// Announces a job to come shortly (within `SPIN`): a spinning worker waits for it
-    /// instead of parking, which would cost a wake-up. The next `submit` ends it.
+    /// Announces a job to come shortly (within `FOLLOW_SPIN`): a spinning worker waits
+    /// for it instead of parking, which would cost a wake-up. The next `submit` ends it.
     pub fn expect_work(&self) {
         self.inner.expected.store(true, Ordering::SeqCst);
     }
@@ -175,7 +180,7 @@ impl Inner {
         if self.queued.load(Ordering::SeqCst) == 0 && !self.spinning.swap(true, Ordering::SeqCst) {
             // The short spin, longer while a job is announced.
             let started = Instant::now();
-            spin_until(SPIN, || {
+            spin_until(FOLLOW_SPIN, || {
                 self.queued.load(Ordering::SeqCst) > 0
                     || (started.elapsed() >= SHORT_SPIN && !self.expected.load(Ordering::SeqCst))
             });
