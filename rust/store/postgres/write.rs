@@ -15,6 +15,7 @@
 //! backoff, takes the lock again and retries the transaction; every statement can be
 //! applied twice without effect, in case a commit went through but its answer was lost.
 
+use std::cell::OnceCell;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -186,7 +187,6 @@ impl Writer for PgWriter {
         // when a connection was lost (`suspect`), and all of them when the connection is
         // made again during this very commit.
         let touched: Vec<String> = batch_runs(ops).1.into_iter().map(str::to_owned).collect();
-        let batch = encode(ops)?;
         let epochs: serde_json::Map<String, serde_json::Value> = touched
             .iter()
             .filter_map(|id| self.epochs.get(id.as_str()).map(|e| (id.clone(), (*e).into())))
@@ -197,22 +197,26 @@ impl Writer for PgWriter {
             .filter(|id| verify.contains(id.as_str()) || self.suspect.contains(id.as_str()))
             .cloned()
             .collect();
-        let plain = plain_batch(ops, owner).is_some();
-        // One statement: one round trip, one transaction (see migration 2).
-        let answer: String = retrying!(self, |conn, fresh| async {
-            if plain && !fresh && expiring.is_empty() {
-                let query = plain_batch(ops, owner).expect("checked above");
-                return query.execute(&mut *conn).await.map(|_| NOTHING_LOST.to_owned());
+        // Encoded only for `cloacina_commit`, once however often the batch is retried.
+        let batch = OnceCell::new();
+        // One statement: one round trip, one transaction (see migration 2). The answer
+        // is None for a plain statement (`plain_batch`), which loses and drops no run.
+        let answer: Option<String> = retrying!(self, |conn, fresh| async {
+            if !fresh && expiring.is_empty() {
+                if let Some(query) = plain_batch(ops, owner) {
+                    return query.execute(&mut *conn).await.map(|_| None);
+                }
             }
             sqlx::query_scalar("SELECT cloacina_commit($1::jsonb, $2, $3, $4::jsonb)::text")
-                .bind(&batch)
+                .bind(batch.get_or_init(|| encode(ops)))
                 .bind(owner)
                 .bind(if fresh { &touched } else { &expiring })
                 .bind(&epochs)
                 .fetch_one(&mut *conn)
                 .await
+                .map(Some)
         })?;
-        let done = decode(&answer)?;
+        let done = answer.as_deref().map(decode).transpose()?.unwrap_or_default();
         if !self.suspect.is_empty() {
             for id in &touched {
                 self.suspect.remove(id.as_str());
@@ -481,9 +485,6 @@ pub(super) async fn insert_run(
     }))
 }
 
-/// `cloacina_commit`'s answer when nothing was lost and no run was a duplicate.
-const NOTHING_LOST: &str = r#"{"lost":[],"dups":[]}"#;
-
 /// A batch as one plain statement, for the two commonest batches when no run of theirs
 /// needs fencing: a chain's step (a task's attempt finishes and its successor's starts,
 /// on two different rows) and a run's last step (its last task finishes and the run
@@ -498,42 +499,18 @@ fn plain_batch<'q>(
     else {
         return None;
     };
-    let query = match next {
-        Op::StartTask {
-            run_id: next_run,
-            task_id: next_task,
-            attempt,
-            owner: next_owner,
-            at: started_at,
-        } if (next_run, next_task) != (run_id, task_id) => sqlx::query(
-            "WITH f AS (UPDATE run_tasks SET status = $3, output = $4, error = $5, traceback = $6, \
-                   finished_at = $7, owner = $8, reason = $9 WHERE run_id = $1 AND task_id = $2) \
-                 UPDATE run_tasks SET status = 'running', attempts = $12, owner = $13, started_at = $14, \
-                   finished_at = NULL, ready_at = NULL WHERE run_id = $10 AND task_id = $11",
-        )
-        .bind(&**run_id)
-        .bind(&**task_id)
-        .bind(*status)
-        .bind(output.as_deref())
-        .bind(error.as_deref())
-        .bind(traceback.as_deref())
-        .bind(*at)
-        .bind(&**owner)
-        .bind(reason.as_deref())
-        .bind(&**next_run)
-        .bind(&**next_task)
-        .bind(*attempt as i32)
-        .bind(&**next_owner)
-        .bind(*started_at),
-        Op::FinishRun { run_id: run, status: run_status, error: run_error, at: finished_at }
-            if run == run_id =>
-        {
-            sqlx::query(
+    // Both statements open with the finished task's row, $1 to $9.
+    macro_rules! finish_then {
+        ($then:literal) => {
+            concat!(
                 "WITH f AS (UPDATE run_tasks SET status = $3, output = $4, error = $5, traceback = $6, \
-                   finished_at = $7, owner = $8, reason = $9 WHERE run_id = $1 AND task_id = $2) \
-                 UPDATE runs SET status = $10, error = $11, finished_at = $12, owner = NULL \
-                 WHERE run_id = $1 AND (owner = $13 OR owner IS NULL)",
+                   finished_at = $7, owner = $8, reason = $9 WHERE run_id = $1 AND task_id = $2) ",
+                $then
             )
+        };
+    }
+    let finish = |sql: &'static str| {
+        sqlx::query(sql)
             .bind(&**run_id)
             .bind(&**task_id)
             .bind(*status)
@@ -543,19 +520,46 @@ fn plain_batch<'q>(
             .bind(*at)
             .bind(&**owner)
             .bind(reason.as_deref())
-            .bind(*run_status)
-            .bind(run_error.as_deref())
-            .bind(*finished_at)
-            .bind(me)
-        }
-        _ => return None,
     };
-    Some(query)
+    match next {
+        Op::StartTask {
+            run_id: next_run,
+            task_id: next_task,
+            attempt,
+            owner: next_owner,
+            at: started_at,
+        } if (next_run, next_task) != (run_id, task_id) => Some(
+            finish(finish_then!(
+                "UPDATE run_tasks SET status = 'running', attempts = $12, owner = $13, started_at = $14, \
+                 finished_at = NULL, ready_at = NULL WHERE run_id = $10 AND task_id = $11"
+            ))
+            .bind(&**next_run)
+            .bind(&**next_task)
+            .bind(*attempt as i32)
+            .bind(&**next_owner)
+            .bind(*started_at),
+        ),
+        Op::FinishRun { run_id: run, status: run_status, error: run_error, at: finished_at }
+            if run == run_id =>
+        {
+            Some(
+                finish(finish_then!(
+                    "UPDATE runs SET status = $10, error = $11, finished_at = $12, owner = NULL \
+                     WHERE run_id = $1 AND (owner = $13 OR owner IS NULL)"
+                ))
+                .bind(*run_status)
+                .bind(run_error.as_deref())
+                .bind(*finished_at)
+                .bind(me),
+            )
+        }
+        _ => None,
+    }
 }
 
 /// The batch as `cloacina_commit` reads it: a JSON array of ops, each an object whose
 /// `k` names its kind (see migration 2). Leases become microseconds from now.
-fn encode(ops: &[Op]) -> Result<String> {
+fn encode(ops: &[Op]) -> String {
     use serde_json::json;
     let encoded: Vec<serde_json::Value> = ops
         .iter()
@@ -602,7 +606,7 @@ fn encode(ops: &[Op]) -> Result<String> {
             }
         })
         .collect();
-    Ok(serde_json::Value::Array(encoded).to_string())
+    serde_json::Value::Array(encoded).to_string()
 }
 
 /// `cloacina_commit`'s answer: `{"lost": [run ids], "dups": [[new id, existing id]]}`.
