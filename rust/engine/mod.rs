@@ -278,7 +278,8 @@ impl Engine {
     /// With an `idempotency_key`, a run already submitted with it (by any runner or
     /// process on the store) is returned instead of starting another. The scheduler
     /// commits the run with its next batch, unless attempts are running and the store
-    /// can insert beside the writer (`Store::insert_run`): then the caller commits it.
+    /// inserts beside the writer (`Store::inserts_beside_writer`): then the caller
+    /// commits it.
     pub async fn submit(
         &self,
         workflow: Arc<WorkflowDef>,
@@ -294,7 +295,10 @@ impl Engine {
                 return Ok(existing);
             }
         }
-        if self.shared.max_runs > 0 && self.shared.busy.load(std::sync::atomic::Ordering::Relaxed) {
+        if self.shared.max_runs > 0
+            && self.shared.busy.load(std::sync::atomic::Ordering::Relaxed)
+            && self.shared.store.inserts_beside_writer()
+        {
             let run_id: Arc<str> = uuid::Uuid::now_v7().to_string().into();
             let at = crate::store::now_micros();
             let lease_until = crate::duration::micros_after(at, self.shared.lease);
@@ -308,11 +312,8 @@ impl Engine {
                 lease_until,
                 idempotency_key.clone(),
             )?;
-            let insert = self.shared.store.insert_run(&ops);
-            if let Some(insert) = insert {
-                let committed = insert.await?;
-                return self.inserted(committed, run_id, workflow, input, at);
-            }
+            let committed = self.shared.store.insert_run(&ops).await?;
+            return self.inserted(committed, run_id, workflow, input, at);
         }
         let (reply, rx) = oneshot::channel();
         self.commands

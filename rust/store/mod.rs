@@ -90,12 +90,18 @@ pub trait Store: Send + Sync + 'static {
         None
     }
 
+    /// Whether `insert_run` can commit a new run beside the writer; false: runs are
+    /// submitted in the writer's batches.
+    fn inserts_beside_writer(&self) -> bool {
+        false
+    }
+
     /// Commits the rows of a new run (its `Op::InsertRun` and `Op::InsertTask`s, in
     /// `ops`) on a connection of the store's own, beside the writer: for a submitter
-    /// that would otherwise wait behind the writer's batch in flight. None when the
-    /// store writes through its writer only (runs are then submitted in its batches).
-    fn insert_run<'a>(&'a self, _ops: &'a [Op]) -> Option<BoxFuture<'a, Result<Committed>>> {
-        None
+    /// that would otherwise wait behind the writer's batch in flight. Only for a store
+    /// that `inserts_beside_writer`.
+    fn insert_run<'a>(&'a self, _ops: &'a [Op]) -> BoxFuture<'a, Result<Committed>> {
+        Box::pin(async { Err(Error::Internal("this store commits new runs through its writer only".into())) })
     }
 
     /// Closes the read side (before the writer closes).

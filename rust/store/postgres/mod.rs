@@ -446,8 +446,12 @@ impl Store for PostgresStore {
         Some(self.listener.changes())
     }
 
-    fn insert_run<'a>(&'a self, ops: &'a [Op]) -> Option<BoxFuture<'a, Result<Committed>>> {
-        Some(async move { self.read(|| write::insert_run(&self.pool, ops)).await? }.boxed())
+    fn inserts_beside_writer(&self) -> bool {
+        true
+    }
+
+    fn insert_run<'a>(&'a self, ops: &'a [Op]) -> BoxFuture<'a, Result<Committed>> {
+        async move { self.read(|| write::insert_run(&self.pool, ops)).await? }.boxed()
     }
 
     fn commit_gather(&self) -> Option<Duration> {
