@@ -1418,7 +1418,6 @@ impl Scheduler {
     }
 }
 
-/// The name of one attempt, for interrupts: `run_id/task_id/attempt`.
 /// Whether the worker that runs an attempt whose successor waits for it alone should
 /// stay awake for that successor (`Job.followed`), given how long the last commit took
 /// and how many attempts hold a slot: while commits end within a spin (SQLite), or,
@@ -1465,6 +1464,7 @@ pub(super) fn new_run_ops(
     Ok(ops)
 }
 
+/// The name of one attempt, for interrupts: `run_id/task_id/attempt`.
 fn token(run_id: &str, task_id: &str, attempt: u32) -> Arc<str> {
     format!("{run_id}/{task_id}/{attempt}").into()
 }

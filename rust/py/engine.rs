@@ -285,7 +285,6 @@ impl PyEngine {
 }
 
 impl PyEngine {
-    /// The engine, unless this is a forked child of the process that started it.
     /// Waits for `fut` without the GIL (`runtime::wait`), spinning as suits the store.
     fn block<T: Send>(
         &self,
@@ -296,6 +295,7 @@ impl PyEngine {
         wait_spinning(py, fut, timeout, self.spin)
     }
 
+    /// The engine, unless this is a forked child of the process that started it.
     fn engine(&self) -> PyResult<&Arc<Engine>> {
         let pid = std::process::id();
         if pid != self.pid {
