@@ -17,6 +17,9 @@ use crate::errors::Error;
 use crate::registry;
 use crate::store::{Durability, PostgresConfig, PostgresStore, RunFilter, SqliteConfig, SqliteStore, Store};
 
+/// How long a timed-out `wait` gives its last look at the run (see `PyEngine::wait`).
+const LAST_LOOK: Duration = Duration::from_secs(1);
+
 /// A running engine over one database. Methods without `_async` block without the GIL.
 #[pyclass(frozen, name = "Engine", module = "cloacina._native")]
 pub struct PyEngine {
@@ -146,10 +149,12 @@ impl PyEngine {
         };
         if done.is_none() {
             // Timed out (a zero timeout included): the run may have ended meanwhile, or
-            // before a read over the network could answer. One last look decides.
-            return Ok(self
-                .block(py, self.engine()?.is_final(&run_id, Reads::Inline), None)?
-                .expect("no timeout"));
+            // before a read over the network could answer. One last look decides, for at
+            // most `LAST_LOOK`: a database that does not answer (down, or the row locked)
+            // must not hold the caller past its timeout for longer than that.
+            let last_look =
+                self.block(py, self.engine()?.is_final(&run_id, Reads::Inline), Some(LAST_LOOK))?;
+            return Ok(last_look.unwrap_or(false));
         }
         Ok(true)
     }

@@ -16,6 +16,7 @@ use std::time::Duration;
 use sqlx_postgres::{PgListener, PgPool};
 use tokio::sync::Notify;
 
+use super::pool::Conns;
 use super::Target;
 
 /// The shortest pause between two notifications sent by one process.
@@ -49,7 +50,7 @@ pub(crate) struct Listener {
 impl Listener {
     /// Starts listening on the schema's channel and the task that sends notifications.
     /// Must be called inside the runtime.
-    pub(crate) fn start(target: Target, pool: PgPool) -> Arc<Listener> {
+    pub(crate) fn start(target: Target, pool: PgPool, conns: Arc<Conns>) -> Arc<Listener> {
         let listener = Arc::new(Listener {
             changes: Arc::new(Notify::new()),
             outbox: Arc::new(Outbox { pending: AtomicU8::new(0), ready: Notify::new() }),
@@ -61,7 +62,7 @@ impl Listener {
         let sender = format!("{:016x}", fastrand::u64(..));
         let listen =
             tokio::spawn(listen(Arc::downgrade(&listener), pool.clone(), channel.clone(), sender.clone()));
-        let send = tokio::spawn(send(listener.outbox.clone(), pool, channel, sender));
+        let send = tokio::spawn(send(listener.outbox.clone(), conns, channel, sender));
         *crate::engine::lock(&listener.tasks) = vec![listen.abort_handle(), send.abort_handle()];
         listener
     }
@@ -152,7 +153,7 @@ async fn listen(listener: std::sync::Weak<Listener>, pool: PgPool, channel: Stri
     }
 }
 
-async fn send(outbox: Arc<Outbox>, pool: PgPool, channel: String, me: String) {
+async fn send(outbox: Arc<Outbox>, conns: Arc<Conns>, channel: String, me: String) {
     loop {
         let bits = outbox.pending.swap(0, Ordering::SeqCst);
         if bits == 0 {
@@ -160,9 +161,13 @@ async fn send(outbox: Arc<Outbox>, pool: PgPool, channel: String, me: String) {
             continue;
         }
         let payload = format!("{bits}:{me}");
-        if let Err(e) =
-            sqlx::query("SELECT pg_notify($1, $2)").bind(&channel).bind(&payload).execute(&pool).await
-        {
+        let sent = async {
+            let mut conn = conns.acquire().await?;
+            sqlx::query("SELECT pg_notify($1, $2)").bind(&channel).bind(&payload).execute(&mut *conn).await?;
+            conn.release();
+            Ok::<_, sqlx::Error>(())
+        };
+        if let Err(e) = sent.await {
             log::debug!("notifying {channel} failed: {e}");
         }
         tokio::time::sleep(MIN_GAP).await;

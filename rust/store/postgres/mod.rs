@@ -1,7 +1,8 @@
 //! The PostgreSQL store: one database (and schema) shared by any number of engines in
 //! any number of processes and hosts.
 //!
-//! Connection design: a pool for reads (callers, background checks) and one dedicated
+//! Connection design: a few read connections (callers, background checks: `pool.rs`)
+//! and one dedicated
 //! write connection per engine (`write.rs`), used by the engine's scheduler thread,
 //! which waits for each round trip off the tokio workers. The write connection also
 //! holds the engine's liveness lock: a session-level advisory lock keyed by the schema
@@ -16,13 +17,14 @@
 use std::str::FromStr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures::future::{BoxFuture, FutureExt};
 use sqlx::{ConnectOptions, Connection};
-use sqlx_postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
+use sqlx_postgres::{PgConnectOptions, PgConnection, PgPoolOptions};
 
 use self::listen::Listener;
+use self::pool::Conns;
 use crate::errors::{Error, Result};
 use crate::store::{Committed, Op, OrphanCandidate, Reads, RunFilter, RunRecord, RunSummary, Store, Writer};
 
@@ -223,10 +225,37 @@ fn split_search_path(options: &str) -> (Option<String>, String) {
     (schema, rest.join(" "))
 }
 
+/// Runs `$read` (a future of `sqlx::Result<T>` using `$conn: &mut PgConnection`) on a
+/// read connection of `$store`, trying again on a new one while the server cannot be
+/// reached (see `PostgresStore::read_failed`). The connection is reused only if the
+/// read finished.
+macro_rules! read {
+    ($store:expr, |$conn:ident| $read:expr) => {
+        async {
+            let store: &PostgresStore = $store;
+            let started = Instant::now();
+            let mut pause = Duration::from_millis(50);
+            loop {
+                let attempt = async {
+                    let mut lease = store.conns.acquire().await?;
+                    let $conn: &mut PgConnection = &mut lease;
+                    let value = $read.await?;
+                    lease.release();
+                    Ok::<_, sqlx::Error>(value)
+                };
+                match attempt.await {
+                    Ok(value) => break Ok::<_, Error>(value),
+                    Err(e) => store.read_failed(e, started, &mut pause).await?,
+                }
+            }
+        }
+    };
+}
+
 /// A PostgreSQL database (one schema of it) holding runs.
 pub struct PostgresStore {
     target: Target,
-    pool: PgPool,
+    conns: Arc<Conns>,
     /// Whether an engine took the writer (see `take_writer`).
     writer_taken: AtomicBool,
     listener: Arc<Listener>,
@@ -241,28 +270,16 @@ impl PostgresStore {
         migrate(&mut conn, &target).await?;
         check_search_path(&mut conn, &target.schema).await.map_err(|e| target.error(&e))?;
         let _ = conn.close().await;
-        let pool = PgPoolOptions::new()
-            .max_connections(config.pool_size.max(1))
+        // The listening connection comes from a pool of its own, as sqlx's listener wants.
+        let listening = PgPoolOptions::new()
+            .max_connections(1)
             .min_connections(0)
             .acquire_timeout(target.connect_timeout)
-            .idle_timeout(Some(Duration::from_secs(60)))
-            // No ping before each read (a round trip of its own): a connection that
-            // broke meanwhile fails its query, which `read` retries on a new one.
             .test_before_acquire(false)
-            .after_connect({
-                let schema = target.schema.clone();
-                move |conn, _| {
-                    let schema = schema.clone();
-                    Box::pin(async move {
-                        check_search_path(conn, &schema)
-                            .await
-                            .map_err(|e| sqlx::Error::Configuration(e.into()))
-                    })
-                }
-            })
             .connect_lazy_with(target.options.clone());
-        let listener = Listener::start(target.clone(), pool.clone());
-        Ok(PostgresStore { target, pool, writer_taken: AtomicBool::new(false), listener })
+        let conns = Conns::new(target.clone(), config.pool_size);
+        let listener = Listener::start(target.clone(), listening, conns.clone());
+        Ok(PostgresStore { target, conns, writer_taken: AtomicBool::new(false), listener })
     }
 
     /// Drops the tenant's schema (`config.schema`, or the URL's) with everything in it,
@@ -285,27 +302,17 @@ impl PostgresStore {
         &self.target.schema
     }
 
-    /// Runs the read `read` on the pool, trying again (with backoff, for up to
-    /// `READ_RETRY_FOR`) while the server cannot be reached or the connection breaks: a
-    /// server restarting is waited out, as the writer waits it out.
-    async fn read<T, F, Fut>(&self, read: F) -> Result<T>
-    where
-        F: Fn() -> Fut,
-        Fut: std::future::Future<Output = std::result::Result<T, sqlx::Error>>,
-    {
-        let started = std::time::Instant::now();
-        let mut pause = Duration::from_millis(50);
-        loop {
-            match read().await {
-                Ok(value) => return Ok(value),
-                Err(e) if is_transient(&e) && started.elapsed() < READ_RETRY_FOR => {
-                    log::debug!("reading from {} failed ({e}); trying again", self.target.label);
-                    tokio::time::sleep(pause).await;
-                    pause = (pause * 2).min(Duration::from_secs(1));
-                }
-                Err(e) => return Err(self.read_error(e)),
-            }
+    /// After a failed read: waits before the next try while the server cannot be reached
+    /// or the connection broke (with backoff, for up to `READ_RETRY_FOR` since `started`:
+    /// a server restarting is waited out, as the writer waits it out), else the error.
+    async fn read_failed(&self, e: sqlx::Error, started: Instant, pause: &mut Duration) -> Result<()> {
+        if is_transient(&e) && started.elapsed() < READ_RETRY_FOR {
+            log::debug!("reading from {} failed ({e}); trying again", self.target.label);
+            tokio::time::sleep(*pause).await;
+            *pause = (*pause * 2).min(Duration::from_secs(1));
+            return Ok(());
         }
+        Err(self.read_error(e))
     }
 
     fn read_error(&self, e: sqlx::Error) -> Error {
@@ -398,11 +405,11 @@ impl Store for PostgresStore {
     }
 
     fn orphan_candidates<'a>(&'a self, me: &'a str) -> BoxFuture<'a, Result<Vec<OrphanCandidate>>> {
-        self.read(move || read::orphan_candidates(&self.pool, me)).boxed()
+        read!(self, |c| read::orphan_candidates(c, me)).boxed()
     }
 
     fn run_by_key<'a>(&'a self, key: &'a str, _reads: Reads) -> BoxFuture<'a, Result<Option<String>>> {
-        self.read(move || read::run_by_key(&self.pool, key)).boxed()
+        read!(self, |c| read::run_by_key(c, key)).boxed()
     }
 
     fn schema_version(&self) -> i64 {
@@ -410,7 +417,7 @@ impl Store for PostgresStore {
     }
 
     fn run_status<'a>(&'a self, run_id: &'a str, _reads: Reads) -> BoxFuture<'a, Result<Option<String>>> {
-        self.read(move || read::run_status(&self.pool, run_id)).boxed()
+        read!(self, |c| read::run_status(c, run_id)).boxed()
     }
 
     fn task_output<'a>(
@@ -419,11 +426,11 @@ impl Store for PostgresStore {
         task_id: &'a str,
         _reads: Reads,
     ) -> BoxFuture<'a, Result<Option<String>>> {
-        self.read(move || read::task_output(&self.pool, run_id, task_id)).boxed()
+        read!(self, |c| read::task_output(c, run_id, task_id)).boxed()
     }
 
     fn run<'a>(&'a self, run_id: &'a str, _reads: Reads) -> BoxFuture<'a, Result<Option<RunRecord>>> {
-        async move { self.read(move || read::run(&self.pool, run_id)).await? }.boxed()
+        async move { read!(self, |c| read::run(c, run_id)).await? }.boxed()
     }
 
     fn run_summaries<'a>(
@@ -431,15 +438,15 @@ impl Store for PostgresStore {
         filter: &'a RunFilter,
         _reads: Reads,
     ) -> BoxFuture<'a, Result<Vec<RunSummary>>> {
-        self.read(move || read::run_summaries(&self.pool, filter)).boxed()
+        read!(self, |c| read::run_summaries(c, filter)).boxed()
     }
 
     fn has_queued<'a>(&'a self, workflows: &'a [String]) -> BoxFuture<'a, Result<bool>> {
-        self.read(move || read::has_queued(&self.pool, workflows)).boxed()
+        read!(self, |c| read::has_queued(c, workflows)).boxed()
     }
 
     fn cancel_requests<'a>(&'a self, owner: &'a str) -> BoxFuture<'a, Result<Vec<String>>> {
-        self.read(move || read::cancel_requests(&self.pool, owner)).boxed()
+        read!(self, |c| read::cancel_requests(c, owner)).boxed()
     }
 
     fn changes(&self) -> Option<Arc<tokio::sync::Notify>> {
@@ -451,7 +458,7 @@ impl Store for PostgresStore {
     }
 
     fn insert_run<'a>(&'a self, ops: &'a [Op]) -> BoxFuture<'a, Result<Committed>> {
-        async move { self.read(|| write::insert_run(&self.pool, ops)).await? }.boxed()
+        async move { read!(self, |c| write::insert_run(c, ops)).await? }.boxed()
     }
 
     fn commit_gather(&self) -> Option<Duration> {
@@ -467,7 +474,7 @@ impl Store for PostgresStore {
     fn close(&self) -> BoxFuture<'_, ()> {
         async move {
             self.listener.stop();
-            self.pool.close().await;
+            self.conns.close().await;
         }
         .boxed()
     }
@@ -509,5 +516,6 @@ macro_rules! db_now {
 }
 
 mod listen;
+mod pool;
 mod read;
 mod write;

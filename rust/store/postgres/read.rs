@@ -1,8 +1,9 @@
-//! The PostgreSQL store's reads, over its pool. A run and its tasks are read in one
-//! repeatable-read snapshot; listing reads run rows without their input.
+//! The PostgreSQL store's reads, each on a read connection (`pool.rs`). A run and its
+//! tasks are read in one repeatable-read snapshot; listing reads run rows without their
+//! input.
 
 use sqlx::Row;
-use sqlx_postgres::PgPool;
+use sqlx_postgres::PgConnection;
 
 use crate::context::Map;
 use crate::errors::Result;
@@ -13,7 +14,7 @@ type Sql<T> = std::result::Result<T, sqlx::Error>;
 /// Run `run_id` with its tasks, their attempts and its events: one statement (one round
 /// trip, one snapshot), the rows of the other tables aggregated as JSON arrays. The
 /// outer error is the database's; the inner one a stored value that does not parse.
-pub(super) async fn run(pool: &PgPool, run_id: &str) -> Sql<Result<Option<RunRecord>>> {
+pub(super) async fn run(conn: &mut PgConnection, run_id: &str) -> Sql<Result<Option<RunRecord>>> {
     let row = sqlx::query(
         "SELECT r.run_id, r.workflow, r.version, r.status, r.input, r.error, r.created_at, r.started_at, \
          r.finished_at, r.owner, r.lease_expires_at, r.idempotency_key, \
@@ -29,7 +30,7 @@ pub(super) async fn run(pool: &PgPool, run_id: &str) -> Sql<Result<Option<RunRec
          FROM runs r WHERE r.run_id = $1",
     )
     .bind(run_id)
-    .fetch_optional(pool)
+    .fetch_optional(&mut *conn)
     .await?;
     let Some(row) = row else { return Ok(Ok(None)) };
     let input: String = row.try_get(4)?;
@@ -129,7 +130,7 @@ fn fill(run: &mut RunRecord, input: &str, tasks: &str, earlier: &str, events: &s
 }
 
 /// Runs matching `filter`, newest first, with their task counts (one statement).
-pub(super) async fn run_summaries(pool: &PgPool, filter: &RunFilter) -> Sql<Vec<RunSummary>> {
+pub(super) async fn run_summaries(conn: &mut PgConnection, filter: &RunFilter) -> Sql<Vec<RunSummary>> {
     let rows = sqlx::query(
         "SELECT r.run_id, r.workflow, r.version, r.status, r.error, r.created_at, r.started_at, \
          r.finished_at, r.idempotency_key, \
@@ -144,7 +145,7 @@ pub(super) async fn run_summaries(pool: &PgPool, filter: &RunFilter) -> Sql<Vec<
     .bind(filter.status.as_deref())
     .bind(filter.limit as i64)
     .bind(filter.run_id.as_deref())
-    .fetch_all(pool)
+    .fetch_all(&mut *conn)
     .await?;
     let mut runs = Vec::with_capacity(rows.len());
     for row in &rows {
@@ -167,24 +168,27 @@ pub(super) async fn run_summaries(pool: &PgPool, filter: &RunFilter) -> Sql<Vec<
 }
 
 /// The run holding idempotency key `key`, if any.
-pub(super) async fn run_by_key(pool: &PgPool, key: &str) -> Sql<Option<String>> {
+pub(super) async fn run_by_key(conn: &mut PgConnection, key: &str) -> Sql<Option<String>> {
     sqlx::query_scalar("SELECT run_id FROM runs WHERE idempotency_key = $1")
         .bind(key)
-        .fetch_optional(pool)
+        .fetch_optional(&mut *conn)
         .await
 }
 
 /// The status of run `run_id`, if it exists.
-pub(super) async fn run_status(pool: &PgPool, run_id: &str) -> Sql<Option<String>> {
-    sqlx::query_scalar("SELECT status FROM runs WHERE run_id = $1").bind(run_id).fetch_optional(pool).await
+pub(super) async fn run_status(conn: &mut PgConnection, run_id: &str) -> Sql<Option<String>> {
+    sqlx::query_scalar("SELECT status FROM runs WHERE run_id = $1")
+        .bind(run_id)
+        .fetch_optional(&mut *conn)
+        .await
 }
 
 /// The stored output (a JSON object's text) of completed task `task_id` of run `run_id`.
-pub(super) async fn task_output(pool: &PgPool, run_id: &str, task_id: &str) -> Sql<Option<String>> {
+pub(super) async fn task_output(conn: &mut PgConnection, run_id: &str, task_id: &str) -> Sql<Option<String>> {
     sqlx::query_scalar("SELECT output FROM task_outputs WHERE run_id = $1 AND task_id = $2")
         .bind(run_id)
         .bind(task_id)
-        .fetch_optional(pool)
+        .fetch_optional(&mut *conn)
         .await
 }
 
@@ -194,7 +198,7 @@ pub(super) async fn task_output(pool: &PgPool, run_id: &str, task_id: &str) -> S
 /// `write.rs`) is no longer held: its process died or lost its connection. Right after
 /// the server restarted every engine is reconnecting, so for a grace period only
 /// leases count. Oldest first, at most 1,000.
-pub(super) async fn orphan_candidates(pool: &PgPool, me: &str) -> Sql<Vec<OrphanCandidate>> {
+pub(super) async fn orphan_candidates(conn: &mut PgConnection, me: &str) -> Sql<Vec<OrphanCandidate>> {
     let rows = sqlx::query(concat!(
         "WITH live AS (SELECT (l.classid::bigint << 32) | l.objid::bigint AS key FROM pg_locks l \
            WHERE l.locktype = 'advisory' AND l.objsubid = 1 AND l.granted \
@@ -209,7 +213,7 @@ pub(super) async fn orphan_candidates(pool: &PgPool, me: &str) -> Sql<Vec<Orphan
          ORDER BY r.created_at, r.run_id LIMIT 1000"
     ))
     .bind(me)
-    .fetch_all(pool)
+    .fetch_all(&mut *conn)
     .await?;
     rows.iter()
         .map(|r| {
@@ -226,20 +230,20 @@ pub(super) async fn orphan_candidates(pool: &PgPool, me: &str) -> Sql<Vec<Orphan
 }
 
 /// Whether a queued run of one of `workflows` waits (over the partial index `runs_queued`).
-pub(super) async fn has_queued(pool: &PgPool, workflows: &[String]) -> Sql<bool> {
+pub(super) async fn has_queued(conn: &mut PgConnection, workflows: &[String]) -> Sql<bool> {
     sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM runs WHERE status = 'queued' AND workflow = ANY($1))")
         .bind(workflows)
-        .fetch_one(pool)
+        .fetch_one(&mut *conn)
         .await
 }
 
 /// Runs owned by `owner` that someone asked to cancel.
-pub(super) async fn cancel_requests(pool: &PgPool, owner: &str) -> Sql<Vec<String>> {
+pub(super) async fn cancel_requests(conn: &mut PgConnection, owner: &str) -> Sql<Vec<String>> {
     sqlx::query_scalar(
         "SELECT run_id FROM runs WHERE owner = $1 AND cancel_requested_at IS NOT NULL \
          AND status IN ('queued', 'running')",
     )
     .bind(owner)
-    .fetch_all(pool)
+    .fetch_all(&mut *conn)
     .await
 }

@@ -407,12 +407,12 @@ impl Writer for PgWriter {
 }
 
 /// Commits a new run owned by an engine (its `Op::InsertRun` and `Op::InsertTask`s, as
-/// `ops` holds them) on a connection of `pool`: one plain statement, cheaper on the
+/// `ops` holds them) on a read connection: one plain statement, cheaper on the
 /// server than `cloacina_commit`'s op-by-op loop, with nothing to fence. The outer error
 /// is the database's. Applied twice (an answer lost, the statement retried) it inserts
 /// once; a run whose idempotency key another run holds is reported in `duplicates`.
 pub(super) async fn insert_run(
-    pool: &sqlx_postgres::PgPool,
+    conn: &mut PgConnection,
     ops: &[Op],
 ) -> std::result::Result<Result<Committed>, sqlx::Error> {
     let Some(Op::InsertRun { run_id, workflow, version, input, owner, at, lease_until, idempotency_key }) =
@@ -461,7 +461,7 @@ pub(super) async fn insert_run(
     .bind(&positions)
     .bind(&dependencies)
     .bind(&statuses)
-    .fetch_optional(pool)
+    .fetch_optional(&mut *conn)
     .await?;
     if inserted.is_some() {
         return Ok(Ok(Committed::default()));
@@ -474,7 +474,7 @@ pub(super) async fn insert_run(
     )
     .bind(&**run_id)
     .bind(idempotency_key.as_deref())
-    .fetch_optional(pool)
+    .fetch_optional(&mut *conn)
     .await?;
     Ok(Ok(match existing {
         Some(existing) if existing != **run_id => {
