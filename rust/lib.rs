@@ -36,5 +36,6 @@ fn native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(py::registry::bind_sqlite, m)?)?;
     m.add_function(wrap_pyfunction!(py::registry::drop_postgres_schema, m)?)?;
     m.add_function(wrap_pyfunction!(py::logging::reset_logging, m)?)?;
+    m.add_function(wrap_pyfunction!(py::exit_gate::interpreter_exiting, m)?)?;
     Ok(())
 }

@@ -13,6 +13,7 @@ __all__ = [
     "bind_sqlite",
     "current_workflow",
     "drop_postgres_schema",
+    "interpreter_exiting",
     "register_task",
     "register_workflow",
     "registry_restore",
@@ -115,6 +116,7 @@ def current_workflow(
 ) -> tuple[list[str], str]: ...
 def bind_sqlite(python_module: str | os.PathLike[str] | None = None) -> dict[str, Any]: ...
 def reset_logging() -> None: ...
+def interpreter_exiting() -> None: ...
 
 @final
 class RegistrySnapshot:

@@ -453,6 +453,11 @@ def _interrupt(loop: BackgroundLoop, token: str, why: str) -> bool:
 
 _open_runners: weakref.WeakSet[Runner] = weakref.WeakSet()
 
+# Registered before `_close_open_runners`, so run after it (atexit goes last in, first
+# out): from then on no task thread takes the GIL to end, which the interpreter's
+# finalization forbids; the threads of the runners just closed are waited for.
+atexit.register(_native.interpreter_exiting)
+
 
 @atexit.register
 def _close_open_runners() -> None:

@@ -58,6 +58,8 @@ struct Inner {
     spinning: AtomicBool,
     /// Whether a job was announced (`expect_work`) and not yet submitted.
     expected: AtomicBool,
+    /// Set by `retire`: threads end as soon as no job is queued.
+    retired: AtomicBool,
     name: String,
     wrapper: Option<ThreadWrapper>,
 }
@@ -87,6 +89,7 @@ impl Workers {
                 queued: AtomicUsize::new(0),
                 spinning: AtomicBool::new(false),
                 expected: AtomicBool::new(false),
+                retired: AtomicBool::new(false),
                 name: name.to_string(),
                 wrapper,
             }),
@@ -141,6 +144,15 @@ impl Workers {
         state.running == 0 && state.queue.is_empty()
     }
 
+    /// Ends the threads as soon as no job is queued for them (a running job is finished
+    /// first), instead of after `KEEP_ALIVE` without work: for a pool that will get no
+    /// more work. A job submitted later still runs, on a thread started for it.
+    pub fn retire(&self) {
+        let _state = self.inner.lock(); // a thread about to park sees it, or is woken
+        self.inner.retired.store(true, Ordering::SeqCst);
+        self.inner.wake.notify_all();
+    }
+
     fn start_thread(&self) -> std::io::Result<()> {
         let inner = self.inner.clone();
         std::thread::Builder::new().name(self.inner.name.clone()).spawn(move || {
@@ -177,7 +189,10 @@ impl Inner {
 
     /// The next job, or None when the thread should exit (it is then no longer idle).
     fn next(&self) -> Option<Work> {
-        if self.queued.load(Ordering::SeqCst) == 0 && !self.spinning.swap(true, Ordering::SeqCst) {
+        if self.queued.load(Ordering::SeqCst) == 0
+            && !self.retired.load(Ordering::SeqCst)
+            && !self.spinning.swap(true, Ordering::SeqCst)
+        {
             // The short spin, longer while a job is announced.
             let started = Instant::now();
             spin_until(FOLLOW_SPIN, || {
@@ -195,6 +210,10 @@ impl Inner {
                 state.idle -= 1;
                 state.running += 1;
                 return Some(work);
+            }
+            if self.retired.load(Ordering::SeqCst) {
+                state.idle -= 1;
+                return None;
             }
             state.parked += 1;
             let (next, timeout) =
@@ -258,6 +277,44 @@ mod tests {
         let mut got: Vec<i32> = (0..10).map(|_| rx.recv_timeout(Duration::from_secs(10)).unwrap()).collect();
         got.sort();
         assert_eq!(got, (0..10).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn retired_threads_end_at_once_and_a_later_job_still_runs() {
+        let live = Arc::new(AtomicUsize::new(0));
+        let counted = live.clone();
+        let wrapper: ThreadWrapper = Arc::new(move |body: &mut (dyn FnMut() + Send)| {
+            counted.fetch_add(1, Ordering::SeqCst);
+            body();
+            counted.fetch_sub(1, Ordering::SeqCst);
+        });
+        let workers = Workers::new("test-worker", Some(wrapper));
+        let gate = Arc::new((Mutex::new(false), Condvar::new()));
+        for _ in 0..3 {
+            let gate = gate.clone();
+            workers.submit(Box::new(move || {
+                let (open, cond) = &*gate;
+                let mut open = open.lock().unwrap();
+                while !*open {
+                    open = cond.wait(open).unwrap();
+                }
+            }));
+        }
+        let (open, cond) = &*gate;
+        *open.lock().unwrap() = true;
+        cond.notify_all();
+        assert!(workers.wait_idle(Duration::from_secs(10)));
+        assert!(live.load(Ordering::SeqCst) > 0);
+        workers.retire();
+        // Well before KEEP_ALIVE (10 s): the idle threads end when retired.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while live.load(Ordering::SeqCst) > 0 {
+            assert!(Instant::now() < deadline, "{} threads still alive", live.load(Ordering::SeqCst));
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let (tx, rx) = mpsc::channel();
+        workers.submit(Box::new(move || tx.send(()).unwrap()));
+        rx.recv_timeout(Duration::from_secs(10)).unwrap();
     }
 
     #[test]

@@ -12,6 +12,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyTuple};
 
 use super::convert::{key_from_py, value_from_py};
+use super::exit_gate;
 use super::view::ContextView;
 use crate::context::Map;
 use crate::engine::workers::ThreadWrapper;
@@ -75,20 +76,22 @@ impl PythonExecutor {
         // Attaching once for the thread's life and detaching around its loop keeps one
         // thread state per thread instead of creating and destroying one per call.
         let closed = Arc::new(AtomicBool::new(false));
-        let closed_for_threads = closed.clone();
         let wrapper: ThreadWrapper = Arc::new(move |work: &mut (dyn FnMut() + Send)| {
             Python::attach(|py| {
                 py.detach(|| {
                     work();
-                    // Leaving `detach` takes the GIL back: after the runner closed, a
-                    // thread whose idle time ran out stays parked instead.
-                    while closed_for_threads.load(Ordering::SeqCst) {
-                        std::thread::park();
+                    // Leaving `detach` takes the GIL back, which the interpreter's exit
+                    // forbids: then the thread stays parked instead (see `exit_gate`).
+                    if !exit_gate::pass() {
+                        loop {
+                            std::thread::park();
+                        }
                     }
                 })
             });
+            exit_gate::out();
         });
-        let workers = Workers::new("cloacina-worker", Some(wrapper));
+        let workers = Workers::new("cloacina-task", Some(wrapper));
         PythonExecutor { workers, call_sync, submit_async, interrupt, call_hook, closed }
     }
 }
@@ -156,7 +159,10 @@ impl Executor for Arc<PythonExecutor> {
     fn drain(&self, limit: Duration) -> bool {
         // First: nothing new enters Python (a job already running is waited for).
         self.closed.store(true, Ordering::SeqCst);
-        self.workers.wait_idle(limit)
+        let idle = self.workers.wait_idle(limit);
+        // The threads end now, not after their idle time: a closed runner keeps none.
+        self.workers.retire();
+        idle
     }
 }
 

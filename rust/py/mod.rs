@@ -3,6 +3,7 @@
 pub mod convert;
 pub mod engine;
 pub mod exceptions;
+pub mod exit_gate;
 pub mod invoke;
 pub mod logging;
 pub mod registry;
