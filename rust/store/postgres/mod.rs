@@ -2,13 +2,13 @@
 //! any number of processes and hosts.
 //!
 //! Connection design: a few read connections (callers, background checks: `pool.rs`)
-//! and one dedicated
-//! write connection per engine (`write.rs`), used by the engine's scheduler thread,
-//! which waits for each round trip off the tokio workers. The write connection also
-//! holds the engine's liveness lock: a session-level advisory lock keyed by the schema
-//! and the engine's owner id, which the server releases the moment the process dies or
-//! its connection drops, so other engines can tell a dead owner at once (see
-//! `read::orphan_candidates`). A third connection listens for wake-ups (`listen.rs`).
+//! and one dedicated write connection per engine (`write.rs`), used by the engine's
+//! scheduler thread, which waits for each round trip off the tokio workers. The write
+//! connection also holds the engine's liveness lock: a session-level advisory lock
+//! keyed by the schema and the engine's owner id, which the server releases the moment
+//! the process dies or its connection drops, so other engines can tell a dead owner at
+//! once (see `read::orphan_candidates`). A third connection listens for wake-ups
+//! (`listen.rs`).
 //!
 //! Tenants: every connection's `search_path` is the tenant's schema (set in the startup
 //! packet, checked after connecting, failing closed), so the SQL names no schema; the
@@ -94,10 +94,18 @@ impl Target {
 
     /// A new connection, its search path not checked (the schema may not exist yet).
     async fn connect_unchecked(&self) -> Result<PgConnection> {
+        self.dial().await.map_err(|e| match e {
+            sqlx::Error::PoolTimedOut => self.timed_out(),
+            e => self.connect_error(&e),
+        })
+    }
+
+    /// `connect_unchecked` with sqlx's error, a timeout as `PoolTimedOut` (as a pool
+    /// reports it): for a caller that tries again when the failure is transient.
+    pub(crate) async fn dial(&self) -> std::result::Result<PgConnection, sqlx::Error> {
         match tokio::time::timeout(self.connect_timeout, self.options.connect()).await {
-            Ok(Ok(conn)) => Ok(conn),
-            Ok(Err(e)) => Err(self.connect_error(&e)),
-            Err(_) => Err(self.timed_out()),
+            Ok(connected) => connected,
+            Err(_) => Err(sqlx::Error::PoolTimedOut),
         }
     }
 

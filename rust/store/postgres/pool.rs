@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
-use sqlx::{ConnectOptions, Connection};
+use sqlx::Connection;
 use sqlx_postgres::PgConnection;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
@@ -56,8 +56,8 @@ impl Conns {
     /// A connection: an idle one, else a new one (search path checked), waiting at most
     /// the connect timeout for one to be free and for the server to answer.
     pub(crate) async fn acquire(self: &Arc<Self>) -> Result<Lease, sqlx::Error> {
-        let timeout = self.target.connect_timeout;
-        let permit = match tokio::time::timeout(timeout, self.permits.clone().acquire_owned()).await {
+        let waiting = self.permits.clone().acquire_owned();
+        let permit = match tokio::time::timeout(self.target.connect_timeout, waiting).await {
             Ok(Ok(permit)) => permit,
             Ok(Err(_)) => return Err(sqlx::Error::PoolClosed),
             Err(_) => return Err(sqlx::Error::PoolTimedOut),
@@ -69,10 +69,7 @@ impl Conns {
         let conn = match reused {
             Some(conn) => conn,
             None => {
-                let mut conn = match tokio::time::timeout(timeout, self.target.options.connect()).await {
-                    Ok(conn) => conn?,
-                    Err(_) => return Err(sqlx::Error::PoolTimedOut),
-                };
+                let mut conn = self.target.dial().await?;
                 check_search_path(&mut conn, &self.target.schema)
                     .await
                     .map_err(|e| sqlx::Error::Configuration(e.into()))?;
