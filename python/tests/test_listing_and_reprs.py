@@ -11,6 +11,7 @@ import tracemalloc
 
 import pytest
 from cloacina import RunHandle, Runner, RunSummary, Workflow, task
+from helpers import eventually
 
 BIG = "x" * 1_000_000  # a 1 MB value
 
@@ -81,11 +82,11 @@ def test_a_second_runner_on_one_file_is_logged_and_a_forgotten_one_closes_itself
                 pass  # the thread ended between the listing and this read
         return names
 
-    def threads_but_workers() -> int:
-        return sum(1 for name in thread_names() if name not in ("cloacina-worker", "cloacina-task"))
+    def threads_but_workers(names: list[str]) -> int:
+        return sum(1 for name in names if name not in ("cloacina-worker", "cloacina-task"))
 
     wf = Workflow("tiny_wf", [tiny])
-    threads_before = threads_but_workers()
+    threads_before = threads_but_workers(thread_names())
     schedulers_before = thread_names().count("cloacina-schedu")
     task_threads_before = thread_names().count("cloacina-task")
     with caplog.at_level(logging.WARNING, logger="cloacina"):
@@ -101,15 +102,21 @@ def test_a_second_runner_on_one_file_is_logged_and_a_forgotten_one_closes_itself
     # event loop are gone, and nothing polls in the background. The task threads end at
     # the close, not after their 10 s idle time: within 5 s. (The runtime's shared
     # threads, "cloacina-worker", stay for the next runner.)
-    deadline = time.monotonic() + 5
-    while thread_names().count("cloacina-task") > task_threads_before:
-        assert time.monotonic() < deadline, thread_names()
-        time.sleep(0.1)
-    deadline = time.monotonic() + 15
-    while threads_but_workers() > threads_before + 4:
-        assert time.monotonic() < deadline, thread_names()
-        time.sleep(0.2)
-    deadline = time.monotonic() + 10
-    while thread_names().count("cloacina-schedu") > schedulers_before:
-        assert time.monotonic() < deadline, thread_names()
-        time.sleep(0.1)
+    eventually(
+        thread_names,
+        lambda names: names.count("cloacina-task") <= task_threads_before,
+        timeout=5,
+        interval=0.1,
+    )
+    eventually(
+        thread_names,
+        lambda names: threads_but_workers(names) <= threads_before + 4,
+        timeout=15,
+        interval=0.2,
+    )
+    eventually(
+        thread_names,
+        lambda names: names.count("cloacina-schedu") <= schedulers_before,
+        timeout=10,
+        interval=0.1,
+    )
