@@ -157,6 +157,6 @@ def follow(runner: Any, run_id: str, workflow: str, display: type[Display]) -> A
         rows = engine.list_runs(None, None, 1, run_id)
         counts: dict[str, int] = dict(rows[0]["task_counts"]) if rows else {}
         shown.update(counts, sum(counts.values()), time.monotonic() - started)
-    result = runner._get_existing(run_id)
+    result = runner._ended(run_id)
     shown.finish(result)
     return result

@@ -367,18 +367,22 @@ class RunHandle:
 
     def wait(self, timeout: float | None = None) -> RunResult:
         """Blocks until the run is final and returns its result; ``TimeoutError`` if
-        ``timeout`` seconds pass first. Ctrl-C interrupts the wait."""
+        ``timeout`` seconds pass first. Ctrl-C interrupts the wait.
+
+        A run that ended in this runner is returned as the runner committed its end,
+        without reading it back from the database (the first wait after its end; later
+        ones, and runs driven elsewhere, read it)."""
         if timeout is not None:
             timeout = seconds("wait timeout", timeout)
         engine = self._runner._engine_or_raise()
         if not engine.wait(self.run_id, timeout, self._runner._waiting_from_own_task()):
             raise TimeoutError(f"run {self.run_id} did not finish within {timeout} s")
-        return self._runner._get_existing(self.run_id)
+        return self._runner._ended(self.run_id)
 
     async def _wait_async(self) -> RunResult:
         engine = self._runner._engine_or_raise()
         await engine.wait_async(self.run_id, self._runner._waiting_from_own_task())
-        raw = await engine.get_run_async(self.run_id)
+        raw = await engine.ended_run_async(self.run_id)
         if raw is None:  # as in wait(): the run was waited for, so it existed
             raise CloacinaError(f"no run with id '{self.run_id}'")
         return RunResult._from_native(raw)
@@ -749,6 +753,14 @@ class Runner:
         """The run with this id as recorded (by any runner or process), or None."""
         raw = self._engine_or_raise().get_run(run_id)
         return None if raw is None else RunResult._from_native(raw)
+
+    def _ended(self, run_id: str) -> RunResult:
+        """Run ``run_id``, which was just waited for: as it ended here when it did
+        (``ended_run``), else as stored."""
+        raw = self._engine_or_raise().ended_run(run_id)
+        if raw is None:
+            raise CloacinaError(f"no run with id '{run_id}'")
+        return RunResult._from_native(raw)
 
     def _get_existing(self, run_id: str) -> RunResult:
         result = self.get_run(run_id)

@@ -81,6 +81,11 @@ def pytest_configure(config: pytest.Config) -> None:
         "postgres: the test's PostgreSQL variant (set by conftest), or a test about "
         "PostgreSQL only (deselected with the PostgreSQL variants)",
     )
+    config.addinivalue_line(
+        "markers",
+        "rewrites_stored_rows: the test changes a run's stored rows behind its runner's back, "
+        "so the run its waiter gets (as the runner committed it) and the database differ",
+    )
     selected_backends(config)  # a bad value fails at once
 
 
@@ -226,3 +231,46 @@ def db_exists(backend: str, db_url: str, tmp_path: Path):
         return path.exists
     server, schema = os.environ[PG_URL_ENV], schema_of(db_url)
     return lambda: pg_schema_exists(server, schema)
+
+
+@pytest.fixture(autouse=True)
+def ended_runs_match_the_database(
+    monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest
+) -> None:
+    """Every run a test waits for is read back from the database as well, and the two
+    must be equal. A run that ended in its own runner reaches its waiter as that runner
+    kept it in memory (rust/engine/kept.rs), built from the ops it committed: this holds
+    that copy to exactly what the database has, in every test of the suite but those
+    marked `rewrites_stored_rows`."""
+    from cloacina.runner import RunHandle, RunResult
+
+    if request.node.get_closest_marker("rewrites_stored_rows"):
+        return
+
+    ended, wait_async = Runner._ended, RunHandle._wait_async
+
+    def compare(waited: RunResult, stored: RunResult | None) -> None:
+        assert stored is not None, f"run {waited.run_id} was waited for but is not stored"
+        if waited != stored:
+            detail = "; ".join(
+                f"{f}: {getattr(waited, f)!r} != {getattr(stored, f)!r}"
+                for f in waited.__dataclass_fields__
+                if getattr(waited, f) != getattr(stored, f)
+            )
+            raise AssertionError(
+                f"run {waited.run_id} as its waiter got it differs from the database: {detail}"
+            )
+
+    def checked_ended(self: Runner, run_id: str) -> RunResult:
+        result = ended(self, run_id)
+        compare(result, self.get_run(run_id))
+        return result
+
+    async def checked_wait_async(self: RunHandle) -> RunResult:
+        result = await wait_async(self)
+        raw = await self._runner._engine_or_raise().get_run_async(self.run_id)
+        compare(result, None if raw is None else RunResult._from_native(raw))
+        return result
+
+    monkeypatch.setattr(Runner, "_ended", checked_ended)
+    monkeypatch.setattr(RunHandle, "_wait_async", checked_wait_async)

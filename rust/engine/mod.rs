@@ -10,9 +10,10 @@ use tokio::sync::{mpsc, oneshot, watch};
 use crate::context::Map;
 use crate::errors::{Error, Result};
 use crate::registry::WorkflowDef;
-use crate::store::{is_final_run_status, RunFilter, RunRecord, RunSummary, Store, Writer};
+use crate::store::{is_final_run_status, Op, RunFilter, RunRecord, RunSummary, Store, Writer};
 
 pub mod executor;
+mod kept;
 mod owner;
 mod scheduler;
 mod state;
@@ -93,6 +94,9 @@ pub(crate) struct Shared {
     /// Whether attempts are running, as the scheduler's last batch left it (false once
     /// closing): a run submitted now would wait behind the batch they report to.
     pub busy: std::sync::atomic::AtomicBool,
+    /// Runs that ended here, kept as committed for the callers waiting for them
+    /// (`kept.rs`); a run not there is read from the store.
+    pub ended: Mutex<kept::Ended>,
 }
 
 impl Shared {
@@ -116,6 +120,8 @@ pub(crate) enum Command {
         workflow: Arc<WorkflowDef>,
         input: Map,
         at: i64,
+        /// The ops that inserted it, committed.
+        rows: Vec<Op>,
         done: watch::Sender<bool>,
         watch: watch::Receiver<bool>,
     },
@@ -246,6 +252,7 @@ impl Engine {
             claim_lock: tokio::sync::Mutex::new(()),
             recalled: Default::default(),
             busy: std::sync::atomic::AtomicBool::new(false),
+            ended: Mutex::new(kept::Ended::default()),
         });
         let (tx, rx) = mpsc::unbounded_channel();
         let recover = config.recover;
@@ -313,7 +320,7 @@ impl Engine {
                 idempotency_key.clone(),
             )?;
             let committed = self.shared.store.insert_run(&ops).await?;
-            return self.inserted(committed, run_id, workflow, input, at);
+            return self.inserted(committed, run_id, workflow, input, at, ops);
         }
         let (reply, rx) = oneshot::channel();
         self.commands
@@ -335,6 +342,7 @@ impl Engine {
         workflow: Arc<WorkflowDef>,
         input: Map,
         at: i64,
+        rows: Vec<Op>,
     ) -> Result<String> {
         if let Some((_, existing)) = committed.duplicates.into_iter().next() {
             return Ok(existing);
@@ -342,7 +350,7 @@ impl Engine {
         log::debug!("run {run_id} was committed by its submitter, beside the scheduler's batches");
         let (done, watch) = watch::channel(false);
         lock(&self.shared.watches).insert(run_id.clone(), watch.clone());
-        let cmd = Command::Inserted { run_id: run_id.clone(), workflow, input, at, done, watch };
+        let cmd = Command::Inserted { run_id: run_id.clone(), workflow, input, at, rows, done, watch };
         if self.commands.send(cmd).is_err() {
             lock(&self.shared.watches).remove(&run_id);
             return Err(self.shared.failure().unwrap_or_else(closed));
@@ -381,6 +389,9 @@ impl Engine {
                 if let Some(e) = self.shared.failure() {
                     return Err(e);
                 }
+            } else if lock(&self.shared.ended).holds(run_id) {
+                // It ended here (before this wait), and is kept for its waiter.
+                return Ok(());
             }
             if self.commands.is_closed() {
                 return Err(Error::Closed(format!("the runner was closed before run {run_id} finished")));
@@ -451,6 +462,21 @@ impl Engine {
         self.shared.store.run(run_id, reads).await
     }
 
+    /// Run `run_id` once `wait` returned: as this engine committed its end when it
+    /// ended here (kept in memory, handed over once), else as stored.
+    pub async fn ended_run(&self, run_id: &str, reads: Reads) -> Result<Option<RunRecord>> {
+        let kept = lock(&self.shared.ended).take(run_id);
+        if let Some(kept) = kept {
+            match kept.into_record() {
+                Ok(record) => return Ok(Some(record)),
+                Err(e) => {
+                    log::warn!("run {run_id} as kept could not be read back, reading it from the store: {e}")
+                }
+            }
+        }
+        self.shared.store.run(run_id, reads).await
+    }
+
     /// Runs matching `filter`, newest first, as summaries.
     pub async fn list_runs(&self, filter: &RunFilter, reads: Reads) -> Result<Vec<RunSummary>> {
         self.shared.store.run_summaries(filter, reads).await
@@ -489,6 +515,8 @@ impl Engine {
         if lock(&self.shared.watches).contains_key(run_id) {
             return Err(Error::Task(format!("run {run_id} is already running in this runner")));
         }
+        // An end kept from before must not answer a wait on the run resumed.
+        lock(&self.shared.ended).take(run_id);
         let record = self
             .shared
             .store

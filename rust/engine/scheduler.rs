@@ -14,6 +14,7 @@ use futures::FutureExt;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::executor::{Done, HookCall, HookKind, Interrupt, Recall, RetryHint};
+use super::kept::Keeper;
 use super::state::{RuleFacts, RunState, TaskStatus};
 use super::workers::{spin_until, FOLLOW_SPIN, SPIN};
 use super::{lock, AdoptMode, CancelReason, Command, EngineConfig, Executor, Job, Outcome, Shared};
@@ -72,6 +73,9 @@ pub(crate) struct Scheduler {
     /// Final runs whose hooks are still running: `run()` returns a run with its hooks'
     /// outcomes, so their waiters wake when the last hook returned.
     finishing: HashMap<Arc<str>, watch::Sender<bool>>,
+    /// The rows of the runs this engine started, as committed: handed to their waiters
+    /// when they end (`kept.rs`).
+    kept: Keeper,
     closing: Vec<oneshot::Sender<()>>,
 }
 
@@ -128,6 +132,7 @@ impl Scheduler {
             lent: 0,
             hooks_pending: HashMap::new(),
             finishing: HashMap::new(),
+            kept: Keeper::default(),
             closing: Vec::new(),
         }
     }
@@ -169,17 +174,17 @@ impl Scheduler {
                     return;
                 }
             };
-            ops.clear();
-            self.shared.busy.store(
-                !self.slots.is_empty() && self.closing.is_empty(),
-                std::sync::atomic::Ordering::Relaxed,
-            );
             if !committed.duplicates.is_empty() {
                 self.drop_duplicates(&committed.duplicates, &mut effects);
             }
             if !committed.lost.is_empty() {
                 self.drop_lost(&committed.lost, &mut effects);
             }
+            self.keep(&mut ops);
+            self.shared.busy.store(
+                !self.slots.is_empty() && self.closing.is_empty(),
+                std::sync::atomic::Ordering::Relaxed,
+            );
             if let Some(until) = effects.renewed_until.take() {
                 for run in self.runs.values_mut() {
                     run.lease_until = run.lease_until.max(until);
@@ -213,6 +218,8 @@ impl Scheduler {
         // a final run whose hooks still run is final in the store, where waiters look.
         self.runs.clear();
         self.finishing.clear();
+        self.kept.clear();
+        lock(&self.shared.ended).clear();
         lock(&self.shared.watches).clear();
         for reply in self.closing.drain(..) {
             let _ = reply.send(());
@@ -303,7 +310,7 @@ impl Scheduler {
                     }
                 }
             }
-            Command::Inserted { run_id, workflow, input, at, done, watch } => {
+            Command::Inserted { run_id, workflow, input, at, mut rows, done, watch } => {
                 if !self.closing.is_empty() {
                     // Committed, and left `running` for the next runner, like every run
                     // unfinished when the engine closes.
@@ -314,6 +321,7 @@ impl Scheduler {
                     writer.track(&run_id);
                 }
                 self.begin(run_id, workflow, input, at, (done, watch), ops, effects);
+                self.keep(&mut rows);
             }
             Command::Finished { run_id, position, attempt, started_at, outcome } => {
                 let held = self.slots.remove(&(run_id.clone(), position, attempt));
@@ -922,6 +930,15 @@ impl Scheduler {
         }
     }
 
+    /// Follows the ops of a committed batch (emptying `ops`): the runs this engine
+    /// started are kept as committed, for their waiters (`kept.rs`).
+    fn keep(&mut self, ops: &mut Vec<Op>) {
+        let runs = &self.runs;
+        for op in ops.drain(..) {
+            self.kept.follow(op, |run_id| runs.get(run_id).map(|run| run.workflow.clone()));
+        }
+    }
+
     /// Runs whose idempotency key was already taken were not inserted: forget them,
     /// give back their slots, and answer their submitters with the existing run.
     fn drop_duplicates(&mut self, duplicates: &[(Arc<str>, String)], effects: &mut Effects) {
@@ -948,6 +965,7 @@ impl Scheduler {
         for run_id in lost {
             log::warn!("run {run_id} was taken over by another runner (this runner's lease expired)");
             self.runs.remove(run_id);
+            self.kept.take(run_id);
             lock(&self.shared.watches).remove(run_id);
             for (job, position, ..) in effects.jobs.iter().filter(|(job, ..)| &job.run_id == run_id) {
                 self.slots.remove(&(run_id.clone(), *position, job.attempt));
@@ -981,6 +999,8 @@ impl Scheduler {
         if self.runs.contains_key(&run_id) {
             return Err(Error::Task(format!("run {run_id} is already being driven by this runner")));
         }
+        // Kept from when it last ended here: it runs again, so that end is over.
+        lock(&self.shared.ended).take(&run_id);
         let now = now_micros();
         let current = registry::current_workflow(&record.workflow).ok();
         let replan = current.as_ref().filter(|c| c.graph.version() != record.version);
@@ -1346,19 +1366,21 @@ impl Scheduler {
         for hook in &effects.hooks {
             *self.hooks_pending.entry(hook.run_id.clone()).or_default() += 1;
         }
+        // An ended run is kept for its waiters before its watch goes: a waiter that
+        // finds no watch finds the run kept, or reads it from the store.
         for run_id in effects.finished_runs {
             if let Some(run) = self.runs.remove(&run_id) {
                 if self.hooks_pending.contains_key(&run_id) {
                     self.finishing.insert(run_id, run.done);
                 } else {
-                    lock(&self.shared.watches).remove(&run_id);
+                    self.hand_over(&run_id);
                     let _ = run.done.send(true);
                 }
             }
         }
         for run_id in effects.released {
             if let Some(done) = self.finishing.remove(&run_id) {
-                lock(&self.shared.watches).remove(&run_id);
+                self.hand_over(&run_id);
                 let _ = done.send(true);
             }
         }
@@ -1379,6 +1401,15 @@ impl Scheduler {
                 let _ = commands.send(Command::HookDone { run_id, task_id, kind, attempt, error });
             });
         }
+    }
+
+    /// Run `run_id` ended and is committed: what was kept of it goes where its waiters
+    /// look (`Shared::ended`), and it is no longer driven here.
+    fn hand_over(&mut self, run_id: &Arc<str>) {
+        if let Some(kept) = self.kept.take(run_id) {
+            lock(&self.shared.ended).put(kept);
+        }
+        lock(&self.shared.watches).remove(run_id);
     }
 
     /// Sends `cmd` to this scheduler after `delay`.
@@ -1411,6 +1442,7 @@ impl Scheduler {
             let _ = reply.send(Err(e.clone()));
         }
         self.runs.clear();
+        self.kept.clear();
         lock(&self.shared.watches).clear();
         for reply in self.closing.drain(..) {
             let _ = reply.send(());

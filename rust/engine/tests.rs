@@ -122,10 +122,21 @@ async fn engine(dir: &tempfile::TempDir) -> Engine {
     .unwrap()
 }
 
+/// Runs `wf` to its end and returns it as stored, having checked that the run its
+/// waiter gets (kept in memory: `kept.rs`) is exactly that.
 async fn run(engine: &Engine, wf: &Arc<WorkflowDef>, input: Value) -> crate::store::RunRecord {
     let id = engine.submit(wf.clone(), obj(input), None, Reads::Offloaded).await.unwrap();
     engine.wait(&id, Reads::Offloaded).await.unwrap();
-    engine.get_run(&id, Reads::Offloaded).await.unwrap().unwrap()
+    let stored = engine.get_run(&id, Reads::Offloaded).await.unwrap().unwrap();
+    assert!(super::lock(&engine.shared.ended).holds(&id), "a run that ended here is kept");
+    let kept = engine.ended_run(&id, Reads::Offloaded).await.unwrap().unwrap();
+    // The lease is the database's alone (not kept, not shown).
+    let shown = |r: &crate::store::RunRecord| {
+        format!("{:?}", crate::store::RunRecord { lease_expires_at: None, ..r.clone() })
+    };
+    assert_eq!(shown(&kept), shown(&stored));
+    assert!(!super::lock(&engine.shared.ended).holds(&id), "handed over once");
+    stored
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

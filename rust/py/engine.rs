@@ -191,6 +191,23 @@ impl PyEngine {
         run.map(|r| run_to_py(py, r).map(Bound::unbind)).transpose()
     }
 
+    /// Run `run_id` as a dict once `wait` returned True: as this engine ended it when it
+    /// ran here (no database read), else as stored; None if there is no such run.
+    fn ended_run(&self, py: Python<'_>, run_id: String) -> PyResult<Option<Py<PyAny>>> {
+        let run =
+            self.block(py, self.engine()?.ended_run(&run_id, Reads::Inline), None)?.expect("no timeout");
+        run.map(|r| run_to_py(py, r).map(Bound::unbind)).transpose()
+    }
+
+    /// Awaitable twin of `ended_run`.
+    fn ended_run_async<'py>(&self, py: Python<'py>, run_id: String) -> PyResult<Bound<'py, PyAny>> {
+        let engine = self.engine()?.clone();
+        awaitable(py, async move {
+            let run = engine.ended_run(&run_id, Reads::Offloaded).await?;
+            Python::attach(|py| run.map(|r| run_to_py(py, r).map(Bound::unbind)).transpose())
+        })
+    }
+
     /// The database's schema version (its latest migration).
     fn schema_version(&self) -> PyResult<i64> {
         Ok(self.engine()?.schema_version())
