@@ -59,6 +59,11 @@ impl Recall {
         Recall { store, run_id, recalled }
     }
 
+    /// Whether its store answers within microseconds (`Store::answers_quickly`).
+    pub fn answers_quickly(&self) -> bool {
+        self.store.answers_quickly()
+    }
+
     /// The values of `delta`: from memory, or else read back from its writer's stored
     /// output (`reads` says on which thread) and kept in memory for a while.
     pub async fn values(&self, delta: &Arc<Delta>, reads: Reads) -> Result<Arc<Map>> {

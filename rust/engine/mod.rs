@@ -273,7 +273,7 @@ impl Engine {
     /// Whether the store answers within microseconds (an embedded database), so that a
     /// caller expecting an answer may spin for it rather than sleep.
     pub fn answers_quickly(&self) -> bool {
-        self.shared.store.commit_gather().is_none()
+        self.shared.store.answers_quickly()
     }
 
     /// The store's label (file path or ":memory:").

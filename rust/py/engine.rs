@@ -10,8 +10,7 @@ use pyo3::types::PyList;
 
 use super::convert::{map_from_py, run_to_py, summary_to_py};
 use super::invoke::PythonExecutor;
-use super::runtime::{awaitable, wait, wait_spinning};
-use crate::engine::workers::SPIN;
+use super::runtime::{awaitable, spin_for, wait, wait_spinning};
 use crate::engine::{Engine, EngineConfig, Reads};
 use crate::errors::Error;
 use crate::registry;
@@ -88,7 +87,7 @@ impl PyEngine {
             None,
         )?
         .expect("no timeout");
-        let spin = if engine.answers_quickly() { SPIN } else { Duration::ZERO };
+        let spin = spin_for(engine.answers_quickly());
         Ok(PyEngine { engine: Arc::new(engine), pid: std::process::id(), spin })
     }
 

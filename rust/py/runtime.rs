@@ -134,6 +134,16 @@ where
     wait_spinning(py, fut, timeout, SPIN)
 }
 
+/// The spin of `wait_spinning` for a store that answers quickly (an embedded database)
+/// or not (one a network round trip and a disk flush away).
+pub fn spin_for(answers_quickly: bool) -> Duration {
+    if answers_quickly {
+        SPIN
+    } else {
+        Duration::ZERO
+    }
+}
+
 /// `wait`, spinning at most `spin` before the thread parks: none for an engine whose
 /// answers take a database round trip and a disk flush (PostgreSQL), which a spin of
 /// `SPIN` never sees arrive, and whose CPU time the server needs on a small machine.

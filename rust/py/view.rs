@@ -9,7 +9,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyList, PyString};
 
 use super::convert::value_to_py;
-use super::runtime::wait;
+use super::runtime::{spin_for, wait_spinning};
 use crate::context::{Delta, Found, Map, View};
 use crate::engine::{Reads, Recall};
 use crate::errors::Error;
@@ -58,7 +58,8 @@ impl ContextView {
             let delta = delta.clone();
             async move { Ok::<_, Error>(recall.values(&delta, Reads::Inline).await) }
         };
-        let map = wait(py, read, None)?.expect("no timeout");
+        let spin = spin_for(self.recall.answers_quickly());
+        let map = wait_spinning(py, read, None, spin)?.expect("no timeout");
         let map = match map {
             Ok(map) => map,
             Err(e) => {

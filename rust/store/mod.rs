@@ -90,6 +90,12 @@ pub trait Store: Send + Sync + 'static {
         None
     }
 
+    /// Whether the store answers within microseconds (an embedded database), so that a
+    /// caller expecting an answer may spin for it rather than sleep.
+    fn answers_quickly(&self) -> bool {
+        self.commit_gather().is_none()
+    }
+
     /// Whether `insert_run` can commit a new run beside the writer; false: runs are
     /// submitted in the writer's batches.
     fn inserts_beside_writer(&self) -> bool {
