@@ -97,6 +97,12 @@ pub(crate) struct Shared {
     /// Runs that ended here, kept as committed for the callers waiting for them
     /// (`kept.rs`); a run not there is read from the store.
     pub ended: Mutex<kept::Ended>,
+    /// Set while queued runs may be waiting for room here (the last claim took all the
+    /// room there was): a run ending here then wakes `room`, so that the next claim
+    /// comes at once, not at the next background check.
+    pub backlog: std::sync::atomic::AtomicBool,
+    /// Woken when a run ends here while `backlog` is set.
+    pub room: Arc<tokio::sync::Notify>,
 }
 
 impl Shared {
@@ -253,6 +259,8 @@ impl Engine {
             recalled: Default::default(),
             busy: std::sync::atomic::AtomicBool::new(false),
             ended: Mutex::new(kept::Ended::default()),
+            backlog: std::sync::atomic::AtomicBool::new(false),
+            room: Arc::new(tokio::sync::Notify::new()),
         });
         let (tx, rx) = mpsc::unbounded_channel();
         let recover = config.recover;
@@ -265,8 +273,8 @@ impl Engine {
             })
             .map_err(|e| Error::Internal(format!("cannot start the scheduler thread: {e}")))?;
         lock(&LIVE_OWNERS).insert(shared.owner.to_string());
-        let activity = shared.activity.clone();
-        tokio::spawn(watch_store(Arc::downgrade(&shared), tx.downgrade(), activity, recover));
+        let (activity, room) = (shared.activity.clone(), shared.room.clone());
+        tokio::spawn(watch_store(Arc::downgrade(&shared), tx.downgrade(), activity, room, recover));
         Ok(Engine { shared, commands: tx })
     }
 
@@ -626,6 +634,7 @@ async fn watch_store(
     shared: std::sync::Weak<Shared>,
     commands: mpsc::WeakUnboundedSender<Command>,
     activity: Arc<tokio::sync::Notify>,
+    room: Arc<tokio::sync::Notify>,
     recover: bool,
 ) {
     let mut last_heartbeat = std::time::Instant::now();
@@ -651,11 +660,12 @@ async fn watch_store(
                 None => std::future::pending().await,
             }
         };
-        let mut hint = false;
+        let (mut hint, mut roomy) = (false, false);
         tokio::select! {
             _ = tokio::time::sleep(pause) => {}
             _ = activity.notified() => idle_recovery = RECOVERY_CHECK,
             _ = hinted => hint = true,
+            _ = room.notified() => roomy = true,
         }
         let (Some(shared), Some(commands)) = (shared.upgrade(), commands.upgrade()) else { return };
         if commands.is_closed() {
@@ -680,6 +690,12 @@ async fn watch_store(
                 Ok(_) if !driving => idle_recovery = (idle_recovery * 2).min(IDLE_RECOVERY_CHECK),
                 Ok(_) => {}
                 Err(e) => log::debug!("looking for runs to recover failed: {e}"),
+            }
+        } else if recover && roomy {
+            // A run ended with runs queued: claim them now (the rest of the recovery,
+            // orphaned runs, keeps its own pace).
+            if let Err(e) = claim_queued(&shared, &commands).await {
+                log::debug!("claiming queued runs failed: {e}");
             }
         }
         if !driving {
@@ -744,19 +760,27 @@ async fn claim_queued(shared: &Shared, commands: &mpsc::UnboundedSender<Command>
         let driving = lock(&shared.watches).len();
         let room = shared.max_runs.saturating_sub(driving).min(CLAIM_BATCH);
         if room == 0 || !shared.claiming.load(Ordering::SeqCst) {
+            // Out of room with runs claimed just now: more may be queued, for the room
+            // the next run to end here leaves (`Shared::backlog`).
+            if !taken.is_empty() {
+                shared.backlog.store(true, Ordering::SeqCst);
+            }
             return Ok(taken);
         }
         let names = crate::registry::workflow_names();
         if names.is_empty() || !shared.store.has_queued(&names).await? {
+            shared.backlog.store(false, Ordering::SeqCst);
             return Ok(taken);
         }
         let until = crate::duration::micros_after(crate::store::now_micros(), shared.lease);
         let me = shared.owner.clone();
         let claimed = write(commands, move |w| w.claim_queued(&names, room, &me, until)).await?;
         if claimed.is_empty() {
+            shared.backlog.store(false, Ordering::SeqCst);
             return Ok(taken);
         }
         let full = claimed.len() < room;
+        shared.backlog.store(!full, Ordering::SeqCst);
         for run_id in claimed {
             let Some(mut record) = shared.store.run(&run_id, Reads::Offloaded).await? else { continue };
             // A run queued by `request_resume` is resumed; any other was never started.

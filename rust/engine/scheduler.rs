@@ -1410,6 +1410,9 @@ impl Scheduler {
             lock(&self.shared.ended).put(kept);
         }
         lock(&self.shared.watches).remove(run_id);
+        if self.shared.backlog.load(std::sync::atomic::Ordering::Relaxed) {
+            self.shared.room.notify_one();
+        }
     }
 
     /// Sends `cmd` to this scheduler after `delay`.
