@@ -302,13 +302,16 @@ impl Writer for PgWriter {
     }
 
     fn purge(&mut self, before: i64, limit: usize) -> Result<usize> {
-        // Child rows go with their run (ON DELETE CASCADE); rows locked by a claim or a
-        // batch are left for the next round.
+        // Task rows are deleted here with their run (they have no foreign key: migration
+        // 4); attempts and events go with it (ON DELETE CASCADE). Rows locked by a claim
+        // or a batch are left for the next round.
         let deleted = retrying!(self, |conn, _fresh| async {
             sqlx::query(
-                "DELETE FROM runs WHERE run_id IN (SELECT run_id FROM runs WHERE finished_at < $1 \
+                "WITH doomed AS MATERIALIZED (SELECT run_id FROM runs WHERE finished_at < $1 \
                  AND status IN ('completed', 'failed', 'cancelled') ORDER BY finished_at LIMIT $2 \
-                 FOR UPDATE SKIP LOCKED)",
+                 FOR UPDATE SKIP LOCKED), \
+                 tasks AS (DELETE FROM run_tasks WHERE run_id IN (SELECT run_id FROM doomed)) \
+                 DELETE FROM runs WHERE run_id IN (SELECT run_id FROM doomed)",
             )
             .bind(before)
             .bind(limit as i64)
