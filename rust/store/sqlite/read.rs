@@ -6,7 +6,7 @@
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Condvar, Mutex, PoisonError};
 use std::time::Duration;
 
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension, Row};
@@ -20,48 +20,102 @@ use crate::store::{AttemptRecord, OrphanCandidate, RunFilter, RunRecord, RunSumm
 pub(crate) struct Readers {
     path: PathBuf,
     busy_timeout: Duration,
-    idle: Mutex<Vec<Connection>>,
+    conns: Mutex<Conns>,
+    /// Notified when a connection in use is given back (or closed).
+    returned: Condvar,
     /// Most idle connections kept.
     keep: usize,
-    /// Closed: connections are dropped after use instead of kept.
+    /// Closed: no read starts, and connections are closed after use instead of kept.
     closed: AtomicBool,
 }
+
+/// The idle connections, and how many are in use.
+#[derive(Default)]
+struct Conns {
+    idle: Vec<Connection>,
+    in_use: usize,
+}
+
+/// A read's hold on a connection (None until it is opened): given back when dropped,
+/// however the read ends.
+struct InUse<'a>(&'a Readers, Option<Connection>);
+
+impl Drop for InUse<'_> {
+    fn drop(&mut self) {
+        self.0.give_back(self.1.take());
+    }
+}
+
+/// The longest `close` waits for reads in progress (a read waits at most for its busy
+/// timeout, and the engine's own writes have ended when it closes).
+const CLOSE_WAIT: Duration = Duration::from_secs(5);
 
 impl Readers {
     pub fn new(path: PathBuf, busy_timeout: Duration, keep: usize) -> Readers {
         Readers {
             path,
             busy_timeout,
-            idle: Mutex::new(Vec::new()),
+            conns: Mutex::new(Conns::default()),
+            returned: Condvar::new(),
             keep: keep.max(1),
             closed: AtomicBool::new(false),
         }
     }
 
     /// Runs `read` on an idle connection (or a new one), then keeps the connection.
-    /// Blocking: call it off the tokio workers.
+    /// Blocking: call it off the tokio workers. Once closed, reads are refused.
     pub fn with<T>(&self, read: impl FnOnce(&mut Connection) -> Result<T>) -> Result<T> {
-        let idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner).pop();
-        let mut conn = match idle {
-            Some(conn) => conn,
-            None => self.connect()?,
+        let mut lease = {
+            let mut conns = self.conns.lock().unwrap_or_else(PoisonError::into_inner);
+            if self.closed.load(Ordering::SeqCst) {
+                return Err(crate::errors::Error::Closed("the runner is closed".into()));
+            }
+            conns.in_use += 1;
+            InUse(self, conns.idle.pop())
         };
-        let result = read(&mut conn);
+        let conn = match &mut lease.1 {
+            Some(conn) => conn,
+            empty => empty.insert(self.connect()?),
+        };
+        let result = read(conn);
         if !conn.is_autocommit() {
-            return result; // a failed read left a transaction open: drop the connection
-        }
-        let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
-        if idle.len() < self.keep && !self.closed.load(Ordering::SeqCst) {
-            idle.push(conn);
+            lease.1 = None; // a failed read left a transaction open: close the connection
         }
         result
     }
 
-    /// Closes the idle connections; a connection in use is closed when its read ends.
+    /// Ends the use of a connection: kept for the next read, or closed (`None`, or the
+    /// readers closed) before `close` hears of it.
+    fn give_back(&self, conn: Option<Connection>) {
+        let mut conns = self.conns.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(conn) = conn {
+            if conns.idle.len() < self.keep && !self.closed.load(Ordering::SeqCst) {
+                conns.idle.push(conn);
+            }
+        }
+        conns.in_use -= 1;
+        drop(conns);
+        self.returned.notify_all();
+    }
+
+    /// Closes the connections: the idle ones at once, and waits (at most `CLOSE_WAIT`)
+    /// for the reads in progress, whose connections are closed as they end. Once this
+    /// returns, no connection of these readers holds the file (SQLite can remove its WAL).
     pub fn close(&self) {
-        let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut conns = self.conns.lock().unwrap_or_else(PoisonError::into_inner);
         self.closed.store(true, Ordering::SeqCst);
-        idle.clear();
+        conns.idle.clear();
+        let (conns, waited) = self
+            .returned
+            .wait_timeout_while(conns, CLOSE_WAIT, |c| c.in_use > 0)
+            .unwrap_or_else(PoisonError::into_inner);
+        if waited.timed_out() {
+            log::warn!(
+                "closing the runner: {} read(s) of {} still running",
+                conns.in_use,
+                self.path.display()
+            );
+        }
     }
 
     fn connect(&self) -> Result<Connection> {
@@ -318,4 +372,44 @@ fn task_from_row(row: &Row<'_>) -> rusqlite::Result<Result<TaskRecord>> {
         dependencies,
         history: Vec::new(),
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use super::Readers;
+
+    #[test]
+    fn close_waits_for_a_read_in_progress_and_refuses_later_ones() {
+        super::super::library::bind(None).expect("a SQLite library");
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("r.db");
+        rusqlite::Connection::open(&path).unwrap().execute_batch("CREATE TABLE t (x)").unwrap();
+        let readers = Arc::new(Readers::new(path, Duration::from_secs(1), 2));
+        let (started, ended) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicBool::new(false)));
+        let reading = {
+            let (readers, started, ended) = (readers.clone(), started.clone(), ended.clone());
+            std::thread::spawn(move || {
+                readers
+                    .with(|conn| {
+                        conn.query_row("SELECT count(*) FROM t", [], |_| Ok(())).unwrap();
+                        started.store(true, Ordering::SeqCst);
+                        std::thread::sleep(Duration::from_millis(300));
+                        ended.store(true, Ordering::SeqCst);
+                        Ok(())
+                    })
+                    .unwrap()
+            })
+        };
+        while !started.load(Ordering::SeqCst) {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        readers.close();
+        assert!(ended.load(Ordering::SeqCst), "close() returned while a read still held a connection");
+        assert!(readers.with(|_| Ok(())).is_err(), "a read after close() opened a connection");
+        reading.join().unwrap();
+    }
 }
