@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """cloacina on PostgreSQL: workloads, two engines, the queue, latency and takeover, next to
-DBOS Transact on the same server and the server's own one-row commit (pgbench), in one
-invocation. See bench/README.md ("PostgreSQL").
+DBOS Transact on the same server, the server's own one-row commit (pgbench) and the SQL
+floor of W1 and W3 (their statements from pgbench: pg_floor.py), in one invocation. See
+bench/README.md ("PostgreSQL").
 
     python bench/postgres.py              # everything, default sizes (starts its own server)
     python bench/postgres.py --quick      # small sizes: a smoke test of the harness
@@ -44,13 +45,24 @@ REPO = BENCH.parent
 sys.path.insert(0, str(BENCH))
 sys.path.insert(1, str(REPO / "python" / "tests"))
 import benchlib  # noqa: E402
+import pg_floor  # noqa: E402
 import pg_server  # noqa: E402
 import raw_sqlite  # noqa: E402
 import run as sqlite_harness  # noqa: E402  (bench/run.py: run_engine, tables, git)
 
 log = benchlib.log
 
-PIECES = ("pgbench", "cloacina", "engines", "queue", "latency", "takeover", "dbos", "sqlite")
+PIECES = (
+    "pgbench",
+    "floor",
+    "cloacina",
+    "engines",
+    "queue",
+    "latency",
+    "takeover",
+    "dbos",
+    "sqlite",
+)
 SIZES = {  # default, --quick
     "chain": (100, 20),
     "runs": (200, 20),
@@ -360,37 +372,16 @@ def pgbench(exe: str, url: str, seconds: float, work: Path, label: str) -> dict[
         pgbench_setup(url)
         with pg_connect(url) as con:
             before = con.execute(f"SELECT count(*) FROM {PGBENCH_SCHEMA}.commits").fetchone()[0]
-        cmd = [exe, "-n", "-c", "1", "-j", "1", "-M", "prepared"]
-        cmd += ["-T", str(max(1, round(seconds))), "-f", str(script), url]
-        p = subprocess.run(
-            cmd, capture_output=True, text=True, timeout=seconds + 120, stdin=subprocess.DEVNULL
-        )
-        text = p.stdout + p.stderr
-        out["output"] = text.strip().splitlines()[-12:]
-        if p.returncode != 0:
-            out["error"] = f"pgbench exit code {p.returncode}"
+        out.update(pg_floor.pgbench_latency(exe, url, script, seconds))
+        if "error" in out:
             return out
-        fields = {}
-        for line in text.splitlines():
-            if ":" in line and "number of transactions actually processed" in line:
-                fields["transactions"] = int(line.split(":")[1].split("/")[0].strip())
-            elif line.startswith("latency average ="):
-                fields["latency_ms"] = float(line.split("=")[1].split()[0])
-            elif line.startswith("tps ="):
-                fields["tps"] = float(line.split("=")[1].split()[0])
-        out.update(fields)
         with pg_connect(url) as con:
             after = con.execute(f"SELECT count(*) FROM {PGBENCH_SCHEMA}.commits").fetchone()[0]
         out["rows_added"] = after - before
-        if "tps" in fields and "transactions" in fields:
-            out["ms_per_commit"] = 1000.0 / fields["tps"]
-            out["valid"] = out["rows_added"] == fields["transactions"] > 0
-            if not out["valid"]:
-                out["error"] = f"{out['rows_added']} rows for {fields['transactions']} commits"
-        else:
-            out["error"] = "pgbench's output not understood"
-    except (OSError, subprocess.SubprocessError, ValueError) as e:
-        out["error"] = benchlib.describe_exception(e)
+        out["ms_per_commit"] = 1000.0 / out["tps"]
+        out["valid"] = out["rows_added"] == out["transactions"] > 0
+        if not out["valid"]:
+            out["error"] = f"{out['rows_added']} rows for {out['transactions']} commits"
     except Exception as e:  # psycopg errors
         out["error"] = benchlib.describe_exception(e)
     ms = out.get("ms_per_commit")
@@ -934,6 +925,27 @@ def build(results: dict[str, Any]) -> tuple[list[list[str]], dict[str, Any], lis
                 "",
             ]
         )
+    # The SQL floor: what the workload's commits cost with no engine around them.
+    summary["floor"] = {}
+    for key, f in (results.get("floor") or {}).items():
+        fv = f["ms_per_task"]
+        cv, dv = summary[key]["cloacina_ms_per_task"], summary[key]["dbos_ms_per_task"]
+        summary["floor"][key] = {
+            "ms_per_task": fv,
+            "dbos_vs_floor": dv / fv if dv else None,
+            "cloacina_above_floor_ms": cv - fv if cv else None,
+        }
+        rows.append(
+            [
+                f"{key} SQL floor: its statements from pgbench, ms/task",
+                fmt(fv, ".3f") + (f" (cloacina +{cv - fv:.3f})" if cv else ""),
+                "",
+                f"{dv / fv:.1f}x at most" if dv else "",
+                "",
+                "",
+            ]
+        )
+    if c or d:
         rows.append(
             [
                 "transaction ids per task, W1 / W3 / W4",
@@ -1056,6 +1068,10 @@ def problems_of(results: dict[str, Any]) -> list[str]:
     for p in results.get("pgbench_samples") or []:
         if not p.get("valid"):
             out.append(f"pgbench ({p['label']}): {p.get('error')}")
+    for f in results.get("floor_samples") or []:
+        for key in ("W1", "W3"):
+            if not f[key].get("valid"):
+                out.append(f"floor {key} ({f['label']}): {f[key].get('error')}")
     for piece, subs in (
         ("engines", ("engines_1", "engines_2")),
         ("queue", ("workers_1", "workers_2")),
@@ -1116,6 +1132,8 @@ def main() -> int:
         "server": None,
         "pgbench_samples": [],
         "pgbench": None,
+        "floor_samples": [],
+        "floor": None,
         "cloacina": None,
         "engines": None,
         "queue": None,
@@ -1157,16 +1175,32 @@ def main() -> int:
             log("!! " + w)
         exe = find_pgbench(server.bindir if server else pg_server.find_bindir())
 
+        floor_schema = f"{prefix}_floor"
+        if "floor" in a.pieces and exe is not None:
+            pg_floor.prepare(url, floor_schema)
+
         def bench_commit(label: str) -> None:
-            if "pgbench" not in a.pieces:
+            """pgbench's one-row commit, and the SQL floor, at `label` of the run."""
+            if not {"pgbench", "floor"} & set(a.pieces):
                 return
             if exe is None:
                 problems.append("pgbench not found (PATH, /usr/lib/postgresql/*/bin)")
                 return
-            results["pgbench_samples"].append(pgbench(exe, url, a.pgbench_seconds, work, label))
+            if "pgbench" in a.pieces:
+                results["pgbench_samples"].append(pgbench(exe, url, a.pgbench_seconds, work, label))
+            if "floor" in a.pieces:
+                floor = pg_floor.measure(exe, url, floor_schema, a.pgbench_seconds, work)
+                results["floor_samples"].append({"label": label, **floor})
+                log(
+                    f"   floor ({label}): "
+                    + ", ".join(
+                        f"{k} {v['ms_per_task']:.3f} ms/task"
+                        if v.get("valid")
+                        else f"{k} FAILED: {v.get('error')}"
+                        for k, v in floor.items()
+                    )
+                )
 
-        if "pgbench" in a.pieces:
-            log(f"== pgbench: one client, one-row INSERT per commit, {a.pgbench_seconds:g} s")
         bench_commit("start")
         if "cloacina" in a.pieces:
             results["cloacina"] = run_cloacina(a, url, prefix, work)
@@ -1222,6 +1256,17 @@ def main() -> int:
             "max_ms": max(ms),
             "samples": len(ms),
         }
+    floors: dict[str, Any] = {}
+    for key in ("W1", "W3"):
+        ms = [f[key]["ms_per_task"] for f in results["floor_samples"] if f[key].get("valid")]
+        if ms:
+            floors[key] = {
+                "ms_per_task": statistics.median(ms),
+                "min_ms": min(ms),
+                "max_ms": max(ms),
+                "samples": len(ms),
+            }
+    results["floor"] = floors or None
     results["meta"]["loadavg_end"] = os.getloadavg()
     if native_build() != build_info:
         problems.append(
