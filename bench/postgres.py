@@ -938,7 +938,7 @@ def build(results: dict[str, Any]) -> tuple[list[list[str]], dict[str, Any], lis
         rows.append(
             [
                 f"{key} SQL floor: its statements from pgbench, ms/task",
-                fmt(fv, ".3f") + (f" (cloacina +{cv - fv:.3f})" if cv else ""),
+                fmt(fv, ".3f") + (f" (cloacina {cv - fv:+.3f})" if cv else ""),
                 "",
                 f"{dv / fv:.1f}x at most" if dv else "",
                 "",
