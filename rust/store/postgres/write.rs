@@ -412,6 +412,31 @@ impl Writer for PgWriter {
     }
 }
 
+/// The statement of `insert_run`: the run (owned, or queued without an owner), then its
+/// task rows from arrays, with `$columns` after `status` read from `$arrays` after the
+/// statuses' ($13 on). Inserts nothing when the run exists (see `insert_run`).
+macro_rules! insert_run_sql {
+    ($columns:literal, $arrays:literal) => {
+        concat!(
+            "WITH r AS (INSERT INTO runs (run_id, workflow, version, status, input, owner, created_at, \
+               started_at, lease_expires_at, idempotency_key) \
+             VALUES ($1, $2, $3, CASE WHEN $5::text IS NULL THEN 'queued' ELSE 'running' END, $4, $5, $6, \
+               CASE WHEN $5::text IS NULL THEN NULL ELSE $6 END, \
+               CASE WHEN $5::text IS NULL THEN NULL ELSE ",
+            db_now!(),
+            " + $7 END, $8) \
+             ON CONFLICT DO NOTHING RETURNING run_id), \
+             t AS (INSERT INTO run_tasks (run_id, task_id, position, dependencies, status",
+            $columns,
+            ") SELECT r.run_id, x.* FROM r, unnest($9::text[], $10::int[], $11::text[], $12::text[]",
+            $arrays,
+            ") AS x(task_id, position, dependencies, status",
+            $columns,
+            ")) SELECT run_id FROM r"
+        )
+    };
+}
+
 /// Whether `ops` are one new run and nothing else: its `Op::InsertRun`, its
 /// `Op::InsertTask`s, and `Op::StartTask`s of those tasks (the first attempts the
 /// scheduler started in the batch that inserts the run), which `insert_run` commits.
@@ -479,40 +504,31 @@ pub(super) async fn insert_run(
             }
         }
     }
-    let inserted: Option<String> = sqlx::query_scalar(concat!(
-        "WITH r AS (INSERT INTO runs (run_id, workflow, version, status, input, owner, created_at, \
-           started_at, lease_expires_at, idempotency_key) \
-         VALUES ($1, $2, $3, CASE WHEN $5::text IS NULL THEN 'queued' ELSE 'running' END, $4, $5, $6, \
-           CASE WHEN $5::text IS NULL THEN NULL ELSE $6 END, \
-           CASE WHEN $5::text IS NULL THEN NULL ELSE ",
-        db_now!(),
-        " + $7 END, $8) \
-         ON CONFLICT DO NOTHING RETURNING run_id), \
-         t AS (INSERT INTO run_tasks (run_id, task_id, position, dependencies, status, attempts, \
-           owner, started_at) \
-           SELECT r.run_id, x.task_id, x.position, x.dependencies, x.status, x.attempts, x.owner, \
-             x.started_at \
-           FROM r, unnest($9::text[], $10::int[], $11::text[], $12::text[], $13::int[], $14::text[], \
-             $15::bigint[]) AS x(task_id, position, dependencies, status, attempts, owner, started_at)) \
-         SELECT run_id FROM r"
-    ))
-    .bind(&**run_id)
-    .bind(&**workflow)
-    .bind(&**version)
-    .bind(input)
-    .bind(owner.as_deref())
-    .bind(at)
-    .bind(from_now(*lease_until))
-    .bind(idempotency_key.as_deref())
-    .bind(&task_ids)
-    .bind(&positions)
-    .bind(&dependencies)
-    .bind(&statuses)
-    .bind(&attempts)
-    .bind(&started_by)
-    .bind(&started_at)
-    .fetch_optional(&mut *conn)
-    .await?;
+    // Task rows with no attempt started (a submitter's, beside the writer) leave the
+    // start columns to their defaults, and bind no arrays for them.
+    let started = started_at.iter().any(Option::is_some);
+    let sql = if started {
+        insert_run_sql!(", attempts, owner, started_at", ", $13::int[], $14::text[], $15::bigint[]")
+    } else {
+        insert_run_sql!("", "")
+    };
+    let mut query = sqlx::query_scalar::<_, String>(sql)
+        .bind(&**run_id)
+        .bind(&**workflow)
+        .bind(&**version)
+        .bind(input)
+        .bind(owner.as_deref())
+        .bind(at)
+        .bind(from_now(*lease_until))
+        .bind(idempotency_key.as_deref())
+        .bind(&task_ids)
+        .bind(&positions)
+        .bind(&dependencies)
+        .bind(&statuses);
+    if started {
+        query = query.bind(&attempts).bind(&started_by).bind(&started_at);
+    }
+    let inserted: Option<String> = query.fetch_optional(&mut *conn).await?;
     if inserted.is_some() {
         return Ok(Ok(Committed::default()));
     }
