@@ -466,7 +466,13 @@ impl Store for PostgresStore {
     }
 
     fn insert_run<'a>(&'a self, ops: &'a [Op]) -> BoxFuture<'a, Result<Committed>> {
-        async move { read!(self, |c| write::insert_run(c, ops)).await? }.boxed()
+        async move {
+            let Some(run) = write::NewRun::of(ops) else {
+                return Err(Error::Internal("insert_run: the ops are not one new run".into()));
+            };
+            read!(self, |c| write::insert_run(c, &run)).await?
+        }
+        .boxed()
     }
 
     fn commit_gather(&self) -> Option<Duration> {

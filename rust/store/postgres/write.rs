@@ -199,12 +199,12 @@ impl Writer for PgWriter {
             .collect();
         // Encoded only for `cloacina_commit`, once however often the batch is retried.
         let batch = OnceCell::new();
-        let lone = lone_new_run(ops);
+        let new_run = NewRun::of(ops);
         // One statement: one round trip, one transaction (see migration 2), or a plain
         // statement (`insert_run`, `plain_batch`), which loses no run.
         let done = retrying!(self, |conn, fresh| async {
-            if lone {
-                return insert_run(&mut *conn, ops).await; // a new run has nothing to fence
+            if let Some(run) = &new_run {
+                return insert_run(&mut *conn, run).await; // a new run has nothing to fence
             }
             if !fresh && expiring.is_empty() {
                 if let Some(query) = plain_batch(ops, owner) {
@@ -437,30 +437,81 @@ macro_rules! insert_run_sql {
     };
 }
 
-/// Whether `ops` are one new run and nothing else: its `Op::InsertRun`, its
-/// `Op::InsertTask`s, and `Op::StartTask`s of those tasks (the first attempts the
-/// scheduler started in the batch that inserts the run), which `insert_run` commits.
-fn lone_new_run(ops: &[Op]) -> bool {
-    let Some(Op::InsertRun { run_id, .. }) = ops.first() else {
-        return false;
-    };
-    let inserted: HashSet<&str> = ops[1..]
-        .iter()
-        .filter_map(|op| match op {
-            Op::InsertTask { run_id: of, task_id, .. } if of == run_id => Some(&**task_id),
-            _ => None,
-        })
-        .collect();
-    ops[1..].iter().all(|op| match op {
-        Op::InsertTask { run_id: of, .. } => of == run_id,
-        Op::StartTask { run_id: of, task_id, .. } => of == run_id && inserted.contains(&**task_id),
-        _ => false,
-    })
+/// A batch that is one new run and nothing else, as the rows `insert_run` writes: its
+/// `Op::InsertRun`, its `Op::InsertTask`s, and `Op::StartTask`s of those tasks (the first
+/// attempts the scheduler started in the batch that inserts the run), each start folded
+/// into its task's row.
+pub(super) struct NewRun<'a> {
+    run_id: &'a Arc<str>,
+    workflow: &'a str,
+    version: &'a str,
+    input: &'a str,
+    owner: Option<&'a str>,
+    at: i64,
+    lease_until: i64,
+    idempotency_key: Option<&'a str>,
+    task_ids: Vec<&'a str>,
+    positions: Vec<i32>,
+    dependencies: Vec<&'a str>,
+    statuses: Vec<&'static str>,
+    attempts: Vec<i32>,
+    started_by: Vec<Option<&'a str>>,
+    started_at: Vec<Option<i64>>,
 }
 
-/// Commits a new run (its `Op::InsertRun` and `Op::InsertTask`s, and the
-/// `Op::StartTask`s of those tasks, each folded into its task's new row, as `ops` holds
-/// them; see `lone_new_run`): one plain statement, cheaper on the server than
+impl<'a> NewRun<'a> {
+    /// The new run `ops` are; None when they are anything else.
+    pub(super) fn of(ops: &'a [Op]) -> Option<Self> {
+        let Some(Op::InsertRun { run_id, workflow, version, input, owner, at, lease_until, idempotency_key }) =
+            ops.first()
+        else {
+            return None;
+        };
+        let mut run = NewRun {
+            run_id,
+            workflow,
+            version,
+            input,
+            owner: owner.as_deref(),
+            at: *at,
+            lease_until: *lease_until,
+            idempotency_key: idempotency_key.as_deref(),
+            task_ids: vec![],
+            positions: vec![],
+            dependencies: vec![],
+            statuses: vec![],
+            attempts: vec![],
+            started_by: vec![],
+            started_at: vec![],
+        };
+        let mut index: HashMap<&str, usize> = HashMap::new();
+        for op in &ops[1..] {
+            match op {
+                Op::InsertTask { run_id: of, task_id, position, dependencies, status } if of == run_id => {
+                    index.insert(task_id, run.task_ids.len());
+                    run.task_ids.push(task_id);
+                    run.positions.push(*position as i32);
+                    run.dependencies.push(dependencies);
+                    run.statuses.push(status);
+                    run.attempts.push(0);
+                    run.started_by.push(None);
+                    run.started_at.push(None);
+                }
+                Op::StartTask { run_id: of, task_id, attempt, owner, at } if of == run_id => {
+                    let &i = index.get(&**task_id)?; // a start before its row
+                    run.statuses[i] = "running";
+                    run.attempts[i] = *attempt as i32;
+                    run.started_by[i] = Some(owner);
+                    run.started_at[i] = Some(*at);
+                }
+                _ => return None,
+            }
+        }
+        Some(run)
+    }
+}
+
+/// Commits a new run (see `NewRun`): one plain statement, cheaper on the server than
 /// `cloacina_commit`'s op-by-op loop (about 0.1 ms a run here), with nothing to fence.
 /// The scheduler's writer commits a lone new run with it, and a submitter beside the
 /// writer on a read connection. The outer error is the database's. Applied twice (an
@@ -468,45 +519,12 @@ fn lone_new_run(ops: &[Op]) -> bool {
 /// another run holds is reported in `duplicates`, and none of its rows are written.
 pub(super) async fn insert_run(
     conn: &mut PgConnection,
-    ops: &[Op],
+    run: &NewRun<'_>,
 ) -> std::result::Result<Result<Committed>, sqlx::Error> {
-    let Some(Op::InsertRun { run_id, workflow, version, input, owner, at, lease_until, idempotency_key }) =
-        ops.first()
-    else {
-        return Ok(Err(Error::Internal("insert_run: the ops do not start with a new run".into())));
-    };
-    let (mut task_ids, mut positions, mut dependencies, mut statuses) = (vec![], vec![], vec![], vec![]);
-    let (mut attempts, mut started_by, mut started_at) = (vec![], vec![], vec![]);
-    let mut index: HashMap<&str, usize> = HashMap::new();
-    for op in &ops[1..] {
-        match op {
-            Op::InsertTask { run_id: of, task_id, position, dependencies: deps, status } if of == run_id => {
-                index.insert(&**task_id, task_ids.len());
-                task_ids.push(&**task_id);
-                positions.push(*position as i32);
-                dependencies.push(deps.as_str());
-                statuses.push(*status);
-                attempts.push(0);
-                started_by.push(None);
-                started_at.push(None);
-            }
-            Op::StartTask { run_id: of, task_id, attempt, owner, at } if of == run_id => {
-                let Some(&i) = index.get(&**task_id) else {
-                    return Ok(Err(Error::Internal(format!("insert_run: {task_id} starts before its row"))));
-                };
-                statuses[i] = "running";
-                attempts[i] = *attempt as i32;
-                started_by[i] = Some(&**owner);
-                started_at[i] = Some(*at);
-            }
-            other => {
-                return Ok(Err(Error::Internal(format!("insert_run: unexpected op {other:?}"))));
-            }
-        }
-    }
+    let run_id = run.run_id;
     // Task rows with no attempt started (a submitter's, beside the writer) leave the
     // start columns to their defaults, and bind no arrays for them.
-    let started = started_at.iter().any(Option::is_some);
+    let started = run.started_at.iter().any(Option::is_some);
     let sql = if started {
         insert_run_sql!(", attempts, owner, started_at", ", $13::int[], $14::text[], $15::bigint[]")
     } else {
@@ -514,19 +532,19 @@ pub(super) async fn insert_run(
     };
     let mut query = sqlx::query_scalar::<_, String>(sql)
         .bind(&**run_id)
-        .bind(&**workflow)
-        .bind(&**version)
-        .bind(input)
-        .bind(owner.as_deref())
-        .bind(at)
-        .bind(from_now(*lease_until))
-        .bind(idempotency_key.as_deref())
-        .bind(&task_ids)
-        .bind(&positions)
-        .bind(&dependencies)
-        .bind(&statuses);
+        .bind(run.workflow)
+        .bind(run.version)
+        .bind(run.input)
+        .bind(run.owner)
+        .bind(run.at)
+        .bind(from_now(run.lease_until))
+        .bind(run.idempotency_key)
+        .bind(&run.task_ids)
+        .bind(&run.positions)
+        .bind(&run.dependencies)
+        .bind(&run.statuses);
     if started {
-        query = query.bind(&attempts).bind(&started_by).bind(&started_at);
+        query = query.bind(&run.attempts).bind(&run.started_by).bind(&run.started_at);
     }
     let inserted: Option<String> = query.fetch_optional(&mut *conn).await?;
     if inserted.is_some() {
@@ -539,7 +557,7 @@ pub(super) async fn insert_run(
          ORDER BY (run_id = $1) DESC LIMIT 1",
     )
     .bind(&**run_id)
-    .bind(idempotency_key.as_deref())
+    .bind(run.idempotency_key)
     .fetch_optional(&mut *conn)
     .await?;
     Ok(Ok(match existing {
