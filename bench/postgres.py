@@ -1094,6 +1094,13 @@ def problems_of(results: dict[str, Any]) -> list[str]:
 # ---------------------------------------------------------------------------------------
 
 
+def spread(key: str, ms: list[float]) -> dict[str, Any] | None:
+    """The median of samples `ms` (as `key`), with their range and count; None for none."""
+    if not ms:
+        return None
+    return {key: statistics.median(ms), "min_ms": min(ms), "max_ms": max(ms), "samples": len(ms)}
+
+
 def main() -> int:
     a = parse_args()
     for sig in (signal.SIGTERM, signal.SIGHUP):
@@ -1201,6 +1208,10 @@ def main() -> int:
                     )
                 )
 
+        if "pgbench" in a.pieces:
+            log(f"== pgbench: one client, one-row INSERT per commit, {a.pgbench_seconds:g} s")
+        if "floor" in a.pieces:
+            log(f"== floor: W1's and W3's statements from pgbench, {a.pgbench_seconds:g} s each")
         bench_commit("start")
         if "cloacina" in a.pieces:
             results["cloacina"] = run_cloacina(a, url, prefix, work)
@@ -1247,26 +1258,16 @@ def main() -> int:
         if interrupted and not a.keep_work:
             shutil.rmtree(work, ignore_errors=True)
 
-    samples = [p for p in results["pgbench_samples"] if p.get("valid")]
-    if samples:
-        ms = [p["ms_per_commit"] for p in samples]
-        results["pgbench"] = {
-            "ms_per_commit": statistics.median(ms),
-            "min_ms": min(ms),
-            "max_ms": max(ms),
-            "samples": len(ms),
-        }
-    floors: dict[str, Any] = {}
-    for key in ("W1", "W3"):
-        ms = [f[key]["ms_per_task"] for f in results["floor_samples"] if f[key].get("valid")]
-        if ms:
-            floors[key] = {
-                "ms_per_task": statistics.median(ms),
-                "min_ms": min(ms),
-                "max_ms": max(ms),
-                "samples": len(ms),
-            }
-    results["floor"] = floors or None
+    commits = [p["ms_per_commit"] for p in results["pgbench_samples"] if p.get("valid")]
+    results["pgbench"] = spread("ms_per_commit", commits)
+    floors = {
+        key: spread(
+            "ms_per_task",
+            [f[key]["ms_per_task"] for f in results["floor_samples"] if f[key].get("valid")],
+        )
+        for key in ("W1", "W3")
+    }
+    results["floor"] = {k: v for k, v in floors.items() if v} or None
     results["meta"]["loadavg_end"] = os.getloadavg()
     if native_build() != build_info:
         problems.append(
