@@ -345,6 +345,14 @@ class RunSummary:
         )
 
 
+def _existing(run_id: str, raw: Mapping[str, Any] | None) -> RunResult:
+    """The result of run ``run_id`` read as ``raw``: a run that was waited for or known
+    to exist, so its absence is an error."""
+    if raw is None:
+        raise CloacinaError(f"no run with id '{run_id}'")
+    return RunResult._from_native(raw)
+
+
 class RunHandle:
     """A run started with :meth:`Runner.start`. Await it, or call :meth:`wait`."""
 
@@ -382,10 +390,7 @@ class RunHandle:
     async def _wait_async(self) -> RunResult:
         engine = self._runner._engine_or_raise()
         await engine.wait_async(self.run_id, self._runner._waiting_from_own_task())
-        raw = await engine.ended_run_async(self.run_id)
-        if raw is None:  # as in wait(): the run was waited for, so it existed
-            raise CloacinaError(f"no run with id '{self.run_id}'")
-        return RunResult._from_native(raw)
+        return _existing(self.run_id, await engine.ended_run_async(self.run_id))
 
     def __await__(self) -> Generator[Any, None, RunResult]:
         return self._wait_async().__await__()
@@ -757,16 +762,10 @@ class Runner:
     def _ended(self, run_id: str) -> RunResult:
         """Run ``run_id``, which was just waited for: as it ended here when it did
         (``ended_run``), else as stored."""
-        raw = self._engine_or_raise().ended_run(run_id)
-        if raw is None:
-            raise CloacinaError(f"no run with id '{run_id}'")
-        return RunResult._from_native(raw)
+        return _existing(run_id, self._engine_or_raise().ended_run(run_id))
 
     def _get_existing(self, run_id: str) -> RunResult:
-        result = self.get_run(run_id)
-        if result is None:
-            raise CloacinaError(f"no run with id '{run_id}'")
-        return result
+        return _existing(run_id, self._engine_or_raise().get_run(run_id))
 
     def list_runs(
         self, workflow: str | Workflow | None = None, status: str | None = None, limit: int = 50
